@@ -1,0 +1,36 @@
+# stiv_jax: `make demo` runs the main job, `make test` runs the test suite.
+# Both create .venv on first use and install everything they need into it.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat setup.cfg | cksum | cut -d' ' -f1)
+export JAX_PLATFORMS ?= cpu
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+PYTEST_WORKERS ?= 2
+
+.PHONY: venv test test-slow demo bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# CPU PyTorch first (a local wheel where the machine has one), so the torch extra adds nothing heavy.
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q -e ".[test,torch,tpu]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q tests
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow tests
+
+demo: $(STAMP)
+	$(BIN)/stiv-smoke --out=outputs/demo
+
+bench: $(STAMP)
+	$(BIN)/stiv-bench all
+
+clean:
+	rm -rf outputs build *.egg-info

@@ -1,0 +1,1 @@
+"""stiv_jax.cli."""
