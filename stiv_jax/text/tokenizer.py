@@ -1,0 +1,71 @@
+"""T5 SentencePiece tokenizer (paper App. C: prompts are tokenized with the T5 tokenizer).
+
+T5 conventions: id 0 = ``<pad>``, 1 = ``</s>`` (EOS, appended), 2 = ``<unk>``, no BOS. Output is a
+fixed-length ``int32`` id matrix plus a boolean attention mask, so batches have static shapes.
+Backends: ``sentencepiece`` (default, light, picklable so it runs inside Grain workers) and
+``tensorflow_text`` (the ``tf`` extra); both give identical ids.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+PAD_ID = 0
+EOS_ID = 1
+
+
+class T5Tokenizer:
+    """Callable: ``tokenizer(texts) -> (ids [N, max_length] int32, mask [N, max_length] bool)``."""
+
+    def __init__(self, model_path: str, max_length: int = 128, backend: str = "sentencepiece"):
+        if not os.path.exists(model_path):
+            raise FileNotFoundError(f"SentencePiece model not found: {model_path}")
+        if backend not in ("sentencepiece", "tensorflow_text"):
+            raise ValueError(f"unknown tokenizer backend {backend!r}; use 'sentencepiece' or 'tensorflow_text'")
+        self.model_path = model_path
+        self.max_length = int(max_length)
+        self.backend = backend
+        self._impl = None
+
+    def __getstate__(self):  # picklable for Grain worker processes: reload lazily there
+        return {**self.__dict__, "_impl": None}
+
+    def _load(self):
+        if self._impl is None:
+            if self.backend == "sentencepiece":
+                import sentencepiece as spm
+
+                self._impl = spm.SentencePieceProcessor(model_file=self.model_path)
+            else:
+                import tensorflow_text as tft
+
+                with open(self.model_path, "rb") as f:
+                    self._impl = tft.SentencepieceTokenizer(model=f.read(), add_eos=False)
+        return self._impl
+
+    @property
+    def vocab_size(self) -> int:
+        impl = self._load()
+        return int(impl.vocab_size() if self.backend == "sentencepiece" else impl.vocab_size())
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Unpadded ids with EOS appended (truncated so EOS always fits)."""
+        impl = self._load()
+        if self.backend == "sentencepiece":
+            pieces = impl.encode(list(texts), out_type=int)
+        else:
+            pieces = [list(map(int, row)) for row in impl.tokenize(list(texts)).to_list()]
+        return [p[: self.max_length - 1] + [EOS_ID] for p in pieces]
+
+    def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.encode(texts)
+        ids = np.full((len(rows), self.max_length), PAD_ID, np.int32)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = row
+        mask = np.zeros_like(ids, dtype=bool)
+        for i, row in enumerate(rows):
+            mask[i, : len(row)] = True
+        return ids, mask
