@@ -1,0 +1,45 @@
+"""MaskDiT spatial token masking (§2.2 "Spatial masking"; Zheng et al., MaskDiT).
+
+During training a random 50% of the *spatial* positions are kept; the same positions are kept in
+every frame, so factorised temporal attention still sees full tracks (temporal masking hurt,
+Fig. 6a). The main blocks run on the kept tokens only; a learned mask token fills the dropped
+positions before the 2 full-width decoder blocks. At sampling (and for unmasked fine-tuning)
+``keep_idx=None`` runs every token.
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+
+
+def sample_keep_indices(key: jax.Array, batch: int, num_tokens: int, mask_ratio: float) -> jax.Array:
+    """Sorted random kept spatial-token indices ``[batch, round(num_tokens·(1-mask_ratio))]``."""
+    if not 0.0 <= mask_ratio < 1.0:
+        raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+    num_keep = max(1, int(round(num_tokens * (1.0 - mask_ratio))))
+    noise = jax.random.uniform(key, (batch, num_tokens))
+    keep = jnp.argsort(noise, axis=-1)[:, :num_keep]
+    return jnp.sort(keep, axis=-1).astype(jnp.int32)
+
+
+def gather_tokens(x: jax.Array, keep_idx: jax.Array) -> jax.Array:
+    """``x [B, T', S, ...]`` → ``[B, T', K, ...]`` keeping ``keep_idx [B, K]`` in every frame."""
+    chex.assert_equal(x.shape[0], keep_idx.shape[0])
+    idx = keep_idx.reshape(keep_idx.shape[0], 1, keep_idx.shape[1], *([1] * (x.ndim - 3)))
+    return jnp.take_along_axis(x, idx, axis=2)
+
+
+def scatter_tokens(kept: jax.Array, keep_idx: jax.Array, num_tokens: int, fill: jax.Array) -> jax.Array:
+    """Inverse of :func:`gather_tokens`: ``[B, T', K, d]`` → ``[B, T', S, d]`` with ``fill`` [d] elsewhere."""
+    b, tt, _, d = kept.shape
+    full = jnp.broadcast_to(fill.astype(kept.dtype), (b, tt, num_tokens, d))
+    bi = jnp.arange(b)[:, None]
+    return full.at[bi, :, keep_idx].set(jnp.swapaxes(kept, 1, 2))
+
+
+def token_keep_mask(keep_idx: jax.Array, num_tokens: int) -> jax.Array:
+    """``[B, K]`` indices → boolean ``[B, S]`` (True = kept/visible)."""
+    b = keep_idx.shape[0]
+    return jnp.zeros((b, num_tokens), bool).at[jnp.arange(b)[:, None], keep_idx].set(True)
