@@ -13,11 +13,12 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from launch_tpu import slices
+from launch_tpu import commands, slices
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch_tpu" / "launch.py"
@@ -259,6 +260,64 @@ def test_wrapper_scripts(fake_bin, script, accelerator, queued):
     assert create[3] == ("queued-resources" if queued else "tpu-vm")
     assert flags(create)["accelerator-type"] == accelerator
     assert f"--config={CONFIG}" in proc.stdout
+
+
+FAKE_TRAINER = """#!{python}
+import signal, sys, time
+print("stiv-train", *sys.argv[1:], flush=True)
+signal.signal(signal.SIGTERM, lambda *_: (print("SIGTERM: checkpoint saved", flush=True),
+                                          sys.exit(0)))
+while True:
+    time.sleep(0.05)
+"""
+
+
+def alive(pid: int) -> bool:
+    """Running (an exited, not yet reaped orphan counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_worker_scripts_run_detach_refuse_and_stop(tmp_path):
+    """Runs the train/stop/logs worker scripts for real, with a fake stiv-train in $HOME."""
+    home = tmp_path / "home"
+    (home / "stiv_jax").mkdir(parents=True)
+    trainer = home / "stiv_venv" / "bin" / "stiv-train"
+    trainer.parent.mkdir(parents=True)
+    trainer.write_text(FAKE_TRAINER.format(python=sys.executable))
+    trainer.chmod(0o755)
+    env = {**os.environ, "HOME": str(home)}
+
+    def worker(script):
+        assert subprocess.run(["bash", "-n", "-c", script]).returncode == 0  # syntax
+        return subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True,
+                              timeout=30)
+
+    args = commands.train_args(CONFIG, WORKDIR, slices.parse("v5p-8"), distributed_key="x",
+                               mesh_overrides=False, extra=["--config.note=a b"])
+    started = worker(commands.train_script(args, {"FOO": "1"}))
+    assert started.returncode == 0, started.stderr
+    pid = int((home / "stiv_train.pid").read_text())
+    assert alive(pid)  # still running after the launching shell has exited
+    log = home / "stiv_train.log"
+    for _ in range(100):
+        if log.exists() and log.read_text():
+            break
+        time.sleep(0.05)
+    assert log.read_text().split("\n")[0] == " ".join(["stiv-train", *args])
+
+    again = worker(commands.train_script(args, {}))
+    assert again.returncode == 1 and f"stiv-train is running (pid {pid})" in again.stderr
+    assert worker(commands.install_script(CODE, "3.12")).returncode == 1  # same guard
+
+    stopped = worker(commands.stop_script(grace_seconds=5))
+    assert stopped.returncode == 0 and f"SIGTERM to {pid}" in stopped.stdout
+    assert not alive(pid)
+    tail = worker(commands.logs_script(1, follow=False))
+    assert tail.stdout == "SIGTERM: checkpoint saved\n"
+    assert "not running" in worker(commands.stop_script(grace_seconds=1)).stdout
 
 
 @pytest.mark.parametrize("accelerator, chips, hosts, per_host, topology", [
