@@ -19,6 +19,7 @@ M with it on; all counts include the 2 MaskDiT decoder blocks, embedders and fin
 from __future__ import annotations
 
 import ml_collections
+from ml_collections import config_dict
 
 SIZES = {
     # name: (num_layers, hidden_size, num_heads)
@@ -34,16 +35,18 @@ ATTENTION_IMPLS = ("xla", "cudnn", "splash")
 
 
 def get_model_config(size: str = "XL", **overrides) -> ml_collections.ConfigDict:
-    """Returns the locked model config for ``size``; ``overrides`` replace individual keys."""
-    if size not in SIZES:
-        raise ValueError(f"unknown model size {size!r}; choose one of {sorted(SIZES)}")
-    layers, width, heads = SIZES[size]
+    """Returns the locked model config for ``size``; ``overrides`` replace individual keys.
+
+    ``num_layers``/``hidden_size``/``num_heads`` stay unset (``None``) unless overridden, and are
+    filled from ``SIZES[size]`` by :func:`resolve`, so ``--config.model.size=...`` works.
+    """
+    _check_size(size)
     cpu = size in ("tiny", "small")
     c = ml_collections.ConfigDict()
     c.size = size
-    c.num_layers = layers
-    c.hidden_size = width
-    c.num_heads = heads
+    c.num_layers = config_dict.placeholder(int)
+    c.hidden_size = config_dict.placeholder(int)
+    c.num_heads = config_dict.placeholder(int)
     c.mlp_ratio = 4.0
     c.in_channels = 4  # latent channels (sd-vae-ft-ema: 4)
     c.patch_size = 2  # spatial
@@ -65,6 +68,23 @@ def get_model_config(size: str = "XL", **overrides) -> ml_collections.ConfigDict
     c.scan_layers = True
     c.attention_impl = "xla"
     c.update(overrides)
+    resolve(c)  # fail fast on bad values
+    c.lock()
+    return c
+
+
+def _check_size(size: str) -> None:
+    if size not in SIZES:
+        raise ValueError(f"unknown model size {size!r}; choose one of {sorted(SIZES)}")
+
+
+def resolve(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A locked copy of ``c`` with the size-derived fields filled in and every value validated."""
+    _check_size(c.size)
+    c = ml_collections.ConfigDict(c.to_dict())
+    for key, value in zip(("num_layers", "hidden_size", "num_heads"), SIZES[c.size]):
+        if c[key] is None:
+            c[key] = value
     validate(c)
     c.lock()
     return c

@@ -25,6 +25,7 @@ from flax import nnx
 from stiv_jax.model import maskdit
 from stiv_jax.model.block import SPATIAL_ATTN, TEMPORAL_ATTN, STIVBlock
 from stiv_jax.model.conditioning import SharedAdaLN, SingletonCondition
+from stiv_jax.model.config import resolve
 from stiv_jax.model.layers import dense, layer_norm, modulate
 from stiv_jax.model.patchify import FrameConditionIndicator, PatchEmbed, Unpatchify
 from stiv_jax.model.rope import rope_1d, rope_2d
@@ -57,6 +58,7 @@ def _stack(make: Callable[[nnx.Rngs], nnx.Module], n: int, rngs: nnx.Rngs) -> nn
 
 class STIV(nnx.Module):
     def __init__(self, cfg, *, rngs: nnx.Rngs):
+        cfg = resolve(cfg)
         self.cfg = cfg
         d = cfg.hidden_size
         dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)

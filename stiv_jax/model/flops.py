@@ -1,0 +1,45 @@
+"""Analytic model FLOPs of the STIV DiT (for TFLOP/s logging and MFU benchmarks).
+
+Counts multiply-adds as 2 FLOPs for every matmul, attention included *in full* (bidirectional
+attention computes the whole score matrix; no causal halving). Elementwise work (norms, softmax,
+activations, RoPE) is not counted, as is usual for MFU. A training step is 3× the forward
+(forward + backward of activations and weights); remat recomputation is *not* counted (model FLOPs,
+not hardware FLOPs).
+"""
+
+from __future__ import annotations
+
+from stiv_jax.model.config import resolve
+
+
+def _block_flops(d: int, mlp: int, tt: int, s: int, text_len: int, temporal: bool) -> float:
+    n = tt * s  # tokens in this sample
+    f = 0.0
+    f += 2 * n * 4 * d * d + 2 * 2 * tt * s * s * d  # spatial attn: q,k,v,o + QK^T, AV per frame
+    if temporal and tt > 1:
+        f += 2 * n * 4 * d * d + 2 * 2 * s * tt * tt * d
+    f += 2 * n * 2 * d * d + 2 * text_len * 2 * d * d + 2 * 2 * n * text_len * d  # cross attn
+    f += 2 * n * 2 * d * mlp  # MLP
+    return f
+
+
+def forward_flops(model_cfg, *, frames: int, height: int, width: int, text_len: int, mask_ratio: float = 0.0) -> float:
+    """FLOPs of one forward pass for one sample of latents ``[frames, height, width, C]``."""
+    c = resolve(model_cfg)
+    d, p, pt = c.hidden_size, c.patch_size, c.temporal_patch_size
+    mlp = int(d * c.mlp_ratio)
+    tt = 1 if frames == 1 else frames // pt
+    s = (height // p) * (width // p)
+    kept = s if not (mask_ratio and c.num_decoder_blocks) else max(1, int(round(s * (1 - mask_ratio))))
+    patch_in = (1 if frames == 1 else pt) * p * p * c.in_channels
+    f = 2 * tt * s * patch_in * d * 2  # patch embedding + un-patchify
+    f += 2 * text_len * (c.text_dim * d + d * d)  # caption projection
+    f += 2 * (c.freq_dim * d + d * d) * 2 + 2 * c.text_dim * d + 2 * 6 * d * d  # condition + shared AdaLN
+    f += c.num_layers * _block_flops(d, mlp, tt, kept, text_len, c.temporal_attention)
+    f += c.num_decoder_blocks * _block_flops(d, mlp, tt, s, text_len, c.temporal_attention)
+    return float(f)
+
+
+def train_step_flops(model_cfg, *, batch: int, frames: int, height: int, width: int, text_len: int, mask_ratio: float = 0.0) -> float:
+    """Model FLOPs of one training step (forward + backward = 3 × forward) for ``batch`` samples."""
+    return 3.0 * batch * forward_flops(model_cfg, frames=frames, height=height, width=width, text_len=text_len, mask_ratio=mask_ratio)

@@ -1,0 +1,111 @@
+"""Frozen encoders used inside the train step: autoencoder (pixels → latents) and text encoder
+(token ids → token embeddings + pooled embedding), plus the null (empty-prompt) text encoding
+used for text dropout (App. B).
+
+Their parameters travel as an explicit ``frozen`` argument of the jitted step (never as baked-in
+constants) and receive no gradients.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from stiv_jax.text.tokenizer import EOS_ID, PAD_ID
+from stiv_jax.vae.pixel import PixelAutoencoder
+
+
+def build_text_encoder(text_cfg: ml_collections.ConfigDict, dim: int) -> nnx.Module | None:
+    if text_cfg.kind == "cached":
+        return None
+    if text_cfg.kind == "embedding":
+        from stiv_jax.text.embedding import FrozenTokenEmbedding
+
+        return FrozenTokenEmbedding(text_cfg.vocab_size, dim, seed=text_cfg.seed)
+    from stiv_jax.text.encoder import load_text_encoder  # pretrained CLIP / T5 (stiv-import)
+
+    return load_text_encoder(text_cfg)
+
+
+def build_autoencoder(ae_cfg: ml_collections.ConfigDict):
+    if ae_cfg.kind == "pixel":
+        return PixelAutoencoder(ae_cfg.downsample)
+    from stiv_jax.vae import load_autoencoder  # pretrained AutoencoderKL (stiv-import)
+
+    return load_autoencoder(ae_cfg)
+
+
+def null_text_ids(length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids/mask of the empty prompt in the T5 convention: just EOS, then padding."""
+    ids = np.full((1, length), PAD_ID, np.int32)
+    ids[0, 0] = EOS_ID
+    mask = np.zeros((1, length), bool)
+    mask[0, 0] = True
+    return ids, mask
+
+
+class Conditioner:
+    """Turns a data batch into model inputs: ``{latents, text, text_mask, pooled_text, micro}``."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.text_encoder = build_text_encoder(config.text, config.model.text_dim)
+        self.autoencoder = build_autoencoder(config.autoencoder)
+        self.max_length = config.data.max_text_length
+        # nnx modules (learned encoders) run from their graph + frozen params inside the step.
+        self._text_graph = nnx.split(self.text_encoder, nnx.Param)[0] if self.text_encoder is not None else None
+        self._ae_graph = nnx.split(self.autoencoder, nnx.Param)[0] if isinstance(self.autoencoder, nnx.Module) else None
+
+    def frozen_params(self, null_text: dict | None = None) -> dict[str, Any]:
+        """Arrays for the ``frozen`` step argument (text-encoder params; cached null text)."""
+        frozen: dict[str, Any] = {}
+        if self.text_encoder is not None:
+            frozen["text"] = nnx.to_pure_dict(nnx.state(self.text_encoder, nnx.Param))
+        if self._ae_graph is not None:
+            frozen["autoencoder"] = nnx.to_pure_dict(nnx.state(self.autoencoder, nnx.Param))
+        if null_text is not None:
+            frozen["null_text"] = null_text
+        return frozen
+
+    def encode_text(self, frozen: dict, ids: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+        encoder = nnx.merge(self._text_graph, frozen["text"])
+        tokens, pooled = encoder(ids, mask)
+        return jax.lax.stop_gradient(tokens), jax.lax.stop_gradient(pooled)
+
+    def latent_shape(self, batch: dict) -> tuple[int, ...]:
+        if "latents" in batch:
+            return tuple(batch["latents"].shape)
+        b, t, h, w, _ = batch["video"].shape
+        f = self.autoencoder.downsample
+        return (b, t, h // f, w // f, self.autoencoder.latent_channels)
+
+    def encode_video(self, frozen: dict, video: jax.Array) -> jax.Array:
+        ae = self.autoencoder if self._ae_graph is None else nnx.merge(self._ae_graph, frozen["autoencoder"])
+        return jax.lax.stop_gradient(ae.encode(video))
+
+    def null_text(self, frozen: dict, length: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """``(tokens [1, L, D], mask [1, L], pooled [1, D])`` of the empty prompt."""
+        if "null_text" in frozen:
+            n = frozen["null_text"]
+            return n["text"], n["text_mask"], n["pooled_text"]
+        ids, mask = null_text_ids(length)
+        tokens, pooled = self.encode_text(frozen, jnp.asarray(ids), jnp.asarray(mask))
+        return tokens, jnp.asarray(mask), pooled
+
+    def __call__(self, frozen: dict, batch: dict) -> dict[str, jax.Array]:
+        latents = batch["latents"] if "latents" in batch else self.encode_video(frozen, batch["video"])
+        if "text_emb" in batch:
+            text, pooled = batch["text_emb"], batch["pooled_text"]
+        else:
+            text, pooled = self.encode_text(frozen, batch["text_ids"], batch["text_mask"])
+        return dict(
+            latents=jax.lax.stop_gradient(latents.astype(jnp.float32)),
+            text=text.astype(jnp.float32),
+            text_mask=batch["text_mask"].astype(bool),
+            pooled_text=pooled.astype(jnp.float32),
+            micro=batch["micro"].astype(jnp.float32),
+        )

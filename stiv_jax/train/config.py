@@ -1,0 +1,68 @@
+"""Defaults shared by every training config (experiments/*.py extend these).
+
+Every training config has the SPEC.md keys: ``seed``, ``num_train_steps``, ``batch_size``
+(global), ``learning_rate``, ``warmup_steps``, ``checkpoint_every_steps``, ``log_every_steps``,
+``mesh.{data,fsdp,tensor}``, ``data.path``, ``data.num_frames``, ``data.resolution``,
+``model.size``. The returned config is locked: an unknown ``--config.KEY`` fails at flag parsing,
+before anything is compiled.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+from stiv_jax.model.config import get_model_config
+from stiv_jax.train.optimizer import optimizer_config
+
+
+def base_config(size: str = "XL", **model_overrides) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.num_train_steps = 400_000
+    c.batch_size = 1024  # global
+    c.learning_rate = 2e-4
+    c.warmup_steps = 1000
+    c.checkpoint_every_steps = 2000
+    c.log_every_steps = 50
+    c.max_checkpoints_to_keep = 3
+    c.async_checkpointing = True
+    c.distributed = False  # call jax.distributed.initialize() (multi-host pods)
+
+    c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
+    c.sharding_rules = config_dict.placeholder(tuple)  # None → stiv_jax.parallel.rules.DEFAULT_RULES
+
+    c.model = get_model_config(size, **model_overrides)
+    c.optimizer = optimizer_config()
+
+    # Flow matching (§2.1) and MaskDiT (§2.2).
+    c.flow = ml_collections.ConfigDict(dict(time_dist="logit_normal", time_mean=0.0, time_std=1.0, time_shift=1.0))
+    c.mask_ratio = 0.5
+    c.mae_loss_weight = 0.1
+
+    # Task mixing through frame replacement and condition dropout (§2.3, App. B).
+    c.tasks = ml_collections.ConfigDict(dict(t2v=1.0, ti2v=0.0, predict=0.0, interpolate=0.0, upsample=0.0))
+    c.predict_frames = 4
+    c.image_dropout = 0.08
+    c.text_dropout = 0.10
+
+    # Frozen encoders. text.kind: 'embedding' (frozen random table, toy runs) | 'clip' | 't5' |
+    # 'cached' (latent-cache batches carry text_emb/pooled_text); autoencoder.kind: 'pixel' | 'kl'.
+    c.text = ml_collections.ConfigDict(dict(kind="clip", checkpoint="", vocab_size=32128, seed=0, max_length=128))
+    c.autoencoder = ml_collections.ConfigDict(dict(kind="kl", checkpoint="", downsample=8))
+
+    c.data = ml_collections.ConfigDict()
+    c.data.kind = "shards"  # 'shards' (Grain over ArrayRecord) | 'synthetic' (in-memory, tests)
+    c.data.path = ""
+    c.data.mode = "pixels"  # 'pixels' | 'latents' (latent cache written by stiv-encode-shards)
+    c.data.num_frames = 20
+    c.data.resolution = 256
+    c.data.frame_strides = (3,)
+    c.data.num_workers = 8
+    c.data.tokenizer_path = ""
+    c.data.max_text_length = 128
+    c.data.synthetic_examples = 16  # data.kind='synthetic': size of the fixed pool of clips
+
+    # Progressive initialisation (§2.4, Fig. 4): spatial weights from one run, temporal from another.
+    c.init_from = ml_collections.ConfigDict(dict(spatial="", temporal="", use_ema=True))
+    return c

@@ -1,0 +1,79 @@
+"""Everything a run needs before its first step, shared by the trainer and ``stiv-aot``:
+optimizer, frozen encoders, abstract state and its shardings, the jitted init and train step."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from stiv_jax.model.config import resolve
+from stiv_jax.parallel.mesh import batch_sharding, replicated
+from stiv_jax.parallel.rules import DEFAULT_RULES, Rules
+from stiv_jax.train.conditioner import Conditioner
+from stiv_jax.train.optimizer import make_optimizer
+from stiv_jax.train.sharding import param_shardings, state_shardings, with_shardings
+from stiv_jax.train.step import init_state, make_train_step
+
+
+@dataclasses.dataclass
+class Training:
+    config: ml_collections.ConfigDict
+    mesh: Mesh
+    rules: Rules
+    tx: optax.GradientTransformation
+    conditioner: Conditioner
+    graphdef: nnx.GraphDef
+    abstract_state: dict  # ShapeDtypeStructs with target shardings
+    state_shardings: dict
+    init: Callable[[], dict]
+    step: Callable  # jitted train_step(state, batch, frozen) -> (state, metrics), state donated
+
+    def frozen(self, null_text: dict | None = None) -> dict:
+        return jax.device_put(self.conditioner.frozen_params(null_text), replicated(self.mesh))
+
+    def abstract_batch(self, per_device_batch: int | None = None) -> dict:
+        """ShapeDtypeStructs of one global batch (for AOT lowering)."""
+        c = self.config
+        b = c.batch_size if per_device_batch is None else per_device_batch * self.mesh.size
+        t, r, L = c.data.num_frames, c.data.resolution, c.data.max_text_length
+        spec = dict(video=((b, t, r, r, 3), np.float32), text_ids=((b, L), np.int32), text_mask=((b, L), bool), micro=((b, 6), np.float32))
+        return {k: jax.ShapeDtypeStruct(s, d, sharding=batch_sharding(self.mesh, len(s))) for k, (s, d) in spec.items()}
+
+
+def check_consistency(config: ml_collections.ConfigDict, conditioner: Conditioner) -> None:
+    """Fails fast, naming the keys, when model and encoders disagree."""
+    m = resolve(config.model)
+    ae_ch = getattr(conditioner.autoencoder, "latent_channels", None)
+    if config.data.mode == "pixels" and ae_ch is not None and ae_ch != m.in_channels:
+        raise ValueError(f"config.model.in_channels={m.in_channels} but the autoencoder ({config.autoencoder.kind}) gives {ae_ch} latent channels")
+    enc_dim = getattr(conditioner.text_encoder, "dim", None)
+    if enc_dim is not None and enc_dim != m.text_dim:
+        raise ValueError(f"config.model.text_dim={m.text_dim} but the text encoder ({config.text.kind}) outputs {enc_dim}")
+    if config.batch_size % jax.process_count():
+        raise ValueError(f"config.batch_size={config.batch_size} is not divisible by {jax.process_count()} processes")
+
+
+def build(config: ml_collections.ConfigDict, mesh: Mesh) -> Training:
+    rules = tuple(config.sharding_rules) if config.sharding_rules else DEFAULT_RULES
+    tx = make_optimizer(config)
+    conditioner = Conditioner(config)
+    check_consistency(config, conditioner)
+    graphdef, abstract_params, p_sh = param_shardings(config.model, mesh, rules)
+    init_fn = functools.partial(init_state, config, tx)
+    abstract = jax.eval_shape(init_fn)
+    s_sh = state_shardings(abstract, abstract_params, p_sh, tx, mesh)
+    step = jax.jit(
+        make_train_step(config, graphdef, conditioner, tx),
+        in_shardings=(s_sh, None, None),
+        out_shardings=(s_sh, replicated(mesh)),
+        donate_argnums=(0,),
+    )
+    return Training(config, mesh, rules, tx, conditioner, graphdef, with_shardings(abstract, s_sh), s_sh, jax.jit(init_fn, out_shardings=s_sh), step)
