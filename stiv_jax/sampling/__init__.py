@@ -1,1 +1,7 @@
-"""stiv_jax.sampling."""
+"""stiv_jax.sampling: flow-matching samplers for STIV (SPEC "Sampling").
+
+schedules (time grids) · ode (Euler/Heun in one ``lax.scan``) · frames (given-frame state rule)
+· guidance (cfg / JIT-CFG / SIT-CFG, renorm) · sampler (the jitted core ``sample``) · tasks
+(t2i, t2v, ti2v, predict, interpolate, upsample) · long (keyframes + interpolation) · analytic
+(exact velocities for tests and benchmarks).
+"""

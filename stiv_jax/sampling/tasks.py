@@ -1,0 +1,152 @@
+"""STIV sampling tasks: which latent frames are given, and pixels in → video out (paper §2.3, §5).
+
+=============  ==========================================  =====================================
+task           given frames (of T)                          paper
+=============  ==========================================  =====================================
+t2i            none (T = 1)                                 T2I base model (§3.2)
+t2v            none                                         T2V (§3.3)
+ti2v           first                                        TI2V by frame replacement (§2.3.1)
+predict        first k (default 4)                          STIV-V2V video prediction (App. J.1)
+interpolate    first and last                               interpolation mode of long video (§5)
+upsample       every other (0, 2, 4, ...)                   STIV-TUP temporal upsampler (App. J.2)
+=============  ==========================================  =====================================
+
+Given images go through the autoencoder (``ae.encode`` frames [B, G, H, W, 3] in [-1, 1] →
+latents, one latent frame per frame, as STIV's per-frame VAE and ``PixelAutoencoder``); the
+sample is decoded with ``ae.decode``. ``long`` (keyframes then interpolation) is in ``long.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from stiv_jax.sampling.frames import FrameCondition
+from stiv_jax.sampling.guidance import Cond, Guidance
+from stiv_jax.sampling.sampler import Model, sample
+
+TASKS = ("t2i", "t2v", "ti2v", "predict", "interpolate", "upsample")
+DEFAULT_PREDICT_FRAMES = 4  # STIV-V2V replaces the first 4 frames (App. J.1)
+
+
+class Autoencoder(Protocol):
+    """The VAE interface (``vae/pixel.py``): per-frame encode/decode, channels-last."""
+
+    latent_channels: int
+    downsample: int
+
+    def encode(self, frames: jax.Array) -> jax.Array: ...
+
+    def decode(self, latents: jax.Array) -> jax.Array: ...
+
+
+def given_frame_indices(task: str, num_frames: int, num_given: int | None = None) -> tuple[int, ...]:
+    """Indices of the given (replaced) frames of a ``num_frames`` clip for ``task``."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS} (or use long.py)")
+    if task == "t2i" and num_frames != 1:
+        raise ValueError(f"t2i generates one frame, got num_frames={num_frames}")
+    min_frames = {"ti2v": 2, "predict": 2, "interpolate": 3, "upsample": 2}.get(task, 1)
+    if num_frames < min_frames:
+        raise ValueError(f"task {task!r} needs num_frames >= {min_frames}, got {num_frames}")
+    if task == "ti2v":
+        return (0,)
+    if task == "predict":
+        k = DEFAULT_PREDICT_FRAMES if num_given is None else num_given
+        if not 1 <= k < num_frames:
+            raise ValueError(f"predict needs 1 <= num_given < num_frames={num_frames}, got {k}")
+        return tuple(range(k))
+    if task == "interpolate":
+        return (0, num_frames - 1)
+    if task == "upsample":
+        return tuple(range(0, num_frames, 2))
+    return ()
+
+
+def gaussian_noise(rng: jax.Array, shape: Sequence[int]) -> jax.Array:
+    """Standard normal float32 noise of ``shape``, drawn flat and reshaped.
+
+    Same distribution as ``jax.random.normal(rng, shape)``, but with jax 0.10's partitionable
+    threefry a rank-4/5 shape took 10-23 s to compile on CPU, against ~1 s flat (measured).
+    """
+    return jax.random.normal(rng, (int(np.prod(shape)),), jnp.float32).reshape(shape)
+
+
+def default_micro(batch: int, height: int, width: int, num_frames: int,
+                  frame_stride: int = 1) -> jax.Array:
+    """Sampling micro-conditions [B, 6]: (orig_h, orig_w, crop_top=0, crop_left=0, stride, T)."""
+    row = jnp.asarray([height, width, 0, 0, frame_stride, num_frames], jnp.float32)
+    return jnp.broadcast_to(row, (batch, 6))
+
+
+def latent_shape(ae: Autoencoder, batch: int, num_frames: int, height: int,
+                 width: int) -> tuple[int, ...]:
+    """Shape of the latents for a [B, T, H, W, 3] video."""
+    if height % ae.downsample or width % ae.downsample:
+        raise ValueError(f"{height}x{width} is not divisible by the autoencoder's "
+                         f"downsample={ae.downsample}")
+    return (batch, num_frames, height // ae.downsample, width // ae.downsample,
+            ae.latent_channels)
+
+
+def encode_frame_condition(ae: Autoencoder, images: jax.Array | None, indices: Sequence[int],
+                           noise: jax.Array) -> FrameCondition:
+    """Encodes ``images`` [B, G, H, W, 3] and places them at ``indices`` of the clip."""
+    if not indices:
+        return FrameCondition.none(noise)
+    if images is None:
+        raise ValueError(f"{len(indices)} conditioning frame(s) needed, got images=None")
+    chex.assert_rank(images, 5)
+    given = ae.encode(jnp.asarray(images, jnp.float32))
+    chex.assert_shape(given, (noise.shape[0], len(indices), *noise.shape[2:]))
+    return FrameCondition.from_given(given, tuple(indices), noise)
+
+
+def with_micro(cond: Cond, batch: int, height: int, width: int, num_frames: int,
+               frame_stride: int) -> dict:
+    """``cond`` with ``micro`` filled in by :func:`default_micro` when absent."""
+    cond = dict(cond)
+    if "micro" not in cond:
+        cond["micro"] = default_micro(batch, height, width, num_frames, frame_stride)
+    return cond
+
+
+def decode(ae: Autoencoder, latents: jax.Array) -> jax.Array:
+    """Latents → pixels in [-1, 1]."""
+    return jnp.clip(ae.decode(latents), -1.0, 1.0)
+
+
+def generate(model: Model,
+             ae: Autoencoder,
+             rng: jax.Array,
+             *,
+             task: str,
+             cond: Cond,
+             null_cond: Cond | None,
+             num_frames: int,
+             height: int,
+             width: int,
+             times: np.ndarray,
+             images: jax.Array | None = None,
+             num_given: int | None = None,
+             frame_stride: int = 1,
+             guidance: Guidance = Guidance(),
+             solver: str = "euler") -> tuple[jax.Array, jax.Array]:
+    """Runs one task; returns (video [B, T, H, W, 3] in [-1, 1], latents [B, T, h, w, C]).
+
+    ``images`` [B, G, H, W, 3] are the given frames in order (ti2v: the first frame; predict: the
+    first k; interpolate: first and last; upsample: the low-frame-rate clip, ceil(T/2) frames).
+    ``cond['micro']`` defaults to :func:`default_micro` with ``frame_stride``.
+    """
+    batch = cond["text"].shape[0]
+    indices = given_frame_indices(task, num_frames, num_given)
+    noise = gaussian_noise(rng, latent_shape(ae, batch, num_frames, height, width))
+    frames = encode_frame_condition(ae, images, indices, noise)
+    cond = with_micro(cond, batch, height, width, num_frames, frame_stride)
+    latents = sample(model, noise, cond, null_cond, times, frames=frames, guidance=guidance,
+                     solver=solver)
+    return decode(ae, latents), latents

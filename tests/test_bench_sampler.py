@@ -1,0 +1,20 @@
+"""The sampler benchmark runs and its numbers are sane (tiny sizes)."""
+
+from stiv_jax.bench import sampler
+
+
+def test_schedule_distances():
+    out = sampler.schedule_distances(num_samples=256, dim=4)
+    assert set(out) == {f"{d}/{k}" for d in ("gaussian", "mixture") for k in (
+        "lq50_vs_lin250", "lin50_vs_lin250", "lq50_vs_exact", "lin50_vs_exact",
+        "lin250_vs_exact")}
+    assert all(0 < v < 1 for v in out.values()), out
+    for data in ("gaussian", "mixture"):  # Euler converges: 250 steps beat 50
+        assert out[f"{data}/lin250_vs_exact"] < out[f"{data}/lin50_vs_exact"]
+
+
+def test_cfg_batching():
+    out = sampler.cfg_batching(batch=1, num_frames=2, size=4, channels=4, width=16, depth=1,
+                               repeats=2)
+    assert out["batched_2b_s"] > 0 and out["two_b_calls_s"] > 0
+    assert out["tokens_per_sample"] == 32
