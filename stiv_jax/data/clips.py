@@ -162,7 +162,10 @@ def _reencode(path: str, ranges: list[tuple[int, int]], size: tuple[int, int], f
 
 
 def _process_video(path: str, rel: str, caption: str, opts: CurationOptions) -> SourceResult:
-    fps, codec = video_io.read_header(path)
+    try:
+        fps, codec = video_io.read_header(path)
+    except MediaError as e:
+        raise MediaError(f"unreadable: {e}") from e
     thumbs, h, w, rotation = _analyse_video(path)
     if fps <= 0:
         raise MediaError("unknown frame rate")

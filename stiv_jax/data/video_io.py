@@ -62,6 +62,12 @@ def _video_stream(container) -> av.video.stream.VideoStream:
     return stream
 
 
+def _as_media_error(e: Exception) -> MediaError:
+    """FFmpeg/OS error -> MediaError with a short reason (no file path, which callers add)."""
+    message = getattr(e, "strerror", None) or str(e)
+    return MediaError(f"{type(e).__name__}: {message}")
+
+
 def stream_fps(stream) -> float:
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     return float(rate) if rate else 0.0
@@ -90,7 +96,7 @@ def iter_video_frames(src: Source) -> Iterator[tuple[int, av.VideoFrame, int]]:
     except MediaError:
         raise
     except (av.FFmpegError, OSError, ValueError) as e:
-        raise MediaError(f"{type(e).__name__}: {e}") from e
+        raise _as_media_error(e) from e
 
 
 def frame_to_array(frame: av.VideoFrame, rotation: int, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -114,7 +120,7 @@ def read_header(src: Source) -> tuple[float, str]:
     except MediaError:
         raise
     except (av.FFmpegError, OSError, ValueError) as e:
-        raise MediaError(f"{type(e).__name__}: {e}") from e
+        raise _as_media_error(e) from e
 
 
 def probe(src: Source) -> MediaInfo:
@@ -165,8 +171,10 @@ def open_image(src: Source) -> Image.Image:
         image = Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else os.fspath(src))
         image.load()
         return ImageOps.exif_transpose(image).convert("RGB")
+    except Image.UnidentifiedImageError as e:
+        raise MediaError("unreadable image: not a known image format") from e
     except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise MediaError(f"unreadable image: {e}") from e
+        raise MediaError(f"unreadable image: {type(e).__name__}: {e}") from e
 
 
 def decode_image(src: Source, size: tuple[int, int] | None = None) -> np.ndarray:
