@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from data_fixtures import (
     captions_jsonl, moving_clip, write_audio_only, write_bytes, write_png, write_rotated_mp4,
@@ -134,6 +135,11 @@ def test_rotation_is_applied_on_decode(written, source_dir):
     assert decoded.shape == expected.shape
     assert np.abs(decoded - expected).mean() < 4.0
     assert np.abs(decoded - np.rot90(stored, k=-1, axes=(1, 2))).mean() > 10.0
+    resized = video_io.decode_video(rec["data"], [0, 5], size=(24, 16)).astype(float)  # display size
+    small = np.stack([
+        np.asarray(Image.fromarray(f).resize((16, 24), Image.Resampling.BOX)) for f in expected[[0, 5]].astype(np.uint8)
+    ])
+    assert resized.shape == (2, 24, 16, 3) and np.abs(resized - small).mean() < 6.0
 
 
 def test_scene_split(written):

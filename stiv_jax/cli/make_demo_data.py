@@ -32,7 +32,8 @@ def _flag_values() -> flags.FlagValues:
 def run(argv: list[str] | None = None) -> None:
     fv = flag_utils.parse(_flag_values(), argv, "stiv-make-demo-data")
     entries = synthetic.make_demo_data(fv.out, fv.num_videos, fv.seed, fv.size, fv.num_frames, fv.fps)
-    print(f"wrote {len(entries)} videos, {os.path.join(fv.out, 'captions.jsonl')} and {os.path.join(fv.out, 'spm.model')}")
+    captions, spm_model = os.path.join(fv.out, "captions.jsonl"), os.path.join(fv.out, "spm.model")
+    print(f"wrote {len(entries)} videos, {captions} and {spm_model}")
 
 
 if __name__ == "__main__":

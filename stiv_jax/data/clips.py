@@ -231,7 +231,7 @@ def _process_image(path: str, rel: str, caption: str, opts: CurationOptions) -> 
 
 
 def process_source(task: tuple[str, str, str | None, CurationOptions]) -> SourceResult:
-    """``(root, rel, caption, options)`` -> clip records and skip reasons; never raises on media."""
+    """``(root, rel, caption, options)`` -> clip records and skip reasons; never raises."""
     root, rel, caption, opts = task
     path = os.path.join(root, rel)
     try:
@@ -247,7 +247,9 @@ def process_source(task: tuple[str, str, str | None, CurationOptions]) -> Source
     except MediaError as e:
         return SourceResult([], [(rel, str(e))])
     except OSError as e:
-        return SourceResult([], [(rel, f"cannot read: {e}")])
+        return SourceResult([], [(rel, f"cannot read: {e.strerror or e}")])
+    except Exception as e:  # noqa: BLE001 - one odd file must not end a long run; it is reported
+        return SourceResult([], [(rel, f"failed: {type(e).__name__}: {e}")])
 
 
 def index_row(clip: dict[str, Any]) -> dict[str, Any]:

@@ -121,7 +121,7 @@ def bucket_datasets(
     shapes, assignment, fns, random = _element_fns(cfg, cfg.path, index)
     unused = int(np.sum(assignment < 0))
     if unused:
-        logging.warning("%s: %d of %d records fit no bucket in %s and are not used", cfg.path, unused, len(index), shapes)
+        logging.warning("%s: %d of %d records fit no bucket in %s; not used", cfg.path, unused, len(index), shapes)
     out = []
     for b, (shape, fn) in enumerate(zip(shapes, fns)):
         members = np.flatnonzero(assignment == b)

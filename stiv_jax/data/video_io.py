@@ -34,9 +34,8 @@ class MediaError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class MediaInfo:
-    """What the shard writer records about a clip (sizes in display orientation)."""
+    """A video's size (display orientation), length, rate, rotation and codec."""
 
-    kind: str  # 'video' | 'image'
     height: int
     width: int
     num_frames: int
@@ -135,7 +134,7 @@ def probe(src: Source) -> MediaInfo:
     h, w, rotation = first
     if rotation in (90, 270):
         h, w = w, h
-    return MediaInfo("video", h, w, num + 1, fps, rotation, codec)
+    return MediaInfo(h, w, num + 1, fps, rotation, codec)
 
 
 def decode_video(
