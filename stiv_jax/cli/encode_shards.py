@@ -1,0 +1,72 @@
+"""stiv-encode-shards: clip shards -> latent-cache shards (autoencoder + text encoder run once).
+
+  stiv-encode-shards --input=SHARDS --out=DIR --autoencoder=pixel[:factor] \
+      [--text_encoder=none|package.module:encode_text] --tokenizer_path=spm.model \
+      [--num_frames=16 --resolution=64 | --buckets=16x64x64,1x64x64] [--frame_strides=1,2,3]
+
+Uses centred crops and the first fitting stride of ``--frame_strides`` for each record, and writes
+``latents-*.array_record`` + ``index.npy`` + ``manifest.json`` for ``data.mode='latents'``.
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from stiv_jax.cli import flag_utils
+from stiv_jax.data import config as data_config
+from stiv_jax.data import latent_cache
+
+
+def _flag_values() -> flags.FlagValues:
+    fv = flags.FlagValues()
+    d = dict(flag_values=fv)
+    flags.DEFINE_string("input", None, "Clip shard folder (stiv-make-shards output).", **d)
+    flags.DEFINE_string("out", None, "Output folder for the latent shards.", **d)
+    flags.DEFINE_string("autoencoder", "pixel", "'pixel', 'pixel:F' or 'package.module:attr'.", **d)
+    flags.DEFINE_string("text_encoder", "none", "'none' (store token ids) or 'package.module:encode_text'.", **d)
+    flags.DEFINE_string("tokenizer_path", None, "SentencePiece model for the captions.", **d)
+    flags.DEFINE_integer("max_text_length", 64, "Token length L.", **d)
+    flags.DEFINE_integer("num_frames", 16, "Frames per clip (single-bucket mode).", **d)
+    flags.DEFINE_integer("resolution", 64, "Square crop size (single-bucket mode).", **d)
+    flags.DEFINE_list("buckets", [], "Shapes TxHxW, e.g. 16x64x64,1x64x64 (overrides the two above).", **d)
+    flags.DEFINE_list("frame_strides", ["1", "2", "3"], "Candidate strides; the first fitting one is used.", **d)
+    flags.DEFINE_integer("batch_size", 8, "Clips per autoencoder call.", **d)
+    flags.DEFINE_enum("dtype", "float16", ["float16", "float32"], "Storage dtype of float arrays.", **d)
+    flags.DEFINE_integer("num_workers", 0, "Grain worker processes for decoding.", **d)
+    flags.DEFINE_integer("records_per_shard", 1000, "Records per ArrayRecord shard.", **d)
+    flags.mark_flags_as_required(["input", "out", "tokenizer_path"], flag_values=fv)
+    return fv
+
+
+def parse_buckets(items: list[str]) -> tuple[tuple[int, int, int], ...]:
+    out = []
+    for item in items:
+        parts = item.lower().split("x")
+        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+            raise ValueError(f"--buckets entry {item!r} is not TxHxW")
+        out.append(tuple(int(p) for p in parts))
+    return tuple(out)
+
+
+def run(argv: list[str] | None = None) -> None:
+    fv = flag_utils.parse(_flag_values(), argv, "stiv-encode-shards")
+    cfg = data_config.get_data_config()
+    cfg.path, cfg.tokenizer_path, cfg.max_text_length = fv.input, fv.tokenizer_path, fv.max_text_length
+    cfg.num_frames, cfg.resolution, cfg.num_workers = fv.num_frames, fv.resolution, fv.num_workers
+    cfg.buckets = parse_buckets(fv.buckets)
+    cfg.frame_strides = tuple(int(s) for s in fv.frame_strides)
+    manifest = latent_cache.encode_shards(
+        cfg,
+        fv.out,
+        latent_cache.resolve_autoencoder(fv.autoencoder),
+        latent_cache.resolve_text_encoder(fv.text_encoder),
+        batch_size=fv.batch_size,
+        dtype=fv.dtype,
+        records_per_shard=fv.records_per_shard,
+        settings={"autoencoder": fv.autoencoder, "text_encoder": fv.text_encoder},
+    )
+    print(f"encoded={manifest['num_records']} shapes={manifest['latent_shapes']}")
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,137 @@
+"""Latent cache: run the autoencoder and text encoder over clip shards once, store the outputs.
+
+At scale, decoding video and running the VAE/text encoder every step costs more than the DiT; like
+MaxDiffusion's ``cache_latents_text_encoder_outputs``, ``encode_shards`` runs the deterministic
+pixel pipeline (centred crops, first fitting stride) over every record once and writes latent
+shards that ``data.mode='latents'`` reads back. Augmentation is therefore frozen at encode time;
+each record keeps the micro-conditions of the crop it was encoded from.
+
+Record payload (``shards`` schema, ``kind='latent'``): ``latents [T, h, w, C]``, ``micro [6]``,
+``text_mask [L]`` and either ``text_emb [L, D]`` + ``pooled_text [D]`` (with a text encoder) or
+``text_ids [L]`` (``text_encoder='none'``: the trainer encodes text itself); float arrays are
+stored as ``float16`` by default. ``source_key`` points back to the clip record.
+
+Pluggable parts: the autoencoder is any object with ``encode(frames [B,T,H,W,3]) -> latents``
+('pixel[:factor]' is the identity ``PixelAutoencoder``); the text encoder is any function
+``encode_text(ids [B,L] int32, mask [B,L] bool) -> (tokens [B,L,D], pooled [B,D])``; both can be
+named as ``'package.module:attribute'``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+
+from stiv_jax.data import config as data_config
+from stiv_jax.data import pipeline, shards
+from stiv_jax.vae.pixel import PixelAutoencoder
+
+TextEncoder = Callable[[np.ndarray, np.ndarray], tuple[Any, Any]]
+
+
+def _import(spec: str) -> Any:
+    module, _, attr = spec.partition(":")
+    if not module or not attr:
+        raise ValueError(f"expected 'package.module:attribute', got {spec!r}")
+    return getattr(importlib.import_module(module), attr)
+
+
+def resolve_autoencoder(spec: str) -> Any:
+    """'pixel' / 'pixel:F' (space-to-depth factor F) / 'module:attr' (object or zero-arg factory)."""
+    name, _, arg = spec.partition(":")
+    if name == "pixel":
+        return PixelAutoencoder(downsample=int(arg or 1))
+    obj = _import(spec)
+    obj = obj if hasattr(obj, "encode") else obj()
+    if not hasattr(obj, "encode"):
+        raise ValueError(f"autoencoder {spec!r} has no encode() method")
+    return obj
+
+
+def resolve_text_encoder(spec: str) -> TextEncoder | None:
+    """'none' (store token ids) or 'module:attr' naming ``encode_text(ids, mask)``."""
+    if spec in ("", "none"):
+        return None
+    fn = _import(spec)
+    if not callable(fn):
+        raise ValueError(f"text encoder {spec!r} is not callable")
+    return fn
+
+
+def _store(x, dtype: np.dtype) -> np.ndarray:
+    x = np.asarray(x)
+    return x.astype(dtype) if np.issubdtype(x.dtype, np.floating) else x
+
+
+def encode_shards(
+    config: ml_collections.ConfigDict,
+    out_dir: str,
+    autoencoder: Any,
+    encode_text: TextEncoder | None = None,
+    *,
+    batch_size: int = 8,
+    dtype: str = "float16",
+    records_per_shard: int = 1000,
+    settings: dict | None = None,
+    log=print,
+) -> dict:
+    """Encodes every record of ``config.path`` (a clip shard folder) into ``out_dir``."""
+    cfg = ml_collections.ConfigDict(pipeline.resolve_data_config(config).to_dict())
+    cfg.mode, cfg.random_crop = "pixels", False
+    data_config.validate(cfg)
+    store_dtype = np.dtype(dtype)
+    source_index = shards.load_index(cfg.path)
+    encode = jax.jit(autoencoder.encode)
+    writer = shards.ShardWriter(out_dir, "latents", records_per_shard)
+    shape_counts: dict[str, int] = {}
+    for shape, count, ds in pipeline.bucket_datasets(cfg, training=False):
+        batches = ds.batch(batch_size, drop_remainder=False).to_iter_dataset(
+            grain.ReadOptions(num_threads=max(1, cfg.read_threads), prefetch_buffer_size=cfg.prefetch)
+        )
+        if cfg.num_workers > 0:
+            pipeline.ensure_absl_flags_parsed()
+            batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers))
+        for batch in batches:
+            latents = np.asarray(encode(batch["video"]))
+            text = {"text_mask": batch["text_mask"]}
+            if encode_text is None:
+                text["text_ids"] = batch["text_ids"]
+            else:
+                tokens, pooled = encode_text(batch["text_ids"], batch["text_mask"])
+                text.update(text_emb=np.asarray(tokens), pooled_text=np.asarray(pooled))
+            for i, key in enumerate(batch["key"]):
+                src = source_index[int(key)]
+                record = {"kind": "latent", "source_key": int(key), "latents": _store(latents[i], store_dtype),
+                          "micro": batch["micro"][i]}
+                record.update({k: _store(v[i], store_dtype) for k, v in text.items()})
+                t, h, w, c = latents[i].shape
+                writer.write(record, dict(kind=src["kind"], num_frames=t, height=h, width=w, channels=c,
+                                          fps=src["fps"], motion=src["motion"]))
+                name = "x".join(map(str, latents[i].shape))
+                shape_counts[name] = shape_counts.get(name, 0) + 1
+        log(f"bucket {shape}: encoded {count} records")
+    shard_list = writer.close()
+    manifest = {
+        "format": pipeline.LATENT_FORMAT,
+        "num_records": sum(s["records"] for s in shard_list),
+        "latent_shapes": dict(sorted(shape_counts.items())),
+        "total_bytes": sum(s["bytes"] for s in shard_list),
+        "source": cfg.path,
+        "shards": shard_list,
+        "settings": {
+            "dtype": dtype,
+            "num_frames": cfg.num_frames,
+            "resolution": cfg.resolution,
+            "buckets": [list(b) for b in data_config.buckets(cfg)],
+            "frame_strides": list(cfg.frame_strides),
+            "max_text_length": cfg.max_text_length,
+            **(settings or {}),
+        },
+    }
+    shards.write_manifest(out_dir, manifest)
+    return manifest
