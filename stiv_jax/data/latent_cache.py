@@ -20,6 +20,7 @@ named as ``'package.module:attribute'``.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any, Callable
 
 import grain
@@ -29,6 +30,7 @@ import numpy as np
 
 from stiv_jax.data import config as data_config
 from stiv_jax.data import pipeline, shards
+from stiv_jax.text.tokenizer import null_text_ids
 from stiv_jax.vae.pixel import PixelAutoencoder
 
 TextEncoder = Callable[[np.ndarray, np.ndarray], tuple[Any, Any]]
@@ -116,6 +118,10 @@ def encode_shards(
                 shape_counts[name] = shape_counts.get(name, 0) + 1
         log(f"bucket {shape}: encoded {count} records")
     shard_list = writer.close()
+    if encode_text is not None:  # the empty prompt's encoding, for text dropout in training
+        null_ids, null_mask = null_text_ids(cfg.max_text_length)
+        tokens, pooled = encode_text(null_ids, null_mask)
+        np.savez(os.path.join(out_dir, "null_text.npz"), text=np.asarray(tokens, np.float32), text_mask=null_mask, pooled_text=np.asarray(pooled, np.float32))
     manifest = {
         "format": pipeline.LATENT_FORMAT,
         "num_records": sum(s["records"] for s in shard_list),

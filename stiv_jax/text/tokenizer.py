@@ -69,3 +69,12 @@ class T5Tokenizer:
         for i, row in enumerate(rows):
             mask[i, : len(row)] = True
         return ids, mask
+
+
+def null_text_ids(length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids/mask of the empty prompt in the T5 convention: just EOS, then padding."""
+    ids = np.full((1, length), PAD_ID, np.int32)
+    ids[0, 0] = EOS_ID
+    mask = np.zeros((1, length), bool)
+    mask[0, 0] = True
+    return ids, mask

@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from stiv_jax.text.tokenizer import EOS_ID, PAD_ID
+from stiv_jax.text.tokenizer import null_text_ids
 from stiv_jax.vae.pixel import PixelAutoencoder
 
 
@@ -38,15 +38,6 @@ def build_autoencoder(ae_cfg: ml_collections.ConfigDict):
     from stiv_jax.vae import load_autoencoder  # pretrained AutoencoderKL (stiv-import)
 
     return load_autoencoder(ae_cfg)
-
-
-def null_text_ids(length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids/mask of the empty prompt in the T5 convention: just EOS, then padding."""
-    ids = np.full((1, length), PAD_ID, np.int32)
-    ids[0, 0] = EOS_ID
-    mask = np.zeros((1, length), bool)
-    mask[0, 0] = True
-    return ids, mask
 
 
 class Conditioner:

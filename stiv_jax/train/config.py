@@ -12,6 +12,7 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
+from stiv_jax.data.config import get_data_config
 from stiv_jax.model.config import get_model_config
 from stiv_jax.train.optimizer import optimizer_config
 
@@ -51,17 +52,16 @@ def base_config(size: str = "XL", **model_overrides) -> ml_collections.ConfigDic
     c.text = ml_collections.ConfigDict(dict(kind="clip", checkpoint="", vocab_size=32128, seed=0, max_length=128))
     c.autoencoder = ml_collections.ConfigDict(dict(kind="kl", checkpoint="", downsample=8))
 
-    c.data = ml_collections.ConfigDict()
+    # Input pipeline: keys documented in stiv_jax/data/config.py, plus the source kind.
+    c.data = get_data_config()
+    c.data.unlock()
     c.data.kind = "shards"  # 'shards' (Grain over ArrayRecord) | 'synthetic' (in-memory, tests)
-    c.data.path = ""
-    c.data.mode = "pixels"  # 'pixels' | 'latents' (latent cache written by stiv-encode-shards)
-    c.data.num_frames = 20
+    c.data.synthetic_examples = 16  # data.kind='synthetic': size of the fixed pool of clips
+    c.data.num_frames = 20  # paper default: 256² × 20 frames, 1 of every 3 source frames (App. B)
     c.data.resolution = 256
     c.data.frame_strides = (3,)
     c.data.num_workers = 8
-    c.data.tokenizer_path = ""
     c.data.max_text_length = 128
-    c.data.synthetic_examples = 16  # data.kind='synthetic': size of the fixed pool of clips
 
     # Progressive initialisation (§2.4, Fig. 4): spatial weights from one run, temporal from another.
     c.init_from = ml_collections.ConfigDict(dict(spatial="", temporal="", use_ema=True))

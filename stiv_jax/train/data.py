@@ -60,7 +60,7 @@ def make_iterator(config: ml_collections.ConfigDict, per_process_batch: int, pro
     if config.data.kind == "shards":
         from stiv_jax.data.pipeline import make_iterator as shard_iterator
 
-        return shard_iterator(config, per_process_batch, pi, pc)
+        return shard_iterator(config, pi, pc, per_process_batch)
     raise ValueError(f"config.data.kind={config.data.kind!r}; use 'shards' or 'synthetic'")
 
 

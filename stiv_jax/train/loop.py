@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -93,17 +93,20 @@ def _first_bad_step(state: dict) -> int:
     return int(jax.device_get(state["first_bad_step"]))
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Runs (or resumes) training; returns the last logged metrics."""
+def train(config: ml_collections.ConfigDict, workdir: str, *, devices: list | None = None, callback: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Runs (or resumes) training; returns the last logged metrics.
+
+    ``devices`` restricts the mesh (default: all); ``callback(step)`` runs after every step.
+    """
     if config.distributed:
         jax.distributed.initialize()
-    mesh = make_mesh(config.mesh)
+    mesh = make_mesh(config.mesh, devices)
     save_config(workdir, config)
     with jax.set_mesh(mesh), axis_rules(tuple(config.sharding_rules) if config.sharding_rules else None):
-        return _train(config, workdir, build(config, mesh))
+        return _train(config, workdir, build(config, mesh), callback)
 
 
-def _train(config, workdir: str, tr) -> dict[str, Any]:
+def _train(config, workdir: str, tr, callback) -> dict[str, Any]:
     per_process = config.batch_size // jax.process_count()
     data_iter = train_data.make_iterator(config, per_process)
     ckpt = Checkpointer(workdir, max_to_keep=config.max_checkpoints_to_keep, async_save=config.async_checkpointing)
@@ -131,6 +134,8 @@ def _train(config, workdir: str, tr) -> dict[str, Any]:
                     flops = train_step_flops(config.model, batch=config.batch_size, frames=t, height=h, width=w, text_len=batch["text_mask"].shape[1], mask_ratio=config.mask_ratio)
                 state, metrics = tr.step(state, batch, frozen)
                 done = step + 1
+                if callback is not None:
+                    callback(done)
                 if done % config.log_every_steps == 0 or done == total or stop.received:
                     m = {k: float(v) for k, v in jax.device_get(metrics).items()}
                     _raise_if_bad(state, ckpt)
