@@ -11,9 +11,10 @@ torch = pytest.importorskip("torch", reason="parity tests need the torch extra: 
 transformers = pytest.importorskip("transformers", reason="parity tests need the torch extra")
 
 from stiv_jax.convert_torch import ConversionError  # noqa: E402
-from stiv_jax.text.clip import CLIPTextConfig, CLIPTextModel  # noqa: E402
+from stiv_jax.text.clip import CLIPTextConfig  # noqa: E402
 from stiv_jax.text.convert import convert_clip, convert_t5  # noqa: E402
-from stiv_jax.text.t5 import T5Encoder, T5EncoderConfig, relative_position_bucket  # noqa: E402
+from stiv_jax.text.encoder import build_text_encoder  # noqa: E402
+from stiv_jax.text.t5 import T5EncoderConfig, relative_position_bucket  # noqa: E402
 
 RTOL = 1e-4
 
@@ -79,20 +80,19 @@ def test_clip_matches_transformers(with_projection, hf_kw, vocab_eos):
         assert max_rel_err(ours.pooled, ref.pooler_output.numpy()) <= RTOL
 
 
-def test_clip_last_token_pooling_ignores_padding():
+def test_build_text_encoder_last_token_pooling():
     """STIV's rule: pooled = state at the last real token; causal, so padding cannot leak in."""
-    cfg = CLIPTextConfig(vocab_size=50, width=32, num_layers=2, num_heads=4, mlp_dim=64, max_length=12, pooling="last")
-    from flax import nnx
-
-    model = CLIPTextModel(cfg, rngs=nnx.Rngs(1))
-    run = jax.jit(lambda m, i, k: m(i, k))
+    model = dict(vocab_size=50, width=32, num_layers=2, num_heads=4, mlp_dim=64, max_length=12, pooling="last")
+    enc = build_text_encoder({"kind": "clip", "model": model, "seed": 1})
+    assert (enc.kind, enc.dim, enc.pooled_dim) == ("clip", 32, 32)
     ids, mask = batch(50, [4, 9], 12, eos=1)
-    short = run(model, jnp.asarray(ids[:, :9]), jnp.asarray(mask[:, :9], bool))
-    garbage = np.where(mask, ids, 17)  # different padding ids after the real tokens
-    long = run(model, jnp.asarray(garbage), jnp.asarray(mask, bool))
-    np.testing.assert_allclose(short.pooled, long.pooled, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(long.pooled[0], long.hidden[0, 3], rtol=0, atol=0)
-    np.testing.assert_allclose(long.pooled[1], long.hidden[1, 8], rtol=0, atol=0)
+    tokens, pooled = enc.encode(ids, mask.astype(bool))
+    assert tokens.shape == (2, 12, 32) and pooled.shape == (2, 32) and pooled.dtype == jnp.float32
+    np.testing.assert_array_equal(pooled[0], tokens[0, 3])
+    np.testing.assert_array_equal(pooled[1], tokens[1, 8])
+    assert np.all(np.asarray(tokens)[~mask.astype(bool)] == 0)
+    _, pooled_other_padding = enc.encode(np.where(mask, ids, 17), mask.astype(bool))
+    np.testing.assert_allclose(pooled_other_padding, pooled, rtol=1e-6, atol=1e-6)
 
 
 def _hf_t5(feed_forward_proj: str):
