@@ -113,7 +113,8 @@ def load_state_dict(path: str) -> StateDict:
     out: StateDict = {}
     for f in files:
         out.update(_load_one(f))
-    return {k: (v.astype(np.float32) if v.dtype.kind == "f" and v.dtype != np.float32 else v) for k, v in out.items()}
+    upcast = lambda v: v.astype(np.float32) if jax.numpy.issubdtype(v.dtype, jax.numpy.floating) else v  # noqa: E731
+    return {k: upcast(v) for k, v in out.items()}
 
 
 # --------------------------------------------------------------------------------------------

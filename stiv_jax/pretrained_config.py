@@ -22,8 +22,8 @@ class PretrainedConfig:
     """Base: ``PRESETS`` (name → field overrides) and converters to/from plain dicts."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
-    #: a key whose presence marks a Hugging Face / diffusers config.json
-    HF_MARKER: ClassVar[str] = ""
+    #: keys whose presence marks a Hugging Face / diffusers config.json
+    HF_MARKERS: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def from_hf(cls: type[C], hf: Mapping[str, Any]) -> C:
@@ -53,7 +53,7 @@ class PretrainedConfig:
                 f"{spec!r} is neither a {cls.__name__} preset ({', '.join(sorted(cls.PRESETS))}) nor a JSON file"
             )
         if isinstance(spec, Mapping):
-            if cls.HF_MARKER in spec:
+            if any(key in spec for key in cls.HF_MARKERS):
                 return cls.from_hf(spec)
             return cls.from_dict(spec)
         raise TypeError(f"cannot make a {cls.__name__} from {type(spec).__name__}")

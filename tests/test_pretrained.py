@@ -70,7 +70,7 @@ def test_import_t5_torch_bin_then_load_on_mesh(tmp_path):
         f"--out={tmp_path / 't5'}",
     ])
     enc = build_text_encoder({"checkpoint": out})
-    tokens, pooled = enc.encode(IDS, MASK.astype(bool))
+    tokens, pooled = jax.jit(lambda e, i, m: e.encode(i, m))(enc, IDS, MASK.astype(bool))
     with torch.no_grad():
         ref = hf(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(MASK)).last_hidden_state.numpy()
     valid = MASK.astype(bool)
@@ -104,6 +104,9 @@ def test_import_vae_and_encode_frames(tmp_path):
         mean = vae.encode(torch.from_numpy(video[0].transpose(0, 3, 1, 2).copy())).latent_dist.mean.numpy()
     ref = (mean.transpose(0, 2, 3, 1) * 0.18215)[None]
     assert max_rel_err(ae.encode(video), ref) <= RTOL
+    # a pytree: the trainer passes it into its own jitted step as an argument (no baked constants)
+    inside = jax.jit(lambda ae, v: ae.decode(ae.encode(v)))(ae, video)
+    np.testing.assert_allclose(inside, ae.decode(ae.encode(video)), rtol=1e-5, atol=1e-5)
 
 
 def test_import_reports_bad_weights(tmp_path):
@@ -116,6 +119,47 @@ def test_import_reports_bad_weights(tmp_path):
         import_weights.run(["--kind=t5", f"--weights={tmp_path / 'w.pt'}", f"--config={tmp_path / 'config.json'}", f"--out={tmp_path / 'o'}"])
     with pytest.raises(SystemExit, match="not-a-preset"):
         import_weights.run(["--kind=vae", f"--weights={tmp_path / 'w.pt'}", "--config=not-a-preset", f"--out={tmp_path / 'o'}"])
+
+
+def test_load_state_dict_formats_and_half_precision(tmp_path):
+    from safetensors.torch import save_file
+
+    from stiv_jax.convert_torch import ConversionError, load_state_dict
+
+    torch.manual_seed(0)
+    sd = {"a.weight": torch.randn(3, 4, dtype=torch.bfloat16), "b.bias": torch.randn(5, dtype=torch.float16),
+          "steps": torch.tensor([7])}
+    save_file({"a.weight": sd["a.weight"]}, tmp_path / "part-1.safetensors")
+    save_file({"b.bias": sd["b.bias"], "steps": sd["steps"]}, tmp_path / "part-2.safetensors")
+    torch.save({"state_dict": sd}, tmp_path / "lightning.ckpt")
+    for loaded in (load_state_dict(str(tmp_path)), load_state_dict(str(tmp_path / "lightning.ckpt"))):
+        assert loaded["a.weight"].dtype == np.float32 and loaded["b.bias"].dtype == np.float32
+        np.testing.assert_array_equal(loaded["a.weight"], sd["a.weight"].float().numpy())
+        np.testing.assert_array_equal(loaded["b.bias"], sd["b.bias"].float().numpy())
+        assert loaded["steps"].tolist() == [7]
+    with pytest.raises(ConversionError, match=r"weights\.npz: unsupported weight file"):
+        (tmp_path / "weights.npz").write_bytes(b"")
+        load_state_dict(str(tmp_path / "weights.npz"))
+
+
+@pytest.mark.parametrize("cls", [CLIPTextConfig, T5EncoderConfig, AutoencoderKLConfig])
+def test_config_round_trips_and_errors(cls, tmp_path):
+    for name in cls.PRESETS:
+        cfg = cls.resolve(name).replace(dtype="bfloat16")
+        assert cls.resolve(cfg.to_dict()) == cfg
+        (tmp_path / f"{name}.json").write_text(json.dumps(cfg.to_dict()))
+        assert cls.resolve(str(tmp_path / f"{name}.json")) == cfg
+    with pytest.raises(ValueError, match=r"unknown .* fields: \['widht'\]"):
+        cls.resolve({"widht": 3})
+    with pytest.raises(ValueError, match="neither a .* preset"):
+        cls.resolve("no-such-preset")
+
+
+def test_clip_config_from_full_clip_model_json():
+    hf = transformers.CLIPConfig(text_config=dict(hidden_size=64, eos_token_id=2), projection_dim=32).to_dict()
+    hf["architectures"] = ["CLIPModel"]
+    cfg = CLIPTextConfig.resolve(hf)
+    assert (cfg.width, cfg.projection_dim, cfg.pooling) == (64, 32, "argmax")
 
 
 def _torch_count(build) -> int:

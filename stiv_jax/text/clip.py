@@ -45,7 +45,7 @@ class CLIPTextConfig(PretrainedConfig):
     dtype: str = "float32"
     param_dtype: str = "float32"
 
-    HF_MARKER = "hidden_size"
+    HF_MARKERS = ("hidden_size", "text_config")
     PRESETS = {
         # OpenAI CLIP ViT-L/14 text tower (SD 1.x); its HF config has the legacy eos_token_id=2.
         "clip-L": dict(width=768, num_layers=12, num_heads=12, mlp_dim=3072, projection_dim=768, pooling="argmax"),
@@ -77,19 +77,21 @@ class CLIPTextConfig(PretrainedConfig):
 
     @classmethod
     def from_hf(cls, hf: Mapping[str, Any]) -> "CLIPTextConfig":
-        """From a ``CLIPTextConfig`` dict (or a full ``CLIPConfig`` with a ``text_config``)."""
-        hf = hf.get("text_config", hf)
-        eos = int(hf.get("eos_token_id", 2))
+        """From a ``CLIPTextConfig`` dict, or a full ``CLIPConfig`` (its ``text_config``)."""
+        text = hf.get("text_config", hf)
+        arch = hf.get("architectures") or ()
+        with_projection = any(a in ("CLIPTextModelWithProjection", "CLIPModel") for a in arch)
+        eos = int(text.get("eos_token_id", 2))
         return cls(
-            vocab_size=hf.get("vocab_size", 49408),
-            width=hf["hidden_size"],
-            num_layers=hf.get("num_hidden_layers", 12),
-            num_heads=hf.get("num_attention_heads", 8),
-            mlp_dim=hf.get("intermediate_size", 2048),
-            max_length=hf.get("max_position_embeddings", 77),
-            activation=layers.hf_activation(hf.get("hidden_act", "quick_gelu")),
-            layer_norm_eps=hf.get("layer_norm_eps", 1e-5),
-            projection_dim=hf.get("projection_dim") if "CLIPTextModelWithProjection" in (hf.get("architectures") or ()) else None,
+            vocab_size=text.get("vocab_size", 49408),
+            width=text["hidden_size"],
+            num_layers=text.get("num_hidden_layers", 12),
+            num_heads=text.get("num_attention_heads", 8),
+            mlp_dim=text.get("intermediate_size", 2048),
+            max_length=text.get("max_position_embeddings", 77),
+            activation=layers.hf_activation(text.get("hidden_act", "quick_gelu")),
+            layer_norm_eps=text.get("layer_norm_eps", 1e-5),
+            projection_dim=(hf.get("projection_dim") or text.get("projection_dim")) if with_projection else None,
             pooling="argmax" if eos == 2 else "eos",
             eos_token_id=eos,
         )

@@ -18,7 +18,7 @@ from flax import nnx
 
 from stiv_jax.pretrained_config import config_get
 from stiv_jax.text.clip import CLIPTextConfig, CLIPTextModel
-from stiv_jax.text.t5 import T5EncoderConfig
+from stiv_jax.text.t5 import T5Encoder, T5EncoderConfig
 
 
 class TextEncoder(nnx.Module):

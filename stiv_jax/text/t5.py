@@ -38,7 +38,7 @@ class T5EncoderConfig(PretrainedConfig):
     dtype: str = "float32"
     param_dtype: str = "float32"
 
-    HF_MARKER = "d_model"
+    HF_MARKERS = ("d_model",)
     PRESETS = {
         "t5-v1_1-xxl": {},  # google/t5-v1_1-xxl encoder: 4,762,310,656 parameters
         "t5-v1_1-xl": dict(width=2048, num_heads=32, mlp_dim=5120),

@@ -40,7 +40,7 @@ class AutoencoderKLConfig(PretrainedConfig):
     dtype: str = "float32"
     param_dtype: str = "float32"
 
-    HF_MARKER = "block_out_channels"
+    HF_MARKERS = ("down_block_types", "_class_name")
     PRESETS = {
         "sd-vae-ft-ema": dict(_SD),  # stabilityai/sd-vae-ft-ema (STIV's baseline VAE)
         "sd3-vae": dict(_SD, latent_channels=16, scaling_factor=1.5305, shift_factor=0.0609,
