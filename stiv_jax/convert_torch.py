@@ -184,18 +184,18 @@ def apply_rules(
     return out
 
 
-def build_with_params(abstract_model: nnx.Module, params: Mapping[str, np.ndarray], dtype=None) -> nnx.Module:
-    """Fills an abstract model (``nnx.eval_shape``) with ``params`` (dotted path → array)."""
+def build_with_params(abstract_model: nnx.Module, params: dict[str, np.ndarray]) -> nnx.Module:
+    """Fills an abstract model (``nnx.eval_shape``) with ``params`` (dotted path → array), in the
+    abstract model's dtypes. Entries are popped from ``params`` as they are placed, so host
+    memory peaks near two copies of the weights rather than three (T5-XXL: 19 GB each in f32)."""
     graphdef, state = nnx.split(abstract_model)
-    flat = nnx.to_flat_state(state)
-    leaves = []
-    for path, var in flat:
+    flat = []
+    for path, var in nnx.to_flat_state(state):
         key = ".".join(map(str, path))
         if key not in params:
             raise ConversionError(f"no value for parameter {key!r}")
-        value = np.asarray(params[key])
-        leaves.append(var.replace(jax.numpy.asarray(value, dtype or var.dtype)))
-    return nnx.merge(graphdef, nnx.from_flat_state([(p, v) for (p, _), v in zip(flat, leaves)]))
+        flat.append((path, var.replace(jax.numpy.asarray(params.pop(key), var.dtype))))
+    return nnx.merge(graphdef, nnx.from_flat_state(flat))
 
 
 def convert(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -16,9 +17,9 @@ diffusers = pytest.importorskip("diffusers", reason="needs the torch extra")
 from stiv_jax.cli import import_weights  # noqa: E402
 from stiv_jax.pretrained import abstract_model, load_pretrained, num_params  # noqa: E402
 from stiv_jax.text.clip import CLIPTextConfig  # noqa: E402
-from stiv_jax.text.encoder import build_text_encoder  # noqa: E402
+from stiv_jax.text.encoder import build_text_encoder, load_text_encoder  # noqa: E402
 from stiv_jax.text.t5 import T5EncoderConfig  # noqa: E402
-from stiv_jax.vae import AutoencoderKLConfig, build_autoencoder  # noqa: E402
+from stiv_jax.vae import AutoencoderKLConfig, load_autoencoder  # noqa: E402
 
 RTOL = 1e-4
 
@@ -46,7 +47,7 @@ def test_import_clip_safetensors_with_hf_config(tmp_path):
     ])
     meta = json.loads((tmp_path / "clip" / "config.json").read_text())
     assert meta["kind"] == "clip" and meta["config"]["projection_dim"] == 16 and meta["config"]["pooling"] == "eos"
-    enc = build_text_encoder({"checkpoint": out, "use_projection": True})
+    enc = load_text_encoder(ml_collections.ConfigDict({"kind": "clip", "checkpoint": out, "use_projection": True}))
     tokens, pooled = enc.encode(IDS, MASK.astype(bool))
     with torch.no_grad():
         ref = hf(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(MASK))
@@ -87,6 +88,10 @@ def test_import_t5_torch_bin_then_load_on_mesh(tmp_path):
     assert wi[...].sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor")
     with pytest.raises(ValueError, match="holds a 't5' model, but a 'vae' model was asked for"):
         load_pretrained(out, expect_kind="vae")
+    with pytest.raises(ValueError, match="holds a 't5' model, not a clip encoder"):
+        build_text_encoder({"kind": "clip", "checkpoint": out})
+    with pytest.raises(ValueError, match="needs `checkpoint`"):
+        load_text_encoder({"kind": "t5"})
 
 
 def test_import_vae_and_encode_frames(tmp_path):
@@ -98,7 +103,8 @@ def test_import_vae_and_encode_frames(tmp_path):
     vae.save_pretrained(tmp_path / "hf")
     weights = next((tmp_path / "hf").glob("*.safetensors"))
     out = import_weights.run(["--kind=vae", f"--weights={weights}", f"--config={tmp_path / 'hf' / 'config.json'}", f"--out={tmp_path / 'vae'}"])
-    ae = build_autoencoder({"kind": "kl", "checkpoint": out, "chunk_size": 2})
+    ae = load_autoencoder(ml_collections.ConfigDict({"checkpoint": out, "chunk_size": 2}))
+    assert (ae.downsample, ae.latent_channels, ae.chunk_size) == (2, 4, 2)
     video = np.random.default_rng(0).uniform(-1, 1, (1, 3, 16, 16, 3)).astype(np.float32)
     with torch.no_grad():
         mean = vae.encode(torch.from_numpy(video[0].transpose(0, 3, 1, 2).copy())).latent_dist.mean.numpy()

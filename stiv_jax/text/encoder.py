@@ -44,10 +44,13 @@ class TextEncoder(nnx.Module):
         return self.model.config.projection_dim if self.use_projection else self.dim
 
     def encode(self, ids: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """``ids [B, L] int``, ``mask [B, L] bool`` → ``tokens [B, L, dim]``, ``pooled [B, pooled_dim]``."""
+        """``ids [B, L] int``, ``mask [B, L] bool`` → ``tokens [B, L, dim]``, ``pooled [B, pooled_dim]``.
+
+        Jitted; use ``encoder(ids, mask)`` (the same computation, not jitted) inside a traced step.
+        """
         return _encode_jit(self, ids, mask)
 
-    def _encode(self, ids: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, ids: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
         chex.assert_rank([ids, mask], 2)
         mask = mask.astype(bool)
         if isinstance(self.model, CLIPTextModel):
@@ -61,7 +64,7 @@ class TextEncoder(nnx.Module):
         return tokens * mask[..., None], pooled.astype(jnp.float32)
 
 
-_encode_jit = jax.jit(TextEncoder._encode)
+_encode_jit = jax.jit(TextEncoder.__call__)
 
 _CONFIGS = {"clip": CLIPTextConfig, "t5": T5EncoderConfig}
 
@@ -80,8 +83,9 @@ def build_text_encoder(config: Any) -> TextEncoder:
     checkpoint = config_get(config, "checkpoint")
     if checkpoint:
         loaded = load_pretrained(checkpoint, **overrides)
-        if loaded.kind not in _CONFIGS:
-            raise ValueError(f"{checkpoint} holds a {loaded.kind!r} model, not a text encoder")
+        kind = config_get(config, "kind")
+        if loaded.kind not in _CONFIGS or (kind in _CONFIGS and kind != loaded.kind):
+            raise ValueError(f"{checkpoint} holds a {loaded.kind!r} model, not a {kind or 'text'} encoder")
         model = loaded.model
     else:
         kind = config_get(config, "kind", "clip")
@@ -90,3 +94,10 @@ def build_text_encoder(config: Any) -> TextEncoder:
         cfg = _CONFIGS[kind].resolve(config_get(config, "model", "stiv-bigG" if kind == "clip" else "t5-v1_1-xxl"))
         model = random_init(kind, cfg.replace(**overrides), int(config_get(config, "seed", 0)))
     return TextEncoder(model, use_projection=bool(config_get(config, "use_projection", False)))
+
+
+def load_text_encoder(config: Any) -> TextEncoder:
+    """Like :func:`build_text_encoder`, but only from a pretrained ``checkpoint`` (no random init)."""
+    if not config_get(config, "checkpoint"):
+        raise ValueError("the text encoder config needs `checkpoint`: a directory written by stiv-import --kind=clip|t5")
+    return build_text_encoder(config)

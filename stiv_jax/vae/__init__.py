@@ -5,7 +5,7 @@
 """
 
 from stiv_jax.vae.autoencoder_kl import AutoencoderKL, AutoencoderKLConfig
-from stiv_jax.vae.frames import FrameAutoencoder, build_autoencoder
+from stiv_jax.vae.frames import FrameAutoencoder, build_autoencoder, load_autoencoder
 from stiv_jax.vae.pixel import PixelAutoencoder
 
-__all__ = ["AutoencoderKL", "AutoencoderKLConfig", "FrameAutoencoder", "PixelAutoencoder", "build_autoencoder"]
+__all__ = ["AutoencoderKL", "AutoencoderKLConfig", "FrameAutoencoder", "PixelAutoencoder", "build_autoencoder", "load_autoencoder"]

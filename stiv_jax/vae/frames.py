@@ -120,3 +120,11 @@ def build_autoencoder(config: Any) -> PixelAutoencoder | FrameAutoencoder:
         cfg = AutoencoderKLConfig.resolve(config_get(config, "model", "sd-vae-ft-ema")).replace(**overrides)
         model = random_init("vae", cfg, int(config_get(config, "seed", 0)))
     return FrameAutoencoder(model, chunk_size=int(config_get(config, "chunk_size", 16)))
+
+
+def load_autoencoder(config: Any) -> FrameAutoencoder:
+    """Like :func:`build_autoencoder` for ``kind="kl"``, but only from a pretrained ``checkpoint``."""
+    if not config_get(config, "checkpoint"):
+        raise ValueError("the autoencoder config needs `checkpoint`: a directory written by stiv-import --kind=vae")
+    return build_autoencoder({"kind": "kl", "checkpoint": config_get(config, "checkpoint"),
+                              "chunk_size": config_get(config, "chunk_size", 16), "dtype": config_get(config, "dtype")})
