@@ -57,7 +57,10 @@ class T5Tokenizer:
         if self.backend == "sentencepiece":
             pieces = impl.encode(list(texts), out_type=int)
         else:
-            pieces = [list(map(int, row)) for row in impl.tokenize(list(texts)).to_list()]
+            import tensorflow as tf
+
+            # An explicit string dtype: tf.constant([]) would be float32 and fail in the op.
+            pieces = impl.tokenize(tf.constant(list(texts), dtype=tf.string)).to_list()
         return [p[: self.max_length - 1] + [EOS_ID] for p in pieces]
 
     def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,65 @@
+"""stiv-import: convert PyTorch text-encoder / VAE weights into a pretrained directory.
+
+    stiv-import --kind=clip --weights=text_encoder_2/model.safetensors \\
+        --config=text_encoder_2/config.json --out=weights/clip-bigG
+    stiv-import --kind=t5 --weights=t5-v1_1-xxl/ --config=t5-v1_1-xxl --out=weights/t5-xxl
+    stiv-import --kind=vae --weights=sd-vae-ft-ema/diffusion_pytorch_model.bin \\
+        --config=sd-vae-ft-ema --out=weights/sd-vae-ft-ema
+
+``--weights`` is a .safetensors/.bin/.pt file or a directory of shards; ``--config`` a preset name,
+our JSON, or the Hugging Face / diffusers config.json next to the weights. The output directory
+(``config.json`` + orbax ``params/``) is what ``text_encoder.checkpoint`` / ``vae.checkpoint`` in a
+training or sampling config point at (stiv_jax.pretrained.load_pretrained).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from absl import flags
+
+from stiv_jax.convert_torch import ConversionError
+
+
+def _flags() -> flags.FlagValues:
+    fv = flags.FlagValues()
+    flags.DEFINE_enum("kind", None, ["clip", "t5", "vae"], "What the weights are.", flag_values=fv)
+    flags.DEFINE_string("weights", None, "Weight file (.safetensors/.bin/.pt) or a directory of them.", flag_values=fv)
+    flags.DEFINE_string("config", None, "Preset name, our JSON, or the HF/diffusers config.json.", flag_values=fv)
+    flags.DEFINE_string("out", None, "Output directory (config.json + orbax params/).", flag_values=fv)
+    flags.DEFINE_enum("param_dtype", "float32", ["float32", "bfloat16"], "Stored parameter dtype.", flag_values=fv)
+    for name in ("kind", "weights", "config", "out"):
+        flags.mark_flag_as_required(name, flag_values=fv)
+    return fv
+
+
+def run(argv: Sequence[str] | None = None) -> str:
+    """Parses ``argv`` (defaults to ``sys.argv[1:]``), converts, saves; returns the output directory."""
+    fv = _flags()
+    try:
+        fv(["stiv-import", *(sys.argv[1:] if argv is None else argv)])
+    except flags.Error as e:
+        sys.exit(f"stiv-import: {e}\n{__doc__}")
+
+    from stiv_jax.pretrained import Pretrained, import_weights, num_params, save_pretrained
+
+    try:
+        pretrained = import_weights(fv.kind, fv.weights, fv.config)
+    except (ConversionError, FileNotFoundError, ValueError) as e:
+        sys.exit(f"stiv-import: {e}")
+    if fv.param_dtype != "float32":
+        import jax
+        from flax import nnx
+
+        cfg = pretrained.config.replace(param_dtype=fv.param_dtype)
+        graphdef, state = nnx.split(pretrained.model)
+        state = jax.tree.map(lambda x: x.astype(fv.param_dtype), state)
+        pretrained = Pretrained(pretrained.kind, cfg, nnx.merge(graphdef, state))
+    out = save_pretrained(fv.out, pretrained, source=fv.weights)
+    print(f"stiv-import: kind={pretrained.kind} params={num_params(pretrained.model)} out={out}")
+    return out
+
+
+if __name__ == "__main__":
+    run()
