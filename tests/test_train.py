@@ -108,3 +108,31 @@ def test_unknown_config_key_fails_before_compiling(tmp_path):
     assert proc.returncode != 0
     assert "no_such_key" in proc.stderr
     assert not os.path.exists(tmp_path / "config.json")  # nothing ran
+
+
+def test_gradient_accumulation_averages_microbatch_gradients():
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from stiv_jax.train.conditioner import Conditioner
+    from stiv_jax.train.data import SyntheticClip
+    from stiv_jax.train.step import accumulate_gradients, init_state, make_loss_fn, split_microbatches
+    from stiv_jax.train.optimizer import make_optimizer
+
+    cfg = tiny_train_config()
+    cond = Conditioner(cfg)
+    state = init_state(cfg, make_optimizer(cfg))
+    from stiv_jax.model.dit import STIV
+
+    graphdef = nnx.split(jax.eval_shape(lambda: STIV(cfg.model, rngs=nnx.Rngs(0))), nnx.Param)[0]
+    grad_fn = jax.value_and_grad(make_loss_fn(cfg, graphdef, cond), has_aux=True)
+    clips = [SyntheticClip(cfg.data.num_frames, cfg.data.resolution, cfg.data.max_text_length)(i) for i in range(4)]
+    batch = {k: jnp.stack([c[k] for c in clips]) for k in clips[0]}
+    frozen, key = cond.frozen_params(), jax.random.key(3)
+    (loss, _), grads = jax.jit(lambda p, b, f, k: accumulate_gradients(grad_fn, p, b, f, k, 2))(state["params"], batch, frozen, key)
+    micro = split_microbatches(batch, 2)
+    keys = jax.random.split(key, 2)
+    parts = [grad_fn(state["params"], jax.tree.map(lambda x: x[j], micro), frozen, keys[j]) for j in range(2)]
+    np.testing.assert_array_equal(micro["micro"][1], batch["micro"][1::2])  # rows j, j+2, ...
+    np.testing.assert_allclose(loss, (parts[0][0][0] + parts[1][0][0]) / 2, rtol=1e-5)
+    jax.tree.map(lambda g, a, b: np.testing.assert_allclose(g, (a + b) / 2, rtol=1e-4, atol=1e-6), grads, parts[0][1], parts[1][1])

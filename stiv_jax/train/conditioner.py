@@ -21,31 +21,49 @@ from stiv_jax.vae.pixel import PixelAutoencoder
 
 
 def build_text_encoder(text_cfg: ml_collections.ConfigDict, dim: int) -> nnx.Module | None:
+    """``cached``: none (batches carry embeddings); ``embedding``: frozen random table (toy runs);
+    ``clip``/``t5``: from ``checkpoint`` (stiv-import), or randomly initialised from the preset in
+    ``model`` (toy runs and AOT only)."""
     if text_cfg.kind == "cached":
         return None
     if text_cfg.kind == "embedding":
         from stiv_jax.text.embedding import FrozenTokenEmbedding
 
         return FrozenTokenEmbedding(text_cfg.vocab_size, dim, seed=text_cfg.seed)
-    from stiv_jax.text.encoder import load_text_encoder  # pretrained CLIP / T5 (stiv-import)
+    if text_cfg.kind not in ("clip", "t5"):
+        raise ValueError(f"config.text.kind={text_cfg.kind!r}; use cached|embedding|clip|t5")
+    from stiv_jax.text.encoder import build_text_encoder as build_pretrained
 
-    return load_text_encoder(text_cfg)
+    if not text_cfg.checkpoint and not text_cfg.model:
+        raise ValueError(f"config.text.kind={text_cfg.kind!r} needs config.text.checkpoint (a stiv-import directory) or config.text.model (a preset, random init)")
+    return build_pretrained(dict(kind=text_cfg.kind, checkpoint=text_cfg.checkpoint, model=text_cfg.model or None, seed=text_cfg.seed, use_projection=text_cfg.use_projection))
 
 
 def build_autoencoder(ae_cfg: ml_collections.ConfigDict):
+    """``pixel`` (space-to-depth) or ``kl`` (from ``checkpoint``, or random from ``model``)."""
     if ae_cfg.kind == "pixel":
         return PixelAutoencoder(ae_cfg.downsample)
-    from stiv_jax.vae import load_autoencoder  # pretrained AutoencoderKL (stiv-import)
+    from stiv_jax.vae.frames import build_autoencoder as build_kl
 
-    return load_autoencoder(ae_cfg)
+    if not ae_cfg.checkpoint and not ae_cfg.model:
+        raise ValueError("config.autoencoder.kind='kl' needs config.autoencoder.checkpoint (stiv-import --kind=vae) or config.autoencoder.model (a preset, random init)")
+    return build_kl(dict(kind="kl", checkpoint=ae_cfg.checkpoint, model=ae_cfg.model or None, chunk_size=ae_cfg.chunk_size))
 
 
 class Conditioner:
     """Turns a data batch into model inputs: ``{latents, text, text_mask, pooled_text, micro}``."""
 
-    def __init__(self, config: ml_collections.ConfigDict):
-        self.text_encoder = build_text_encoder(config.text, config.model.text_dim)
-        self.autoencoder = build_autoencoder(config.autoencoder)
+    def __init__(self, config: ml_collections.ConfigDict, *, abstract: bool = False):
+        """``abstract``: encoders hold ShapeDtypeStructs, nothing allocated (AOT compilation)."""
+        make = jax.eval_shape if abstract else (lambda f: f())
+        self.text_encoder = make(lambda: build_text_encoder(config.text, config.model.text_dim))
+        # Latent-cache runs never encode pixels: no autoencoder is built for them.
+        if config.data.mode == "latents":
+            self.autoencoder = None
+        elif config.autoencoder.kind == "pixel":  # parameter-free
+            self.autoencoder = build_autoencoder(config.autoencoder)
+        else:
+            self.autoencoder = make(lambda: build_autoencoder(config.autoencoder))
         self.max_length = config.data.max_text_length
         # nnx modules (learned encoders) run from their graph + frozen params inside the step.
         self._text_graph = nnx.split(self.text_encoder, nnx.Param)[0] if self.text_encoder is not None else None

@@ -22,6 +22,7 @@ def base_config(size: str = "XL", **model_overrides) -> ml_collections.ConfigDic
     c.seed = 0
     c.num_train_steps = 400_000
     c.batch_size = 1024  # global
+    c.grad_accum_steps = 1  # micro-batches per step (same global batch in less memory)
     c.learning_rate = 2e-4
     c.warmup_steps = 1000
     c.checkpoint_every_steps = 2000
@@ -42,15 +43,17 @@ def base_config(size: str = "XL", **model_overrides) -> ml_collections.ConfigDic
     c.mae_loss_weight = 0.1
 
     # Task mixing through frame replacement and condition dropout (§2.3, App. B).
-    c.tasks = ml_collections.ConfigDict(dict(t2v=1.0, ti2v=0.0, predict=0.0, interpolate=0.0, upsample=0.0))
+    c.tasks = ml_collections.ConfigDict(dict(t2i=0.0, t2v=1.0, ti2v=0.0, predict=0.0, interpolate=0.0, upsample=0.0))
     c.predict_frames = 4
     c.image_dropout = 0.08
     c.text_dropout = 0.10
 
     # Frozen encoders. text.kind: 'embedding' (frozen random table, toy runs) | 'clip' | 't5' |
     # 'cached' (latent-cache batches carry text_emb/pooled_text); autoencoder.kind: 'pixel' | 'kl'.
-    c.text = ml_collections.ConfigDict(dict(kind="clip", checkpoint="", vocab_size=32128, seed=0, max_length=128))
-    c.autoencoder = ml_collections.ConfigDict(dict(kind="kl", checkpoint="", downsample=8))
+    # text.model: a preset/JSON to randomly initialise a CLIP/T5 encoder when there is no checkpoint
+    # (toy runs only).
+    c.text = ml_collections.ConfigDict(dict(kind="clip", checkpoint="", model="", use_projection=False, vocab_size=32128, seed=0))
+    c.autoencoder = ml_collections.ConfigDict(dict(kind="kl", checkpoint="", model="", downsample=8, chunk_size=16))
 
     # Input pipeline: keys documented in stiv_jax/data/config.py, plus the source kind.
     c.data = get_data_config()
@@ -65,4 +68,24 @@ def base_config(size: str = "XL", **model_overrides) -> ml_collections.ConfigDic
 
     # Progressive initialisation (§2.4, Fig. 4): spatial weights from one run, temporal from another.
     c.init_from = ml_collections.ConfigDict(dict(spatial="", temporal="", use_ema=True))
+    return c
+
+
+def paper_config(size: str, *, resolution: int, num_frames: int, tasks: dict[str, float], batch_size: int = 1024, **model_overrides) -> ml_collections.ConfigDict:
+    """A paper-scale run (§3.1, App. B): 400k steps, AdaFactor at 2e-4 after 1k warmup, EMA 0.9999,
+    MaskDiT 50%, 8%/10% image/text dropout, FSDP over every chip, bf16 compute.
+
+    Trains from the latent cache (``stiv-encode-shards`` with the VAE and CLIP-bigG text encoder):
+    ``data.mode='latents'``, ``text.kind='cached'``. To encode on the fly instead, set
+    ``data.mode=pixels``, ``text.kind=clip``, ``text.checkpoint=...``, ``autoencoder.checkpoint=...``.
+    """
+    c = base_config(size, temporal_attention=num_frames > 1, **model_overrides)
+    c.batch_size = batch_size
+    c.data.mode = "latents"
+    c.data.num_frames = num_frames
+    c.data.resolution = resolution
+    c.text.kind = "cached"
+    for name in c.tasks:
+        c.tasks[name] = 0.0
+    c.tasks.update(tasks)
     return c

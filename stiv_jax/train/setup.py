@@ -42,10 +42,27 @@ class Training:
     def abstract_batch(self, per_device_batch: int | None = None) -> dict:
         """ShapeDtypeStructs of one global batch (for AOT lowering)."""
         c = self.config
+        m = resolve(c.model)
         b = c.batch_size if per_device_batch is None else per_device_batch * self.mesh.size
         t, r, L = c.data.num_frames, c.data.resolution, c.data.max_text_length
-        spec = dict(video=((b, t, r, r, 3), np.float32), text_ids=((b, L), np.int32), text_mask=((b, L), bool), micro=((b, 6), np.float32))
+        spec = dict(text_mask=((b, L), bool), micro=((b, 6), np.float32))
+        if c.data.mode == "latents":
+            f = c.autoencoder.downsample
+            spec["latents"] = ((b, t, r // f, r // f, m.in_channels), np.float32)
+        else:
+            spec["video"] = ((b, t, r, r, 3), np.float32)
+        if c.text.kind == "cached":
+            spec.update(text_emb=((b, L, m.text_dim), np.float32), pooled_text=((b, m.text_dim), np.float32))
+        else:
+            spec["text_ids"] = ((b, L), np.int32)
         return {k: jax.ShapeDtypeStruct(s, d, sharding=batch_sharding(self.mesh, len(s))) for k, (s, d) in spec.items()}
+
+    def abstract_null_text(self) -> dict | None:
+        """Shapes of the cached empty-prompt encoding (latent-cache runs)."""
+        if self.config.text.kind != "cached":
+            return None
+        m, L = resolve(self.config.model), self.config.data.max_text_length
+        return dict(text=jax.ShapeDtypeStruct((1, L, m.text_dim), np.float32), text_mask=jax.ShapeDtypeStruct((1, L), bool), pooled_text=jax.ShapeDtypeStruct((1, m.text_dim), np.float32))
 
 
 def check_consistency(config: ml_collections.ConfigDict, conditioner: Conditioner) -> None:
@@ -57,14 +74,17 @@ def check_consistency(config: ml_collections.ConfigDict, conditioner: Conditione
     enc_dim = getattr(conditioner.text_encoder, "dim", None)
     if enc_dim is not None and enc_dim != m.text_dim:
         raise ValueError(f"config.model.text_dim={m.text_dim} but the text encoder ({config.text.kind}) outputs {enc_dim}")
+    if config.batch_size % config.grad_accum_steps:
+        raise ValueError(f"config.batch_size={config.batch_size} is not divisible by config.grad_accum_steps={config.grad_accum_steps}")
     if config.batch_size % jax.process_count():
         raise ValueError(f"config.batch_size={config.batch_size} is not divisible by {jax.process_count()} processes")
 
 
-def build(config: ml_collections.ConfigDict, mesh: Mesh) -> Training:
+def build(config: ml_collections.ConfigDict, mesh: Mesh, *, abstract: bool = False) -> Training:
+    """``abstract``: frozen encoders as shapes only (for AOT compilation; ``init`` unusable)."""
     rules = tuple(config.sharding_rules) if config.sharding_rules else DEFAULT_RULES
     tx = make_optimizer(config)
-    conditioner = Conditioner(config)
+    conditioner = Conditioner(config, abstract=abstract)
     check_consistency(config, conditioner)
     graphdef, abstract_params, p_sh = param_shardings(config.model, mesh, rules)
     init_fn = functools.partial(init_state, config, tx)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import optax
+import optax  # noqa: F401  (type of tx)
 from flax import nnx
 from jax.sharding import Mesh
 
@@ -28,14 +28,19 @@ def param_shardings(model_cfg, mesh: Mesh, rules: Rules | None = None) -> tuple[
 
 def state_shardings(abstract_state: dict, abstract_params: Any, p_shardings: Any, tx: optax.GradientTransformation, mesh: Mesh) -> dict:
     rep = replicated(mesh)
-    opt = optax.tree_map_params(
-        tx,
-        lambda s, sh, p: sh if s.shape == p.shape else rep,
-        abstract_state["opt_state"],
-        p_shardings,
-        abstract_params,
-        transform_non_params=lambda _: rep,
-    )
+    params_def = jax.tree.structure(abstract_params)
+
+    def visit(node):
+        # A param-shaped subtree (momentum, second moments): shard like the params where the
+        # shapes agree; optax.tree_map_params would run ops eagerly, which AOT (no devices) cannot.
+        if jax.tree.structure(node) == params_def:
+            return jax.tree.map(lambda s, sh, p: sh if s.shape == p.shape else rep, node, p_shardings, abstract_params)
+        children, treedef = jax.tree_util.tree_flatten(node, is_leaf=lambda x: x is not node)
+        if treedef.num_leaves == 1 and children and children[0] is node:
+            return rep
+        return jax.tree_util.tree_unflatten(treedef, [visit(c) for c in children])
+
+    opt = visit(abstract_state["opt_state"])
     return dict(
         step=rep,
         params=p_shardings,

@@ -26,6 +26,7 @@ from stiv_jax.flow.tasks import drop_text, replace_frames, sample_frame_conditio
 from stiv_jax.flow.timesteps import sample_time
 from stiv_jax.model import maskdit
 from stiv_jax.model.dit import STIV
+from stiv_jax.parallel.rules import constrain
 from stiv_jax.train.conditioner import Conditioner
 from stiv_jax.train.optimizer import learning_rate_schedule
 
@@ -86,15 +87,47 @@ def make_loss_fn(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, cond
     return loss_fn
 
 
+def split_microbatches(batch: dict, accum: int) -> dict:
+    """``[B, ...]`` leaves → ``[accum, B/accum, ...]``; micro-batch j takes rows j, j+accum, …, so
+    every device keeps its own rows (no resharding of the batch axis)."""
+    def split(x):
+        if x.shape[0] % accum:
+            raise ValueError(f"batch of {x.shape[0]} is not divisible by grad_accum_steps={accum}")
+        return constrain(jnp.moveaxis(x.reshape(x.shape[0] // accum, accum, *x.shape[1:]), 1, 0), (None, "batch"))
+
+    return jax.tree.map(split, batch)
+
+
+def accumulate_gradients(grad_fn: Callable, params: Any, batch: dict, frozen: dict, key: jax.Array, accum: int):
+    """Mean of ``grad_fn``'s ``((loss, aux), grads)`` over ``accum`` micro-batches, run one at a
+    time in a ``lax.scan`` (micro-batch j uses ``jax.random.split(key, accum)[j]``)."""
+    micro = split_microbatches(batch, accum)
+
+    def body(carry, inputs):
+        mb, k = inputs
+        return jax.tree.map(jnp.add, carry, grad_fn(params, mb, frozen, k)), None
+
+    first = jax.tree.map(lambda x: x[0], micro)
+    zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(grad_fn, params, first, frozen, key))
+    total, _ = jax.lax.scan(body, zeros, (micro, jax.random.split(key, accum)))
+    return jax.tree.map(lambda x: x / accum, total)
+
+
 def make_train_step(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, conditioner: Conditioner, tx: optax.GradientTransformation) -> Callable:
     """``train_step(state, batch, frozen) -> (state, metrics)``; jit it with shardings + donation."""
     loss_fn = make_loss_fn(config, graphdef, conditioner)
     schedule = learning_rate_schedule(config)
     decay = config.optimizer.ema_decay
 
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    accum = int(config.grad_accum_steps)
+
     def train_step(state: State, batch: dict, frozen: dict):
         rng, key = jax.random.split(jax.random.wrap_key_data(state["rng"]))
-        (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, frozen, key)
+        if accum > 1:
+            (loss, parts), grads = accumulate_gradients(grad_fn, state["params"], batch, frozen, key, accum)
+        else:
+            (loss, parts), grads = grad_fn(state["params"], batch, frozen, key)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         grad_norm = optax.global_norm(grads)

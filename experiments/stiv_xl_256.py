@@ -1,0 +1,17 @@
+"""STIV-XL-256: one model for T2V and TI2V (frame replacement + 8% image-condition dropout, §2.3), initialised from T2V-XL-256.
+
+Paper hyper-parameters are the defaults (stiv_jax/train/config.py: paper_config). Run on a pod:
+  python3 launch_tpu/launch.py up --accelerator-type=v5litepod-256 --config=experiments/stiv_xl_256.py
+or on one host:
+  stiv-train --config=experiments/stiv_xl_256.py --workdir=gs://BUCKET/stiv_xl_256 --config.data.path=gs://BUCKET/latents
+Check memory first: stiv-aot --config=experiments/stiv_xl_256.py --topology=v5e:16x16
+"""
+
+from stiv_jax.train.config import paper_config
+
+
+def get_config():
+    c = paper_config("XL", resolution=256, num_frames=20, tasks=dict(ti2v=1.0))
+    c.init_from.spatial = ""  # e.g. gs://BUCKET/t2v_xl_256
+    c.init_from.temporal = ""  # same run
+    return c

@@ -1,0 +1,34 @@
+"""``stiv-aot --config=experiments/NAME.py --topology=v5e:16x16 [--config.KEY=VALUE ...]``.
+
+Compiles the experiment's real train step for a TPU topology on this host (through libtpu, no
+TPU needed) and prints per-device memory and FLOPs; the last line is
+``per_device_total_bytes=<int> flops_per_step=<float>``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+_TOPOLOGY = flags.DEFINE_string("topology", "v5e:16x16", "TPU topology, e.g. v5e:16x16, v5e:2x2, v5p:4x4x8.")
+
+
+def main(argv) -> None:
+    del argv
+    os.environ.pop("JAX_PLATFORMS", None)  # the TPU compiler plugin must be loadable
+    from stiv_jax.parallel.aot import compile_train_step, tpu_devices
+
+    report = compile_train_step(_CONFIG.value, tpu_devices(_TOPOLOGY.value), _TOPOLOGY.value)
+    print(report.render(), flush=True)
+
+
+def run(argv=None) -> None:
+    flags.mark_flags_as_required(["config"])
+    app.run(main, argv=argv)
+
+
+if __name__ == "__main__":
+    run()
