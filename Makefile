@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# CPU PyTorch first (a local wheel where the machine has one), so the torch extra adds nothing heavy.
 	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[test,torch,tpu]"
+	$(BIN)/pip install -q -e ".[test,torch,tpu,tf]"
 	rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)

@@ -16,34 +16,17 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import torch
-from flax import nnx, traverse_util
+from flax import nnx
 
 from stiv_jax.cli import export_torch
 from stiv_jax.export import checkpoint
 from stiv_jax.export.torch_stiv import load_torch_stiv
-from stiv_jax.model.dit import STIV, abstract_model
+from stiv_jax.model.dit import abstract_model
 from tests.model_utils import make_inputs
 
 
 def pure_params(model: nnx.Module) -> dict:
     return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
-
-
-def random_model(cfg, seed: int = 0, scale: float = 0.05) -> STIV:
-    """A model whose every parameter is random (zero-initialised output layers and indicator
-    included, so no branch is trivially inactive): N(0, scale²), RMSNorm scales 1 + N(0, scale²).
-    Built abstractly and filled from numpy, which is much faster on CPU than init + randomize."""
-    model = abstract_model(cfg)
-    rng = np.random.default_rng(seed)
-
-    state = nnx.state(model, nnx.Param)
-    flat = traverse_util.flatten_dict(nnx.to_pure_dict(state))
-    for path, v in flat.items():
-        base = 1.0 if path[-1] == "scale" else 0.0
-        flat[path] = (base + scale * rng.standard_normal(v.shape)).astype(v.dtype)
-    nnx.replace_by_pure_dict(state, traverse_util.unflatten_dict(flat))
-    nnx.update(model, state)
-    return model
 
 
 @nnx.jit

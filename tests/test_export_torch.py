@@ -22,13 +22,12 @@ from tests.export_utils import (
     assert_trainer_export_runs_in_torch,
     flax_forward,
     pure_params,
-    random_model,
     rel_err,
     run_both,
     to_torch,
     write_trainer_checkpoint,
 )
-from tests.model_utils import make_inputs
+from tests.model_utils import make_inputs, random_model
 
 TOL = 1e-4  # max|torch - flax| / max|flax|, float32
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # for subprocesses
@@ -235,3 +234,13 @@ def test_torch_module_loads_and_runs_without_jax(tmp_path):
     proc = subprocess.run([sys.executable, "-c", _NO_JAX, out], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "(2, 2, 8, 8, 4) torch.float32"
+
+
+def test_export_of_a_trainer_checkpoint_runs_in_torch(tmp_path):
+    from tests.export_utils import assert_trainer_export_runs_in_torch
+    from tests.train_utils import run, tiny_train_config
+
+    workdir = str(tmp_path / "run")
+    run(tiny_train_config(num_train_steps=3), workdir)
+    assert_trainer_export_runs_in_torch(workdir, tmp_path, ema=True)
+    assert_trainer_export_runs_in_torch(workdir, tmp_path, ema=False)

@@ -8,66 +8,67 @@ import pytest
 from flax import nnx
 
 from stiv_jax.model import maskdit
+from stiv_jax.model.config import get_model_config
 from stiv_jax.model.surgery import is_temporal, transplant
-from tests.model_utils import build, make_inputs, randomize, tiny_config
+from tests.model_utils import build, forward, make_inputs, random_model, tiny_config
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model(tiny_config())
 
 
 @pytest.mark.parametrize("frames", [1, 4])
 @pytest.mark.parametrize("cond", [False, True])
 @pytest.mark.parametrize("masked", [False, True])
-def test_output_shapes(frames, cond, masked):
-    cfg = tiny_config()
-    model = build(cfg)
-    x, t, kw = make_inputs(cfg, frames=frames, cond=cond)
+def test_output_shapes(model, frames, cond, masked):
+    x, t, kw = make_inputs(model.cfg, frames=frames, cond=cond)
     if not cond:
         kw["cond_mask"] = None
     keep = maskdit.sample_keep_indices(jax.random.key(0), 2, 16, 0.5) if masked else None
-    out = model(x, t, keep_idx=keep, **kw)
+    out = forward(model, x, t, kw, keep)
     chex.assert_shape(out, x.shape)
     chex.assert_type(out, jnp.float32)
     chex.assert_tree_all_finite(out)
 
 
-def test_bad_inputs_fail_clearly():
-    cfg = tiny_config()
-    model = build(cfg)
-    x, t, kw = make_inputs(cfg, frames=3)
+def test_bad_inputs_fail_clearly(model):
+    x, t, kw = make_inputs(model.cfg, frames=3)
     with pytest.raises(ValueError, match="multiple of temporal patch"):
         model(x, t, **{**kw, "cond_mask": None})
     with pytest.raises(ValueError, match="unknown model size"):
-        tiny_config.__wrapped__ if False else __import__("stiv_jax.model.config", fromlist=["x"]).get_model_config("L")
+        get_model_config("L")
+    with pytest.raises(ValueError, match="remat_policy"):
+        get_model_config("tiny", remat_policy="sometimes")
 
 
 def test_t2i_weights_reproduce_image_output_on_static_video():
     """Inflation is exact: T2I params in a video model give, on a static video, the T2I output
     for every frame (temporal attention and the frame indicator start as identity/zero)."""
-    img_cfg = tiny_config(temporal_attention=False)
-    vid_cfg = tiny_config(temporal_attention=True)
-    t2i = randomize(build(img_cfg, seed=3), tie_output_frames=True)
-    t2v = build(vid_cfg, seed=4)
+    t2i = random_model(tiny_config(temporal_attention=False), seed=3, tie_output_frames=True)
+    t2v = build(tiny_config(temporal_attention=True), seed=4)
     copied = transplant(t2v, t2i)
     assert copied and not any(is_temporal(p) for p in copied)
-    x, t, kw = make_inputs(img_cfg, frames=1, cond=False)
+    x, t, kw = make_inputs(t2i.cfg, frames=1, cond=False)
     kw["cond_mask"] = None
-    image_out = t2i(x, t, **kw)
+    image_out = forward(t2i, x, t, kw)
     video = jnp.repeat(x, 6, axis=1)
-    video_out = t2v(video, t, **kw)
+    video_out = forward(t2v, video, t, kw)
     for f in range(6):
         np.testing.assert_allclose(video_out[:, f], image_out[:, 0], atol=2e-5, rtol=1e-4)
-    # And the check can fail: once temporal attention is live the frames no longer match.
-    randomize(t2v, seed=9)
-    assert not np.allclose(t2v(video, t, **kw)[:, 0], image_out[:, 0], atol=1e-3)
+    # The check can fail: with live (random) temporal attention the frames no longer match.
+    live = random_model(tiny_config(temporal_attention=True), seed=9)
+    transplant(live, t2i)
+    assert not np.allclose(forward(live, video, t, kw)[:, 0], image_out[:, 0], atol=1e-3)
 
 
-def test_maskdit_ratio_zero_equals_unmasked_path():
-    cfg = tiny_config()
-    model = randomize(build(cfg))
-    x, t, kw = make_inputs(cfg)
+def test_maskdit_ratio_zero_equals_unmasked_path(model):
+    x, t, kw = make_inputs(model.cfg)
     all_idx = jnp.tile(jnp.arange(16, dtype=jnp.int32)[None], (2, 1))
-    np.testing.assert_allclose(model(x, t, keep_idx=all_idx, **kw), model(x, t, **kw), atol=1e-5)
+    np.testing.assert_allclose(forward(model, x, t, kw, all_idx), forward(model, x, t, kw), atol=1e-5)
     np.testing.assert_array_equal(maskdit.sample_keep_indices(jax.random.key(1), 2, 16, 0.0), all_idx)
     part = maskdit.sample_keep_indices(jax.random.key(1), 2, 16, 0.5)
-    assert not np.allclose(model(x, t, keep_idx=part, **kw), model(x, t, **kw), atol=1e-4)
+    assert not np.allclose(forward(model, x, t, kw, part), forward(model, x, t, kw), atol=1e-4)
 
 
 def test_maskdit_keeps_same_spatial_tokens_in_every_frame():
@@ -85,6 +86,7 @@ def test_maskdit_keeps_same_spatial_tokens_in_every_frame():
     np.testing.assert_array_equal(np.where(vis[:, None, :, None], tokens, -1.0), back)
 
 
+@nnx.jit
 def _loss_and_grads(model, x, t, kw, keep):
     def loss_fn(m):
         return jnp.mean(jnp.square(m(x, t, keep_idx=keep, **kw)))
@@ -92,10 +94,8 @@ def _loss_and_grads(model, x, t, kw, keep):
     return nnx.value_and_grad(loss_fn)(model)
 
 
-def test_gradients_finite_and_reach_every_parameter():
-    cfg = tiny_config()
-    model = randomize(build(cfg))
-    x, t, kw = make_inputs(cfg)
+def test_gradients_finite_and_reach_every_parameter(model):
+    x, t, kw = make_inputs(model.cfg)
     keep = maskdit.sample_keep_indices(jax.random.key(0), 2, 16, 0.5)
     loss, grads = _loss_and_grads(model, x, t, kw, keep)
     assert np.isfinite(loss)
@@ -107,19 +107,17 @@ def test_gradients_finite_and_reach_every_parameter():
 
 @pytest.mark.parametrize("policy,scan", [("none", False), ("full", True), ("dots", True), ("save_self_attn", False)])
 def test_remat_and_scan_do_not_change_loss_or_gradients(policy, scan):
-    ref_cfg = tiny_config(remat_policy="none", scan_layers=True)
-    cfg = tiny_config(remat_policy=policy, scan_layers=scan)
-    x, t, kw = make_inputs(ref_cfg)
+    x, t, kw = make_inputs(tiny_config())
     keep = maskdit.sample_keep_indices(jax.random.key(0), 2, 16, 0.5)
-    ref_loss, ref_grads = _loss_and_grads(randomize(build(ref_cfg)), x, t, kw, keep)
-    loss, grads = _loss_and_grads(randomize(build(cfg)), x, t, kw, keep)
+    ref_loss, ref_grads = _loss_and_grads(random_model(tiny_config(remat_policy="none", scan_layers=True)), x, t, kw, keep)
+    loss, grads = _loss_and_grads(random_model(tiny_config(remat_policy=policy, scan_layers=scan)), x, t, kw, keep)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads, ref_grads)
 
 
-def test_bfloat16_compute_stays_close_to_float32():
-    x, t, kw = make_inputs(tiny_config())
-    f32 = randomize(build(tiny_config()))(x, t, **kw)
-    bf16 = randomize(build(tiny_config(dtype="bfloat16")))(x, t, **kw)
+def test_bfloat16_compute_stays_close_to_float32(model):
+    x, t, kw = make_inputs(model.cfg)
+    f32 = forward(model, x, t, kw)
+    bf16 = forward(random_model(tiny_config(dtype="bfloat16")), x, t, kw)
     assert bf16.dtype == jnp.float32
     assert float(jnp.max(jnp.abs(bf16 - f32))) < 0.05 * float(jnp.max(jnp.abs(f32)))

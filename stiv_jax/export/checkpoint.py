@@ -19,12 +19,11 @@ import json
 import os
 from typing import Any
 
-import jax
 import ml_collections
-import numpy as np
 import orbax.checkpoint as ocp
 
 from stiv_jax.export.convert import model_config
+from stiv_jax.train import checkpoint as train_checkpoint
 
 STATE_ITEM = "state"
 CHECKPOINT_DIR = "checkpoints"
@@ -55,25 +54,11 @@ def load_params(workdir: str | os.PathLike, ema: bool = True, step: int | None =
     """``(model_config, pure params)`` of the latest (or given) checkpoint; EMA params by default.
 
     Returns numpy arrays in a nested dict, ready for :func:`stiv_jax.export.convert.flax_to_torch`
-    or ``nnx.replace_by_pure_dict``.
+    or ``nnx.replace_by_pure_dict`` (a partial restore: see ``stiv_jax.train.checkpoint``).
     """
     cfg = read_model_config(workdir)
-    ckpt_dir = _checkpoint_dir(workdir)
-    key = "ema_params" if ema else "params"
-    with ocp.CheckpointManager(ckpt_dir, item_handlers={STATE_ITEM: ocp.PyTreeCheckpointHandler()}, options=_READ) as mngr:
-        step = mngr.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"{ckpt_dir}: no checkpoint found")
-        tree = mngr.item_metadata(step)[STATE_ITEM]
-        tree = getattr(tree, "tree", tree)
-        if tree is None or key not in tree:
-            found = sorted(tree) if tree else []
-            raise ValueError(f"{ckpt_dir}/{step}/{STATE_ITEM}: no {key!r} subtree (found {found})")
-        target = {key: tree[key]}
-        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
-        args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
-        restored = mngr.restore(step, args=ocp.args.Composite(**{STATE_ITEM: args}))
-    return cfg, restored[STATE_ITEM][key]
+    _, params, _ = train_checkpoint.load_params(os.fspath(workdir), ema=ema, step=step)
+    return cfg, params
 
 
 def latest_step(workdir: str | os.PathLike) -> int | None:

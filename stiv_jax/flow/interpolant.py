@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 
 def _bcast(t: jax.Array, x: jax.Array) -> jax.Array:

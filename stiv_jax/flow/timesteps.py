@@ -11,7 +11,6 @@ for larger (more redundant) inputs. ``shift = 1`` is the identity.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 
 def shift_time(t: jax.Array, shift: float) -> jax.Array:

@@ -90,6 +90,31 @@ def load_train_state(workdir: str, step: int | None = None) -> tuple[ml_collecti
 
 
 def load_params(workdir: str, ema: bool = True, step: int | None = None) -> tuple[ml_collections.ConfigDict, dict, int]:
-    """``(config, params, step)``: the EMA (default) or raw parameters of a checkpoint."""
-    config, state, step = load_train_state(workdir, step)
-    return config, state["ema_params" if ema else "params"], step
+    """``(config, params, step)``: the EMA (default) or raw parameters of a checkpoint, as numpy.
+
+    A *partial* restore of just that subtree (structure from the item's metadata, arrays read as
+    host numpy): no mesh, devices or optimizer state are needed, so a checkpoint written by a
+    sharded multi-host run loads the same way on a laptop. Used by the sampler, export and
+    progressive init.
+    """
+    import numpy as np
+
+    config = load_config(workdir)
+    key = "ema_params" if ema else "params"
+    ckpt_dir = checkpoint_dir(workdir)
+    if not os.path.isdir(ckpt_dir):
+        raise FileNotFoundError(f"{ckpt_dir}: no checkpoint directory")
+    options = ocp.CheckpointManagerOptions(create=False)  # never create or clean anything
+    with ocp.CheckpointManager(ckpt_dir, item_handlers={"state": ocp.PyTreeCheckpointHandler()}, options=options) as manager:
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"{ckpt_dir}: no checkpoint found")
+        tree = manager.item_metadata(step)["state"]
+        tree = getattr(tree, "tree", tree)
+        if tree is None or key not in tree:
+            raise ValueError(f"{ckpt_dir}/{step}/state: no {key!r} subtree (found {sorted(tree) if tree else []})")
+        target = {key: tree[key]}
+        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+        args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
+        restored = manager.restore(step, args=ocp.args.Composite(state=args))
+    return config, restored["state"][key], step

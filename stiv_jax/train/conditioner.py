@@ -13,7 +13,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from flax import nnx
 
 from stiv_jax.text.tokenizer import null_text_ids
