@@ -116,8 +116,20 @@ def test_t2i_prompts_file_writes_one_png_per_prompt(workdir, tmp_path, capsys):
                      "--task=t2i", *FAST])
     assert paths == [str(tmp_path / "img_000.png"), str(tmp_path / "img_001.png")]
     assert capsys.readouterr().out.split() == paths
-    for path in paths:
-        assert np.asarray(Image.open(path)).shape == (R, R, 3)
+    images = [np.asarray(Image.open(path)) for path in paths]
+    assert images[0].shape == images[1].shape == (R, R, 3)
+    assert np.abs(images[0].astype(int) - images[1].astype(int)).max() > 0
+
+
+def test_batch_size_chunks_pad_and_are_seeded(sampler):
+    """Three prompts in chunks of 2: the short last chunk is padded and cropped; chunk i draws its
+    noise from fold_in(seed, i), so the first chunk equals a two-prompt call."""
+    prompts = ["a red circle moving left", "a green triangle standing still", "a blue square"]
+    options = dict(task="t2i", steps=3, emulated_steps=10, seed=5)
+    chunked = sampler.generate(prompts, batch_size=2, **options)
+    assert chunked.shape == (3, 1, R, R, 3)
+    np.testing.assert_array_equal(chunked[:2], sampler.generate(prompts[:2], **options))
+    assert np.abs(chunked[2].astype(int) - chunked[0].astype(int)).max() > 0
 
 
 def test_predict_and_upsample_from_a_video(workdir, tmp_path):
@@ -142,6 +154,14 @@ def test_sampler_uses_the_checkpoint_ema_weights(workdir, sampler):
     raw = pipeline.load_sampler(workdir, ema=False)
     jax.tree.map(np.testing.assert_array_equal,
                  nnx.to_pure_dict(nnx.state(raw.model, nnx.Param)), state["params"])
+
+
+def test_cli_no_ema_samples_the_raw_weights(workdir, tmp_path):
+    paths = [str(tmp_path / f"{name}.gif") for name in ("ema", "raw")]
+    sample(workdir, paths[0], "--seed=7")
+    sample(workdir, paths[1], "--seed=7", "--no_ema")
+    ema, raw = (video_io.decode_video(p).astype(int) for p in paths)
+    assert np.abs(ema - raw).max() > 0
 
 
 def test_cached_text_run_needs_and_uses_a_text_encoder(workdir, tmp_path):

@@ -298,19 +298,20 @@ class Sampler:
         chunk = options.batch_size or len(prompts)
         videos = []
         for i, start in enumerate(range(0, len(prompts), chunk)):
-            part = prompts[start:start + chunk]
-            cond = self._timed("encode", self.encode_prompts, part)
+            # A short last chunk is padded (last prompt repeated) to reuse the compiled program.
+            rows = np.minimum(np.arange(start, start + chunk), len(prompts) - 1)
+            cond = self._timed("encode", self.encode_prompts, [prompts[r] for r in rows])
             chunk_given = None
             if given is not None:
-                rows = given if given.shape[0] == 1 else given[start:start + chunk]
-                chunk_given = jnp.asarray(np.broadcast_to(rows, (len(part), *rows.shape[1:])))
+                chunk_given = jnp.asarray(given[np.zeros_like(rows) if given.shape[0] == 1 else rows])
             key = jax.random.fold_in(jax.random.key(options.seed), i)
             args = (self.model, self._ae_arg, key, cond, self.null_cond, times, chunk_given, guidance)
             run = self._program("sample", _sample_latents, args, plan=plan, ae_static=self._ae_static)
             latents = self._timed("sample", run, *args)
             decode = self._program("decode", _decode_uint8, (self._ae_arg, latents),
                                    ae_static=self._ae_static)
-            videos.append(np.asarray(self._timed("decode", decode, self._ae_arg, latents)))
+            video = np.asarray(self._timed("decode", decode, self._ae_arg, latents))
+            videos.append(video[: len(prompts) - start])
         self.log("timings: " + " ".join(f"{k}={v:.2f}s" for k, v in self.timings.items()))
         return np.concatenate(videos)
 
