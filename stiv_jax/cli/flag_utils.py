@@ -13,11 +13,14 @@ from typing import Sequence
 from absl import flags
 
 
-def parse(fv: flags.FlagValues, argv: Sequence[str] | None, prog: str) -> flags.FlagValues:
-    """Parses ``argv`` (default ``sys.argv``) into ``fv``; exits with usage on bad flags."""
+def parse(fv: flags.FlagValues, argv: Sequence[str] | None, prog: str, usage: str = "") -> flags.FlagValues:
+    """Parses ``argv`` (default ``sys.argv``) into ``fv``; exits with usage on bad flags or --help."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args and not args[0].startswith("-"):
         args = args[1:]
+    if any(a in ("-h", "--help", "--helpfull") for a in args):
+        print(f"{usage.strip() or prog}\n\nFlags:\n{fv.get_help()}")
+        sys.exit(0)
     try:
         rest = fv([prog, *args])
     except flags.Error as e:

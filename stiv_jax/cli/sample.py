@@ -1,0 +1,144 @@
+"""stiv-sample: videos (or images) from a trained STIV run (SPEC "Contracts").
+
+  stiv-sample --workdir=DIR --prompt=TEXT [--task=t2v|ti2v|predict|interpolate|long|t2i|upsample]
+      [--image=PNG] [--last_image=PNG] [--video=MP4] [--steps=50]
+      [--schedule=linear_quadratic|linear] [--guidance=jit|sit|cfg|none] [--scale=7.5]
+      [--num_frames=N] [--seed=S] --out=FILE.mp4|.gif
+
+Uses the EMA weights of the latest checkpoint (``--noema`` / ``--no_ema`` for the raw ones).
+``--prompts_file`` (one prompt per line) samples a batch and writes ``FILE_000.mp4``, … next to
+``--out``. Progress and stage timings (load, encode, compile, sample, decode, write) go to stderr;
+each written path is printed to stdout (for one output, the last line is its path). The output is
+a pure function of the flags: the same seed gives the same file bytes.
+Library equivalent: ``stiv_jax.sampling.pipeline.load_sampler(DIR).generate(...)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+
+from absl import flags
+
+from stiv_jax.cli import flag_utils
+from stiv_jax.sampling import pipeline
+
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".webm", ".gif")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+
+def _flag_values() -> flags.FlagValues:
+    fv = flags.FlagValues()
+    d = dict(flag_values=fv)
+    o = pipeline.SampleOptions()
+    flags.DEFINE_string("workdir", None, "stiv-train run directory (config.json + checkpoints/).", **d)
+    flags.DEFINE_string("prompt", None, "Text prompt.", **d)
+    flags.DEFINE_string("prompts_file", None, "File with one prompt per line (a batch).", **d)
+    flags.DEFINE_string("out", None, "Output .mp4/.webm/.gif (or .png/.jpg for t2i).", **d)
+    flags.DEFINE_enum("task", o.task, list(pipeline.ALL_TASKS), "What to generate.", **d)
+    flags.DEFINE_string("image", None, "First frame (ti2v, interpolate; optional for long).", **d)
+    flags.DEFINE_string("last_image", None, "Last frame (interpolate).", **d)
+    flags.DEFINE_string("video", None, "Given frames for predict (first k) / upsample (low-fps clip).", **d)
+    flags.DEFINE_integer("video_stride", o.video_stride, "Take every n-th frame of --video.", **d)
+    flags.DEFINE_integer("steps", o.steps, "ODE steps.", **d)
+    flags.DEFINE_enum("schedule", o.schedule, ["linear_quadratic", "linear"], "Time grid.", **d)
+    flags.DEFINE_integer("emulated_steps", o.emulated_steps, "linear_quadratic: emulated linear steps N.", **d)
+    flags.DEFINE_enum("solver", o.solver, ["euler", "heun"], "ODE solver.", **d)
+    flags.DEFINE_enum("guidance", o.guidance, ["jit", "sit", "cfg", "none"], "Classifier-free guidance.", **d)
+    flags.DEFINE_float("scale", o.scale, "Guidance scale (sit: the text scale).", **d)
+    flags.DEFINE_float("image_scale", o.image_scale, "sit: image guidance scale s_img.", **d)
+    flags.DEFINE_enum("renorm", o.renorm, ["none", "rescale", "clip"], "CFG-renorm.", **d)
+    flags.DEFINE_integer("num_frames", None, "Clip length T (default: the training config's).", **d)
+    flags.DEFINE_integer("height", None, "Height in pixels (default: data.resolution).", **d)
+    flags.DEFINE_integer("width", None, "Width in pixels (default: data.resolution).", **d)
+    flags.DEFINE_integer("frame_stride", None, "Frame-stride micro-condition (default: data.frame_strides[0]).", **d)
+    flags.DEFINE_integer("predict_frames", None, "predict: number of given frames k.", **d)
+    flags.DEFINE_integer("long_keyframes", None, "long: number of keyframes K (default: T).", **d)
+    flags.DEFINE_integer("seed", o.seed, "Random seed.", **d)
+    flags.DEFINE_integer("batch_size", None, "Prompts per program run (default: all at once).", **d)
+    flags.DEFINE_float("fps", 8.0, "Frame rate of the written video.", **d)
+    flags.DEFINE_bool("ema", True, "Use the EMA weights (--noema: the raw ones).", **d)
+    flags.DEFINE_bool("no_ema", False, "Same as --noema.", **d)
+    flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", **d)
+    flags.DEFINE_string("tokenizer_path", None, "SentencePiece model (default: data.tokenizer_path).", **d)
+    flags.DEFINE_string("text_encoder", None, "stiv-import text-encoder dir (runs on cached text).", **d)
+    flags.mark_flags_as_required(["workdir", "out"], flag_values=fv)
+    return fv
+
+
+def read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
+    """``--prompt`` or the non-empty lines of ``--prompts_file`` (exactly one of them)."""
+    if (prompt is None) == (prompts_file is None):
+        raise ValueError("give exactly one of --prompt and --prompts_file")
+    if prompt is not None:
+        return [prompt]
+    if not os.path.isfile(prompts_file):
+        raise FileNotFoundError(f"--prompts_file {prompts_file!r}: no such file")
+    with open(prompts_file, encoding="utf-8") as f:
+        prompts = [line.strip() for line in f if line.strip()]
+    if not prompts:
+        raise ValueError(f"--prompts_file {prompts_file!r} has no prompts")
+    return prompts
+
+
+def output_paths(out: str, count: int, task: str) -> list[str]:
+    """``out`` for one output, else ``STEM_000.EXT``, ``STEM_001.EXT``, …"""
+    stem, ext = os.path.splitext(out)
+    allowed = VIDEO_EXTENSIONS + (IMAGE_EXTENSIONS if task == "t2i" else ())
+    if ext.lower() not in allowed:
+        raise ValueError(f"--out {out!r}: extension must be one of {', '.join(allowed)}")
+    if count == 1:
+        return [out]
+    return [f"{stem}_{i:03d}{ext}" for i in range(count)]
+
+
+def write_output(path: str, frames, fps: float) -> str:
+    """Writes ``uint8 [T, H, W, 3]`` as a video, or a single frame as an image."""
+    from PIL import Image
+
+    from stiv_jax.data import video_io
+
+    if os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        Image.fromarray(frames[0]).save(path)
+        return path
+    return video_io.write_video(path, frames, fps)
+
+
+def _options(fv: flags.FlagValues) -> pipeline.SampleOptions:
+    names = [f.name for f in dataclasses.fields(pipeline.SampleOptions)]
+    return pipeline.SampleOptions(**{n: fv[n].value for n in names})
+
+
+def run(argv: list[str] | None = None) -> list[str]:
+    """Parses flags, samples, writes; returns the written paths (also printed to stdout)."""
+    fv = flag_utils.parse(_flag_values(), argv, "stiv-sample", __doc__)
+    from stiv_jax.data.video_io import MediaError
+
+    log = lambda msg: print(f"stiv-sample: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        options = _options(fv)
+        options.validate()  # cheap checks first: no model is loaded for a bad command line
+        given = dict(image=fv.image, last_image=fv.last_image, video=fv.video)
+        pipeline.check_inputs(options.task, **given)
+        prompts = read_prompts(fv.prompt, fv.prompts_file)
+        paths = output_paths(fv.out, len(prompts), options.task)
+        sampler = pipeline.load_sampler(
+            fv.workdir, ema=fv.ema and not fv.no_ema, step=fv.step,
+            tokenizer_path=fv.tokenizer_path, text_checkpoint=fv.text_encoder, log=log)
+        videos = sampler.generate(prompts, options, **given)
+    except (ValueError, FileNotFoundError, MediaError) as e:
+        sys.exit(f"stiv-sample: error: {e}")
+    start = time.perf_counter()
+    for path, video in zip(paths, videos):
+        write_output(path, video, fv.fps)
+    log(f"write={time.perf_counter() - start:.2f}s")
+    for path in paths:
+        print(path, flush=True)
+    return paths
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,234 @@
+"""stiv-sample and the sampling pipeline end to end (issue 5): a tiny run trained with the real
+trainer, then every task through the CLI, files decoded back, seeds, conditioning pixels, EMA."""
+
+import itertools
+import os
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from stiv_jax.cli import sample as cli
+from stiv_jax.data import synthetic, video_io
+from stiv_jax.sampling import inputs, pipeline
+from stiv_jax.train.checkpoint import load_train_state
+from tests.train_utils import run as train, tiny_train_config
+
+T, R = 4, 16  # tiny_synthetic: 4 frames at 16x16
+FAST = ["--steps=3", "--emulated_steps=10"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A tiny STIV trained for 3 steps (EMA ≠ raw) with a SentencePiece tokenizer (T5 ids)."""
+    root = tmp_path_factory.mktemp("sample_cli")
+    captions = [synthetic.caption_for(*c) for c in itertools.product(
+        synthetic.COLORS, synthetic.SHAPES, synthetic.MOTIONS)]
+    spm = synthetic.train_sentencepiece(captions, str(root / "spm.model"), vocab_size=64)
+    wd = str(root / "run")
+    train(tiny_train_config(num_train_steps=3, **{"data.tokenizer_path": spm}), wd)
+    return wd
+
+
+@pytest.fixture(scope="module")
+def sampler(workdir):
+    return pipeline.load_sampler(workdir)
+
+
+@pytest.fixture(scope="module")
+def pngs(tmp_path_factory):
+    """Two 16x16 demo frames (first / last frame of a moving red circle) as PNG files."""
+    root = tmp_path_factory.mktemp("images")
+    clip = synthetic.render_clip("red", "circle", "right", 5, R, np.random.default_rng(0))
+    paths = []
+    for name, frame in (("first.png", clip[0]), ("last.png", clip[-1])):
+        Image.fromarray(frame).save(root / name)
+        paths.append(str(root / name))
+    return paths, clip[[0, -1]]
+
+
+def sample(workdir, out, *flags, prompt="a red circle moving right"):
+    return cli.run([f"--workdir={workdir}", f"--prompt={prompt}", f"--out={out}", *FAST, *flags])
+
+
+def test_t2v_mp4_is_seeded_and_reproducible(workdir, tmp_path, capsys):
+    a, b, c = (str(tmp_path / f"{n}.mp4") for n in "abc")
+    assert sample(workdir, a, "--seed=3") == [a]
+    assert capsys.readouterr().out.strip().splitlines()[-1] == a
+    sample(workdir, b, "--seed=3")
+    sample(workdir, c, "--seed=4")
+    frames = video_io.decode_video(a)
+    assert frames.shape == (T, R, R, 3)
+    with open(a, "rb") as fa, open(b, "rb") as fb, open(c, "rb") as fc:
+        bytes_a, bytes_b, bytes_c = fa.read(), fb.read(), fc.read()
+    assert bytes_a == bytes_b  # same seed: identical file
+    assert bytes_a != bytes_c
+    assert np.abs(frames.astype(int) - video_io.decode_video(c).astype(int)).mean() > 1.0
+
+
+def test_ti2v_gif_starts_with_the_image(workdir, pngs, tmp_path):
+    (first, _), clip = pngs
+    out = str(tmp_path / "ti2v.gif")
+    sample(workdir, out, "--task=ti2v", f"--image={first}", "--guidance=sit", "--image_scale=1.5")
+    frames = video_io.decode_video(out)
+    assert frames.shape == (T, R, R, 3)
+    # GIF stores a palette: the first frame matches the image up to palette quantisation.
+    assert np.abs(frames[0].astype(int) - clip[0].astype(int)).mean() < 3.0
+
+
+def test_ti2v_first_frame_is_exactly_the_image(sampler, pngs):
+    """Pixel autoencoder: encode → replace at every step → decode is lossless on the uint8 grid."""
+    (first, _), clip = pngs
+    # Same program as the CLI's ti2v/sit run above (compiled once per test session).
+    options = dict(task="ti2v", guidance="sit", steps=3, emulated_steps=10, seed=0)
+    video = sampler.generate("a red circle moving right", image=first, **options)
+    assert video.shape == (1, T, R, R, 3) and video.dtype == np.uint8
+    np.testing.assert_array_equal(video[0, 0], clip[0])
+    assert np.abs(video[0, 1:].astype(int) - clip[0].astype(int)).max() > 0  # the rest is sampled
+    # uint8 arrays and float pixels in [-1, 1] are the same input as the file.
+    for image in (clip[0], inputs.to_unit_range(clip[0])):
+        np.testing.assert_array_equal(sampler.generate("a red circle moving right", image=image,
+                                                       **options), video)
+
+
+def test_interpolate_keeps_both_ends(workdir, pngs, tmp_path):
+    (first, last), clip = pngs
+    out = str(tmp_path / "interp.mp4")
+    sample(workdir, out, "--task=interpolate", f"--image={first}", f"--last_image={last}")
+    frames = video_io.decode_video(out).astype(int)
+    assert frames.shape == (T, R, R, 3)
+    for got, want in ((frames[0], clip[0]), (frames[-1], clip[1])):  # up to H.264 loss
+        assert np.abs(got - want.astype(int)).mean() < 6.0
+
+
+def test_long_video_frame_count(workdir, tmp_path):
+    out = str(tmp_path / "long.mp4")
+    sample(workdir, out, "--task=long", "--long_keyframes=4")
+    assert video_io.probe(out).num_frames == (4 - 1) * (T - 1)  # K − 1 clips of T − 1 new frames
+
+
+def test_t2i_prompts_file_writes_one_png_per_prompt(workdir, tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle moving left\n\na green triangle standing still\n")
+    out = str(tmp_path / "img.png")
+    paths = cli.run([f"--workdir={workdir}", f"--prompts_file={prompts}", f"--out={out}",
+                     "--task=t2i", *FAST])
+    assert paths == [str(tmp_path / "img_000.png"), str(tmp_path / "img_001.png")]
+    assert capsys.readouterr().out.split() == paths
+    images = [np.asarray(Image.open(path)) for path in paths]
+    assert images[0].shape == images[1].shape == (R, R, 3)
+    assert np.abs(images[0].astype(int) - images[1].astype(int)).max() > 0
+
+
+def test_batch_size_chunks_pad_and_are_seeded(sampler):
+    """Three prompts in chunks of 2: the short last chunk is padded and cropped; chunk i draws its
+    noise from fold_in(seed, i), so the first chunk equals a two-prompt call."""
+    prompts = ["a red circle moving left", "a green triangle standing still", "a blue square"]
+    options = dict(task="t2i", steps=3, emulated_steps=10, seed=5)
+    chunked = sampler.generate(prompts, batch_size=2, **options)
+    assert chunked.shape == (3, 1, R, R, 3)
+    np.testing.assert_array_equal(chunked[:2], sampler.generate(prompts[:2], **options))
+    assert np.abs(chunked[2].astype(int) - chunked[0].astype(int)).max() > 0
+
+
+def test_predict_and_upsample_from_a_video(workdir, tmp_path):
+    clip = synthetic.render_clip("blue", "square", "down", 8, 32, np.random.default_rng(1))
+    given = str(tmp_path / "given.mp4")
+    video_io.write_video(given, clip, 8.0)  # 32x32: fitted to 16x16 on the way in
+    for task, flags in (("predict", ["--predict_frames=2", "--video_stride=2"]), ("upsample", [])):
+        out = str(tmp_path / f"{task}.mp4")
+        sample(workdir, out, f"--task={task}", f"--video={given}", "--guidance=cfg", *flags)
+        assert video_io.decode_video(out).shape == (T, R, R, 3)
+
+
+def test_sampler_uses_the_checkpoint_ema_weights(workdir, sampler):
+    from flax import nnx
+
+    _, state, step = load_train_state(workdir)
+    loaded = nnx.to_pure_dict(nnx.state(sampler.model, nnx.Param))
+    assert sampler.step == step == 3 and sampler.ema
+    jax.tree.map(np.testing.assert_array_equal, loaded, state["ema_params"])
+    diffs = jax.tree.leaves(jax.tree.map(lambda a, b: np.abs(a - b).max(), loaded, state["params"]))
+    assert max(diffs) > 0  # EMA (decay 0.99) is not the raw parameters
+    raw = pipeline.load_sampler(workdir, ema=False)
+    jax.tree.map(np.testing.assert_array_equal,
+                 nnx.to_pure_dict(nnx.state(raw.model, nnx.Param)), state["params"])
+
+
+def test_cli_no_ema_samples_the_raw_weights(workdir, tmp_path):
+    paths = [str(tmp_path / f"{name}.gif") for name in ("ema", "raw")]
+    sample(workdir, paths[0], "--seed=7")
+    sample(workdir, paths[1], "--seed=7", "--no_ema")
+    ema, raw = (video_io.decode_video(p).astype(int) for p in paths)
+    assert np.abs(ema - raw).max() > 0
+
+
+def test_cached_text_run_needs_and_uses_a_text_encoder(workdir, tmp_path):
+    """A run trained on cached text embeddings samples through the encoder given by --text_encoder."""
+    import json
+
+    from stiv_jax.pretrained import Pretrained, random_init, save_pretrained
+    from stiv_jax.text.clip import CLIPTextConfig
+
+    cached = tmp_path / "cached_run"
+    cached.mkdir()
+    os.symlink(os.path.join(workdir, "checkpoints"), cached / "checkpoints")
+    with open(os.path.join(workdir, "config.json")) as f:
+        config = json.load(f)
+    config["text"]["kind"] = "cached"
+    config["data"]["path"] = str(tmp_path / "no_latent_cache")
+    (cached / "config.json").write_text(json.dumps(config))
+    common = [f"--workdir={cached}", "--prompt=a red circle", *FAST]
+    with pytest.raises(SystemExit) as e:
+        cli.run([*common, f"--out={tmp_path / 'x.mp4'}"])
+    assert "--text_encoder" in str(e.value.code)
+
+    clip_cfg = CLIPTextConfig(vocab_size=64, width=64, num_layers=1, num_heads=2, mlp_dim=128,
+                              max_length=8, eos_token_id=1, pooling="last")
+    encoder = save_pretrained(str(tmp_path / "clip"), Pretrained("clip", clip_cfg, random_init("clip", clip_cfg)))
+    out = str(tmp_path / "cached.mp4")
+    cli.run([*common, f"--out={out}", f"--text_encoder={encoder}"])
+    assert video_io.decode_video(out).shape == (T, R, R, 3)
+
+
+def test_fit_frames_covers_and_centre_crops():
+    frame = np.zeros((16, 24, 3), np.uint8)
+    frame[:, :4] = 255  # a band that the centre crop of the 24-wide frame removes
+    frame[:, 4:20] = np.arange(16, dtype=np.uint8)[:, None, None] * 10
+    out = inputs.fit_frames(frame[None], 16, 16)
+    np.testing.assert_array_equal(out[0], frame[:, 4:20])
+    small = inputs.fit_frames(frame[None], 8, 8)  # cover 8x8: resize to 8x12, crop 2 columns
+    assert small.shape == (1, 8, 8, 3) and small[0, :, 0].max() < 255
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--workdir=/nonexistent/run"], "does not exist"),
+    (["--task=ti2v"], "needs image (--image)"),
+    (["--task=t2v", "--image=/nonexistent.png"], "does not use image"),
+    (["--task=ti2v", "--image=/nonexistent.png"], "no such file"),
+    (["--task=dance"], "task"),
+    (["--out=video.avi"], "extension"),
+    (["--schedule=linear_quadratic", "--steps=1"], "num_steps must be >= 2"),
+])
+def test_bad_inputs_fail_clearly(workdir, tmp_path, args, message):
+    flags = {a.split("=")[0]: a for a in [f"--workdir={workdir}", f"--out={tmp_path / 'x.mp4'}",
+                                          "--prompt=a red circle", *args]}
+    with pytest.raises(SystemExit) as e:
+        cli.run(list(flags.values()))
+    assert message in str(e.value.code)
+
+
+def test_help_prints_usage(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.run(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "--task=t2v|ti2v|predict|interpolate|long|t2i|upsample" in out and "--prompts_file" in out
+
+
+def test_missing_tokenizer_is_named(workdir, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        cli.run([f"--workdir={workdir}", "--prompt=x", f"--out={tmp_path / 'x.mp4'}",
+                 "--tokenizer_path=/nonexistent/spm.model"])
+    assert "/nonexistent/spm.model" in str(e.value.code)
