@@ -27,7 +27,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow tests
 
 demo: $(STAMP)
-	$(BIN)/stiv-smoke --out=outputs/demo
+	$(BIN)/python -m stiv_jax.demo --out=outputs/demo
 
 bench: $(STAMP)
 	$(BIN)/stiv-bench all

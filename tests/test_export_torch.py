@@ -17,7 +17,7 @@ from safetensors.numpy import load_file
 from stiv_jax.cli import export_torch
 from stiv_jax.export import checkpoint, convert, torch_stiv
 from stiv_jax.model import maskdit
-from stiv_jax.model.config import get_model_config
+from stiv_jax.model.config import get_model_config, resolve
 from tests.export_utils import (
     assert_trainer_export_runs_in_torch,
     flax_forward,
@@ -112,7 +112,7 @@ def test_file_round_trip_through_torch_save(tmp_path):
     save_file(model.state_dict(), tmp_path / "b.safetensors")
     os.link(cfg_path, tmp_path / "b.json")
     back_cfg, back = convert.read_export(tmp_path / "b.safetensors")
-    assert back_cfg.to_dict() == cfg.to_dict()
+    assert back_cfg.to_dict() == resolve(cfg).to_dict()
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b, strict=True), back, params)
 
 
@@ -132,7 +132,7 @@ def test_bfloat16_export_is_the_rounded_float32():
     for k, v in traverse_util.flatten_dict(params).items():  # torch bf16 -> numpy is bit-exact
         assert back[k].dtype == ml_dtypes.bfloat16 and np.array_equal(back[k], v.astype(ml_dtypes.bfloat16)), k
     # A bf16 module (bf16 matmuls, float32 norms/residual) stays close to the float32 output.
-    model = torch_stiv.STIV(cfg.to_dict()).to(torch.bfloat16)
+    model = torch_stiv.STIV(resolve(cfg).to_dict()).to(torch.bfloat16)
     model.load_state_dict(bf16_torch)
     x, t, kw = make_inputs(cfg)
     out, ref = run_both(flax_model, model, x, t, kw)
@@ -161,7 +161,7 @@ def test_load_torch_stiv_rejects_config_mismatch(tmp_path):
     out, cfg_path = convert.export(pure_params(random_model(cfg, seed=0)), cfg, tmp_path / "m.safetensors")
     with open(cfg_path) as f:
         saved = json.load(f)
-    assert saved == json.loads(json.dumps(cfg.to_dict()))
+    assert saved == json.loads(json.dumps(resolve(cfg).to_dict()))
     with open(cfg_path, "w") as f:
         json.dump({**saved, "num_layers": 3}, f)
     with pytest.raises(ValueError, match=r"m\.safetensors does not match its config:\n  missing key blocks\.2\.cross_attn\.k\.bias \(64,\)"):
@@ -179,7 +179,7 @@ def test_checkpoint_to_torch_through_the_cli(tmp_path, capsys):
     write_trainer_checkpoint(workdir, cfg, pure_params(raw), pure_params(ema), step=3)
 
     restored_cfg, restored = checkpoint.load_params(workdir)  # latest step, EMA
-    assert restored_cfg.to_dict() == cfg.to_dict()
+    assert restored_cfg.to_dict() == resolve(cfg).to_dict()
     jax.tree.map(np.testing.assert_array_equal, restored, pure_params(ema))
 
     assert assert_trainer_export_runs_in_torch(workdir, tmp_path / "ema") <= TOL

@@ -105,7 +105,7 @@ def test_interpolate_keeps_both_ends(workdir, pngs, tmp_path):
 def test_long_video_frame_count(workdir, tmp_path):
     out = str(tmp_path / "long.mp4")
     sample(workdir, out, "--task=long", "--long_keyframes=4")
-    assert video_io.probe(out).num_frames == (4 - 1) * (T - 1)  # K − 1 clips of T − 1 new frames
+    assert video_io.probe(out).num_frames == (4 - 1) * T  # K − 1 interpolation clips of T frames
 
 
 def test_t2i_prompts_file_writes_one_png_per_prompt(workdir, tmp_path, capsys):

@@ -140,8 +140,10 @@ def test_long_video():
     num = long.num_long_frames(keyframes_k, segment_t)
     assert video.shape == (B, num, H, W, 3) and latents.shape[1] == num
     np.testing.assert_array_equal(video[:, 0], first)  # TI2V keyframe pass
-    # Keyframe i is frame i·T of the output (the interpolation pass kept it fixed).
+    # Keyframe i starts clip i, at frame i·T of the output (the interpolation pass kept it fixed)
     key_rng, _ = jax.random.split(jax.random.key(7))
     keyframes = long.sample_keyframes(MODEL, AE, key_rng, num_keyframes=keyframes_k,
                                       segment_frames=segment_t, first_image=first, **kwargs)
     np.testing.assert_allclose(latents[:, ::segment_t], keyframes[:, :-1], atol=1e-6)
+    # ... and keyframe i + 1 ends clip i (first and last frames of every clip are given).
+    np.testing.assert_allclose(latents[:, segment_t - 1 :: segment_t], keyframes[:, 1:], atol=1e-6)

@@ -28,7 +28,7 @@ import numpy as np
 from flax import nnx, traverse_util
 
 from stiv_jax.export.torch_stiv import mismatches
-from stiv_jax.model.config import get_model_config
+from stiv_jax.model.config import get_model_config, resolve
 from stiv_jax.model.dit import abstract_model
 
 Path = tuple[str, ...]
@@ -48,13 +48,14 @@ class ConversionError(ValueError):
 
 
 def model_config(config: Mapping[str, Any] | ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The locked Flax model ConfigDict from a dict (e.g. the exported JSON) or a ConfigDict."""
+    """The locked, resolved (size-derived fields filled in) Flax model ConfigDict from a dict
+    (e.g. the exported JSON) or a ConfigDict."""
     if isinstance(config, ml_collections.ConfigDict):
-        return config
+        return resolve(config)
     d = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
     if "size" not in d:
         raise ConversionError(f"model config has no 'size' key: {sorted(d)}")
-    return get_model_config(d.pop("size"), **d)
+    return resolve(get_model_config(d.pop("size"), **d))
 
 
 def _layout(path: Path) -> tuple[str, tuple[int, ...] | None]:

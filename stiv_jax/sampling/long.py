@@ -3,14 +3,14 @@
 STIV trains two modes into one model and changes the image and micro conditions between them:
 
 1. **Keyframes**: K frames at a large stride (T2V, or TI2V when a first image is given), with
-   micro-condition ``frame_stride = T · small_stride``.
-2. **Interpolation**: for each consecutive keyframe pair, a clip at ``small_stride`` with the
-   pair as its first and last frames (the ``interpolate`` task). To land exactly on the next
-   keyframe a clip spans T strides, i.e. T + 1 frames; its first T frames form one segment.
+   micro-condition ``frame_stride = (T − 1) · small_stride``.
+2. **Interpolation**: for each consecutive keyframe pair, a T-frame clip at ``small_stride`` with
+   the pair as its first and last frames (the ``interpolate`` task at the training length T, so
+   it patchifies with temporal patch 2); the clip spans T − 1 strides, hence the keyframe stride.
 
-Output: the K − 1 segments concatenated, **(K − 1) · T frames** (the half-open span from the first
-keyframe up to the last; keyframe i sits at frame i·T). With K = T = 20 this is the paper's
-(20 − 1) × 20 = 380 frames. All K − 1 interpolation clips run as one batch of B·(K − 1).
+Output: the K − 1 clips concatenated, **(K − 1) · T frames** — the paper's count, (20 − 1) × 20 =
+380 for K = T = 20 (each inner keyframe ends one clip and starts the next, so it appears twice,
+as consecutive frames). All K − 1 interpolation clips run as one batch of B·(K − 1).
 """
 
 from __future__ import annotations
@@ -40,14 +40,14 @@ def sample_keyframes(model: Model, ae: Autoencoder, rng: jax.Array, *, cond: Con
                      num_keyframes: int, segment_frames: int, small_stride: int = 1,
                      first_image: jax.Array | None = None, guidance: Guidance = Guidance(),
                      solver: str = "euler") -> jax.Array:
-    """Keyframe latents [B, K, h, w, C] at stride T·small_stride (TI2V if ``first_image``)."""
+    """Keyframe latents [B, K, h, w, C] at stride (T − 1)·small_stride (TI2V if ``first_image``)."""
     if num_keyframes < 2:
         raise ValueError(f"long video needs num_keyframes >= 2, got {num_keyframes}")
     batch = cond["text"].shape[0]
     noise = gaussian_noise(rng, latent_shape(ae, batch, num_keyframes, height, width))
     images = None if first_image is None else jnp.reshape(first_image, (batch, 1, height, width, -1))
     frames = encode_frame_condition(ae, images, (0,) if images is not None else (), noise)
-    micro = default_micro(batch, height, width, num_keyframes, segment_frames * small_stride)
+    micro = default_micro(batch, height, width, num_keyframes, (segment_frames - 1) * small_stride)
     return sample(model, noise, {**_text_only(cond), "micro": micro}, null_cond, times,
                   frames=frames, guidance=guidance, solver=solver)
 
@@ -56,12 +56,12 @@ def interpolate_segments(model: Model, rng: jax.Array, keyframes: jax.Array, *, 
                          null_cond: Cond | None, height: int, width: int, times: np.ndarray,
                          segment_frames: int, small_stride: int = 1,
                          guidance: Guidance = Guidance(), solver: str = "euler") -> jax.Array:
-    """Fills each keyframe pair with T − 1 frames; returns latents [B, (K − 1)·T, h, w, C]."""
+    """A T-frame clip between each keyframe pair; returns latents [B, (K − 1)·T, h, w, C]."""
     if segment_frames < 2:
         raise ValueError(f"segment_frames must be >= 2, got {segment_frames}")
     batch, num_keyframes, *latent = keyframes.shape
     pairs = num_keyframes - 1
-    clip = segment_frames + 1
+    clip = segment_frames
     given = jnp.stack([keyframes[:, :-1], keyframes[:, 1:]], axis=2)  # [B, K-1, 2, ...]
     given = given.reshape(batch * pairs, 2, *latent)
     noise = gaussian_noise(rng, (batch * pairs, clip, *latent)).astype(keyframes.dtype)
@@ -73,7 +73,7 @@ def interpolate_segments(model: Model, rng: jax.Array, keyframes: jax.Array, *, 
                      for k, v in null_cond.items() if k in TEXT_KEYS}
     clips = sample(model, noise, seg_cond, null_cond, times, frames=frames, guidance=guidance,
                    solver=solver)
-    return clips[:, :segment_frames].reshape(batch, pairs * segment_frames, *latent)
+    return clips.reshape(batch, pairs * clip, *latent)
 
 
 def generate_long(model: Model, ae: Autoencoder, rng: jax.Array, *, cond: Cond,

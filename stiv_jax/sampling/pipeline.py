@@ -24,8 +24,7 @@ and options give bit-identical frames.
 
 Long videos (``task="long"``, paper §5): K keyframes (``long_keyframes``, default T) at stride
 (T − 1)·s, then every consecutive pair is interpolated with a T-frame clip (first and last frames
-given), so every model call sees the training clip length T (with temporal patch 2, the
-``long.py`` default of T + 1-frame clips would not patchify). Output: (K − 1)·(T − 1) frames.
+given), so every model call sees the training clip length T. Output: (K − 1)·T frames (long.py).
 """
 
 from __future__ import annotations
@@ -131,7 +130,7 @@ class Plan:
     @property
     def output_frames(self) -> int:
         if self.task == "long":
-            return long.num_long_frames(self.num_keyframes, self.num_frames - 1)
+            return long.num_long_frames(self.num_keyframes, self.num_frames)
         return self.num_frames
 
     @property
@@ -147,7 +146,7 @@ def _sample_latents(model, ae_arg, key, cond, null_cond, times, given, guidance,
         first = None if given is None else given[:, 0]
         return long.generate_long(
             model, ae, key, cond=cond, null_cond=null_cond, height=plan.height, width=plan.width,
-            times=times, num_keyframes=plan.num_keyframes, segment_frames=plan.num_frames - 1,
+            times=times, num_keyframes=plan.num_keyframes, segment_frames=plan.num_frames,
             small_stride=plan.frame_stride, first_image=first, guidance=guidance,
             solver=plan.solver)[1]
     return tasks.generate(
@@ -357,7 +356,7 @@ def load_sampler(workdir: str, ema: bool = True, *, step: int | None = None,
     if config.text.kind == "embedding" and tokenizer.vocab_size > config.text.vocab_size:
         raise ValueError(f"tokenizer {tokenizer_path} has {tokenizer.vocab_size} pieces but "
                          f"config.text.vocab_size is {config.text.vocab_size}")
-    conditioner = Conditioner(config)
+    conditioner = Conditioner(config, with_autoencoder=True)
     check_consistency(config, conditioner)  # names the key when e.g. --text_encoder's width is off
     null_text = None
     if source_config.text.kind == "cached":

@@ -52,12 +52,14 @@ def build_autoencoder(ae_cfg: ml_collections.ConfigDict):
 class Conditioner:
     """Turns a data batch into model inputs: ``{latents, text, text_mask, pooled_text, micro}``."""
 
-    def __init__(self, config: ml_collections.ConfigDict, *, abstract: bool = False):
-        """``abstract``: encoders hold ShapeDtypeStructs, nothing allocated (AOT compilation)."""
+    def __init__(self, config: ml_collections.ConfigDict, *, abstract: bool = False, with_autoencoder: bool | None = None):
+        """``abstract``: encoders hold ShapeDtypeStructs, nothing allocated (AOT compilation).
+        ``with_autoencoder``: build it even for latent-cache runs (the sampler decodes with it);
+        by default only pixel-mode training builds one."""
         make = jax.eval_shape if abstract else (lambda f: f())
         self.text_encoder = make(lambda: build_text_encoder(config.text, config.model.text_dim))
-        # Latent-cache runs never encode pixels: no autoencoder is built for them.
-        if config.data.mode == "latents":
+        # Latent-cache training never encodes pixels: no autoencoder is built for it.
+        if not (config.data.mode == "pixels" if with_autoencoder is None else with_autoencoder):
             self.autoencoder = None
         elif config.autoencoder.kind == "pixel":  # parameter-free
             self.autoencoder = build_autoencoder(config.autoencoder)
