@@ -19,7 +19,7 @@ from stiv_jax.train.config import base_config
 
 
 def get_config():
-    c = base_config("small", in_channels=12, text_dim=64, rope_ref_grid=(4, 8, 8))
+    c = base_config("small", in_channels=12, text_dim=64, rope_ref_grid=(4, 8, 8), remat_policy="none")
     c.num_train_steps = 1500
     c.batch_size = 16
     c.learning_rate = 1e-3

@@ -113,7 +113,7 @@ def test_remat_and_scan_do_not_change_loss_or_gradients():
     for policy, scan in [("save_self_attn", True), ("full", False), ("dots", True)]:
         loss, grads = _loss_and_grads(random_model(tiny_config(remat_policy=policy, scan_layers=scan)), x, t, kw, keep)
         np.testing.assert_allclose(loss, ref_loss, rtol=1e-6, err_msg=policy)
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, err_msg=policy), grads, ref_grads)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=policy), grads, ref_grads)
 
 
 def test_bfloat16_compute_stays_close_to_float32(model):
