@@ -3,13 +3,14 @@
 `make demo` runs everything (data → shards → latent cache → this config → samples). By hand:
   stiv-make-demo-data --out=outputs/demo/data
   stiv-make-shards --input=outputs/demo/data --captions=outputs/demo/data/captions.jsonl --out=outputs/demo/shards
-  stiv-encode-shards --input=outputs/demo/shards --out=outputs/demo/latents --autoencoder=pixel:2 \
+  stiv-encode-shards --input=outputs/demo/shards --out=outputs/demo/latents --autoencoder=pixel:4 \
       --tokenizer_path=outputs/demo/data/spm.model --max_text_length=16 --num_frames=8 \
       --resolution=32 --frame_strides=2 --dtype=float32
   stiv-train --config=experiments/demo_shapes.py --workdir=outputs/demo/workdir
 
-Clips are 8 frames of 32×32 pixels through the pixel autoencoder (space-to-depth ×2 → 16×16×12
-latents, 4×64 tokens). Text: a frozen random embedding of the demo's word-level SentencePiece
+Clips are 8 frames of 32×32 pixels through the pixel autoencoder (space-to-depth ×4 → 8×8×48
+latents; 2×2×2 patches → 4 temporal × 16 spatial tokens), sized so training takes minutes on 2 CPU
+cores. Text: a frozen random embedding of the demo's word-level SentencePiece
 vocabulary. Tasks: T2V and TI2V by frame replacement with 8%/10% image/text dropout, so one
 model does both and JIT-CFG works (§2.3). No MaskDiT (mask_ratio 0): a run this short has no
 budget for the unmasked fine-tuning masked training needs (§2.2).
@@ -19,8 +20,8 @@ from stiv_jax.train.config import base_config
 
 
 def get_config():
-    c = base_config("small", in_channels=12, text_dim=64, rope_ref_grid=(4, 8, 8), remat_policy="none")
-    c.num_train_steps = 1500
+    c = base_config("small", in_channels=48, text_dim=64, rope_ref_grid=(4, 4, 4), remat_policy="none")
+    c.num_train_steps = 2000
     c.batch_size = 16
     c.learning_rate = 1e-3
     c.warmup_steps = 100
@@ -35,7 +36,7 @@ def get_config():
     c.text.kind = "embedding"
     c.text.vocab_size = 64
     c.autoencoder.kind = "pixel"
-    c.autoencoder.downsample = 2
+    c.autoencoder.downsample = 4
     c.data.kind = "shards"
     c.data.mode = "latents"
     c.data.path = "outputs/demo/latents"

@@ -123,6 +123,9 @@ def main(argv) -> None:
         from stiv_jax.train.loop import train
 
         final = train(config, workdir)
+        if "stopped_at" in final:  # SIGTERM/SIGINT: checkpoint saved; `make demo` again resumes
+            print(f"training interrupted at step {final['stopped_at']}; run the demo again to resume")
+            return
         print(f"trained in {time.perf_counter() - t:.0f}s, final loss {final.get('loss', float('nan')):.4f}")
     report = sample_and_report(out, workdir, config, _SEED.value)
     print("\nprompt → what the video shows (colour / shape / motion):")

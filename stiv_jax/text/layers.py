@@ -15,23 +15,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from stiv_jax.model import layers as model_layers
+
 Axes = Sequence[str | None]
 
 
 def dense(
     din: int, dout: int, axes: Axes, *, rngs: nnx.Rngs, use_bias: bool = True, dtype=jnp.float32, param_dtype=jnp.float32
 ) -> nnx.Linear:
-    """``nnx.Linear`` whose kernel (and bias) carry logical axis names ``axes = (in, out)``."""
-    return nnx.Linear(
-        din,
-        dout,
-        use_bias=use_bias,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        kernel_init=nnx.with_partitioning(nnx.initializers.normal(0.02), tuple(axes)),
-        bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (axes[-1],)),
-        rngs=rngs,
-    )
+    """``nnx.Linear`` with logical axis names ``axes = (in, out)`` and N(0, 0.02) init (the text
+    encoders are loaded from checkpoints; their init matters only for random toy encoders)."""
+    return model_layers.dense(din, dout, axes, rngs=rngs, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, std=0.02)
 
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {

@@ -1,0 +1,45 @@
+"""The demo's prompt-following measurement reads colour, shape and motion off rendered clips."""
+
+import itertools
+import os
+
+import numpy as np
+
+from stiv_jax import demo_report
+from stiv_jax.data.synthetic import COLORS, MOTIONS, SHAPES, caption_for, render_clip
+
+
+def _downsize(video, size):
+    f = video.shape[1] // size
+    return video.reshape(video.shape[0], size, f, size, f, 3).mean(axis=(2, 4)).astype(np.uint8)
+
+
+def test_describe_recovers_rendered_attributes():
+    rng = np.random.default_rng(0)
+    hits = {"color": 0, "shape": 0, "motion": 0}
+    combos = list(itertools.product(COLORS, SHAPES, MOTIONS))
+    for color, shape, motion in combos:
+        clip = _downsize(render_clip(color, shape, motion, 16, 64, rng)[::2], 32)  # as the demo sees it
+        seen = demo_report.describe(clip)
+        want = demo_report.parse_caption(caption_for(color, shape, motion))
+        for k in hits:
+            hits[k] += seen[k] == want[k]
+    n = len(combos)
+    assert hits["color"] == n and hits["motion"] == n, hits
+    assert hits["shape"] >= 0.8 * n, hits  # fill ratios at 32 px are coarse, but mostly right
+
+
+def test_empty_video_is_not_described():
+    assert demo_report.describe(np.zeros((4, 16, 16, 3), np.uint8)) == dict(color=None, shape=None, motion=None)
+
+
+def test_contact_sheet_and_loss_curve(tmp_path):
+    videos = [np.full((3, 8, 8, 3), v, np.uint8) for v in (0, 255)]
+    sheet = demo_report.contact_sheet(videos, ["a", "b"], str(tmp_path / "s.png"))
+    from PIL import Image
+
+    img = np.asarray(Image.open(sheet))
+    assert img.shape[1] > 3 * 8 * 3 and img.shape[0] > 2 * 8 * 3
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 0.5}\n')
+    curve = demo_report.loss_curve(str(tmp_path / "metrics.jsonl"), str(tmp_path / "c.png"))
+    assert os.path.getsize(curve) > 1000
