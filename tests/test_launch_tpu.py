@@ -256,7 +256,7 @@ def test_wrapper_scripts(fake_bin, script, accelerator, queued):
         env={**env, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert calls() == []
-    create = shlex.split(proc.stdout.splitlines()[3])  # after the 3 '#' notes
+    create = shlex.split(next(line for line in proc.stdout.splitlines() if not line.startswith("#")))  # after the '#' notes
     assert create[3] == ("queued-resources" if queued else "tpu-vm")
     assert flags(create)["accelerator-type"] == accelerator
     assert f"--config={CONFIG}" in proc.stdout

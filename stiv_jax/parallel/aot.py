@@ -48,7 +48,7 @@ class AotReport:
             f"code            {gib(self.generated_code_bytes)}",
             f"total           {gib(self.total_bytes)}   per device",
             f"FLOPs/step      {self.model_flops:.4g} model (analytic), {self.xla_flops:.4g} XLA per device",
-            f"per_device_total_bytes={self.total_bytes} flops_per_step={self.model_flops:.6g}",
+            f"per_device_total_bytes={self.total_bytes} flops_per_step={self.model_flops:.12g}",
         ])
 
 
@@ -57,6 +57,7 @@ def tpu_devices(topology: str):
     from jax.experimental import topologies
 
     os.environ.setdefault("TPU_ACCELERATOR_TYPE", "")
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # no TPU is opened: skip libtpu's lockfile
     return topologies.get_topology_desc(topology, "tpu").devices
 
 
