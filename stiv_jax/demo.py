@@ -76,8 +76,7 @@ def sample_and_report(out: str, workdir: str, config, seed: int) -> dict:
 
     t0 = _stage("4/4 sampling (JIT-CFG 7.5, linear-quadratic schedule, 50 steps)")
     sampler = load_sampler(workdir)
-    n, r = config.data.num_frames, config.data.resolution
-    stride = config.data.frame_strides[0]
+    n, stride = config.data.num_frames, config.data.frame_strides[0]
     t2v = sampler.generate(list(T2V_PROMPTS), task="t2v", guidance="jit", scale=7.5, steps=50, seed=seed)
     color, shape, motion = TI2V
     # The conditioning frame: frame 0 of a clip rendered like the training data (64 px, downsized).
