@@ -20,10 +20,10 @@ from stiv_jax.parallel.rules import constrain
 
 def attention_op(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, impl: str) -> jax.Array:
     """Softmax attention on ``[N, S, H, D]`` inputs; ``mask`` (True = attend) broadcasts to [N,H,Sq,Sk]."""
-    if impl == "splash" and mask is None:
+    if impl == "splash":
         from stiv_jax.model.splash import splash_attention
 
-        return splash_attention(q, k, v)
+        return splash_attention(q, k, v, mask)
     if impl == "cudnn":
         return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn")
     return jax.nn.dot_product_attention(q, k, v, mask=mask)
