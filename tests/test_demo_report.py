@@ -10,8 +10,9 @@ from stiv_jax.data.synthetic import COLORS, MOTIONS, SHAPES, caption_for, render
 
 
 def _downsize(video, size):
-    f = video.shape[1] // size
-    return video.reshape(video.shape[0], size, f, size, f, 3).mean(axis=(2, 4)).astype(np.uint8)
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR)) for f in video])
 
 
 def test_describe_recovers_rendered_attributes():
@@ -19,14 +20,13 @@ def test_describe_recovers_rendered_attributes():
     hits = {"color": 0, "shape": 0, "motion": 0}
     combos = list(itertools.product(COLORS, SHAPES, MOTIONS))
     for color, shape, motion in combos:
-        clip = _downsize(render_clip(color, shape, motion, 16, 64, rng)[::2], 32)  # as the demo sees it
+        clip = _downsize(render_clip(color, shape, motion, 16, 64, rng)[::2], 24)  # as the demo sees it
         seen = demo_report.describe(clip)
         want = demo_report.parse_caption(caption_for(color, shape, motion))
         for k in hits:
             hits[k] += seen[k] == want[k]
     n = len(combos)
-    assert hits["color"] == n and hits["motion"] == n, hits
-    assert hits["shape"] >= 0.8 * n, hits  # fill ratios at 32 px are coarse, but mostly right
+    assert hits == {"color": n, "shape": n, "motion": n}, hits
 
 
 def test_empty_video_is_not_described():

@@ -53,6 +53,15 @@ def _shape_mask(shape: str, y: np.ndarray, x: np.ndarray, cy: np.ndarray, cx: np
     raise ValueError(f"unknown shape {shape!r}; choose from {SHAPES}")
 
 
+def shape_coverage(shape: str, size: int, cy: np.ndarray, cx: np.ndarray, r: float) -> np.ndarray:
+    """Fraction of each pixel of a ``size``² frame that ``shape`` covers (4×4 supersampling):
+    ``[len(cy), size, size]`` for centres ``(cy[i], cx[i])`` in pixel units."""
+    cy, cx = np.atleast_1d(cy), np.atleast_1d(cx)
+    grid = (np.arange(size * _SUPERSAMPLE) + 0.5) / _SUPERSAMPLE
+    mask = _shape_mask(shape, grid[None, :, None], grid[None, None, :], cy[:, None, None], cx[:, None, None], r)
+    return mask.reshape(len(cy), size, _SUPERSAMPLE, size, _SUPERSAMPLE).mean(axis=(2, 4))
+
+
 def render_clip(
     color: str, shape: str, motion: str, num_frames: int, size: int, rng: np.random.Generator
 ) -> np.ndarray:
@@ -77,12 +86,7 @@ def render_clip(
     cy = pos if dy else np.full(num_frames, across)
     cx = pos if dx else np.full(num_frames, across)
 
-    n = size * _SUPERSAMPLE
-    grid = (np.arange(n) + 0.5) / _SUPERSAMPLE
-    mask = _shape_mask(
-        shape, grid[None, :, None], grid[None, None, :], cy[:, None, None], cx[:, None, None], r
-    )
-    cover = mask.reshape(num_frames, size, _SUPERSAMPLE, size, _SUPERSAMPLE).mean(axis=(2, 4))
+    cover = shape_coverage(shape, size, cy, cx, r)
     fg = np.asarray(COLORS[color], np.float32)
     frames = background + cover[..., None] * (fg - background)
     out = np.round(frames).astype(np.uint8)
