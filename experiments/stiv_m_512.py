@@ -7,11 +7,12 @@ or on one host:
 Check memory first: stiv-aot --config=experiments/stiv_m_512.py --topology=v5e:16x16
 """
 
-from stiv_jax.train.config import paper_config
+from stiv_jax.train.config import fit_16gib_chips, paper_config
 
 
 def get_config():
     c = paper_config("M", resolution=512, num_frames=20, tasks=dict(ti2v=1.0))
+    fit_16gib_chips(c)  # 1024 clips as 4 micro-batches, splash attention, full remat (13.65 GiB/chip)
     c.init_from.spatial = ""  # e.g. gs://BUCKET/t2v_m_512
     c.init_from.temporal = ""  # same run
     return c
