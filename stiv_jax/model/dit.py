@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from stiv_jax.model import maskdit
+from stiv_jax.model.attention import ATTENTION_PROBS
 from stiv_jax.model.block import SPATIAL_ATTN, TEMPORAL_ATTN, STIVBlock
 from stiv_jax.model.conditioning import SharedAdaLN, SingletonCondition
 from stiv_jax.model.config import resolve
@@ -35,11 +36,16 @@ def remat_policy(name: str):
     """Maps ``model.remat_policy`` to a ``jax.checkpoint`` policy (``None`` = no remat).
 
     ``save_self_attn`` is the paper's choice (§3.1: "store only self-attention outputs").
+    ``dots`` keeps every matmul output without batch dimensions plus the attention
+    probabilities (:data:`ATTENTION_PROBS`) and recomputes the elementwise work: the fastest
+    policy on CPU, where memory is ample and elementwise passes are cheap.
     """
     policies = {
         "none": None,
         "full": jax.checkpoint_policies.nothing_saveable,
-        "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+        "dots": jax.checkpoint_policies.save_from_both_policies(
+            jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+            jax.checkpoint_policies.save_only_these_names(ATTENTION_PROBS)),
         "save_self_attn": jax.checkpoint_policies.save_only_these_names(SPATIAL_ATTN, TEMPORAL_ATTN),
     }
     return policies[name]
