@@ -18,7 +18,14 @@ scripts do. Matching choices:
   like-for-like kernel comparison);
 - FLOPs: ours from the analytic counter (stiv_jax/model/flops.py), Latte's measured with
   ``torch.utils.flop_counter.FlopCounterMode`` over one forward + backward (matmuls and
-  attention, the same convention).
+  attention, the same convention). The architectures differ where the papers do: a Latte layer
+  has two MLPs (one in its spatial, one in its temporal block), a STIV block one, so at matched
+  width and depth Latte does about 1.3× our FLOPs. ``speedup_vs_latte`` is the time ratio the
+  comparison asks for; ``flop_rate_vs_latte`` (FLOP/s ratio) is printed next to it as the
+  per-FLOP figure;
+- execution: Latte eager in PyTorch (as its training scripts run), ours one jitted XLA step
+  with the benchmark choices of :func:`stiv_jax.bench.trainer.bench_config` (layers unrolled,
+  remat ``dots``), both float32 on the same thread count.
 
 Run: ``stiv-bench latte`` (last line ``speedup_vs_latte=<float>``, mask_ratio 0).
 """
