@@ -28,4 +28,6 @@ def test_sampler_stiv_cfg_sampling_tiny():
     assert r["jit_cfg_sample_s"] > 0 and r["separate_forwards_s"] > 0
     assert r["sampler_compile_s"] > 0 and r["sampler_memory_mb"] > 0
     # The timed Python loop of single forwards computes the same sample as the jitted sampler.
-    assert r["max_abs_diff"] < 1e-4 * max(1.0, r["sample_rms"]), r
+    # The weights are perturbed, so guidance really moves the sample away from the noise.
+    assert r["max_abs_diff"] < 1e-4 * r["sample_rms"], r
+    assert r["distance_from_noise"] > 1e-2 * r["sample_rms"], r
