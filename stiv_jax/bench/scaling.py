@@ -5,7 +5,10 @@ attention across the T' frames at each position, so its attention cost grows lik
 T'·S² + S·T'² instead of (T'·S)² for one joint attention over all tokens. This benchmark runs
 the real train step for both layouts at equal width, depth and heads (``attention_layout=
 'joint'`` drops the temporal attention and attends over all T'·S tokens with 3D RoPE) over a
-frame sweep and a resolution sweep, interleaving the two layouts at each point.
+frame sweep and a resolution sweep, interleaving the two layouts at each point. At equal
+width/depth/heads the joint model has fewer parameters (no temporal attention projections), so
+below roughly ``2·width`` tokens it also does fewer FLOPs; the printed ``train_gflop`` and
+``attention_share`` columns show where the quadratic term takes over.
 
 Memory is XLA's static estimate for the compiled step (temporaries = activations and scratch,
 exact for the program, independent of machine load).
