@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stiv_jax.model.rope import apply_rope, interpolated_positions, rope_1d, rope_2d
+from stiv_jax.model.rope import apply_rope, interpolated_positions, rope_1d, rope_2d, rope_3d
 
 
 def _score(q, k, tabs, i, j):
@@ -52,3 +52,17 @@ def test_interpolation_scales_positions_into_the_trained_range():
     np.testing.assert_allclose(big[::2, ::2], small, rtol=1e-6)
     t_cos, _ = rope_1d(40, 16, ref=10)
     np.testing.assert_allclose(t_cos[8], rope_1d(10, 16)[0][2], rtol=1e-6)
+
+
+def test_3d_scores_depend_only_on_time_row_and_column_offsets():
+    t, h, w, d = 3, 4, 5, 64
+    q, k = jax.random.normal(jax.random.key(3), (2, d))
+    tabs = rope_3d(t, h, w, d)
+    assert tabs[0].shape == (t * h * w, d)
+    idx = lambda f, r, c: (f * h + r) * w + c
+    ref = _score(q, k, tabs, idx(1, 2, 3), idx(0, 1, 1))  # offset (1, 1, 2)
+    for f, r, c in [(2, 3, 4), (1, 1, 2), (2, 2, 3)]:
+        np.testing.assert_allclose(_score(q, k, tabs, idx(f, r, c), idx(f - 1, r - 1, c - 2)), ref, rtol=1e-4, atol=1e-4)
+    base = idx(0, 0, 0)
+    by_axis = [_score(q, k, tabs, i, base) for i in (idx(2, 0, 0), idx(0, 2, 0), idx(0, 0, 2))]
+    assert min(abs(a - b) for a, b in [(by_axis[0], by_axis[1]), (by_axis[1], by_axis[2]), (by_axis[0], by_axis[2])]) > 1e-3

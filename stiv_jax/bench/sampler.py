@@ -9,11 +9,19 @@ Run: ``python -m stiv_jax.bench.sampler`` (``stiv-bench sampler`` dispatches to 
    sets: a Gaussian (affine flow) and a mixture of narrow Gaussians (curved flow).
 2. :func:`cfg_batching`: JIT-CFG needs F(cT, cI) and F(∅, ∅); the sampler runs both in one model
    call on 2B inputs. This times that call against two B-sized calls of the stand-in network.
+3. :func:`stiv_cfg_sampling`: the real STIV DiT. One 50-step JIT-CFG sample (the whole loop in
+   one jit: ``lax.scan`` over steps, both guidance branches batched) against the same 50 steps
+   done as 2×50 separately jitted single-branch forwards from Python, interleaved; compile
+   times; XLA's memory estimate for the sampler program and the process's peak RSS.
+
+Flags (sizes of part 3): ``--batch --frames --size --layers --width --heads --steps --repeats``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import resource
 import statistics
 import time
 from typing import Callable
@@ -21,9 +29,15 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
+from flax import nnx
 
-from stiv_jax.bench import standin
+from stiv_jax.bench import standin, timing
+from stiv_jax.bench.trainer import Arch, Shape, bench_config, latent_batch
+from stiv_jax.model.dit import STIV
 from stiv_jax.sampling import analytic, ode, schedules
+from stiv_jax.sampling.guidance import Guidance
+from stiv_jax.sampling.sampler import sample
 
 
 def _rms(a: jax.Array, b: jax.Array) -> float:
@@ -88,10 +102,98 @@ def cfg_batching(batch: int = 2, num_frames: int = 4, size: int = 8, channels: i
             "tokens_per_sample": num_frames * size * size, "batch": batch}
 
 
+def _timed_compile(fn, *args):
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    return compiled, time.perf_counter() - start
+
+
+def _perturbed(params, scale: float = 0.02, seed: int = 0):
+    """Adds N(0, scale²) to every weight: a fresh STIV's zero-initialised output layers would
+    make the velocity 0 and the sample equal the noise (as if trained, without a checkpoint)."""
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    return jax.tree.unflatten(treedef, [a + scale * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(leaves, keys)])
+
+
+def stiv_cfg_sampling(shape: Shape, arch: Arch, *, steps: int = 50, scale: float = 7.5,
+                      repeats: int = 2) -> dict[str, float]:
+    """A ``steps``-step JIT-CFG sample of the STIV DiT vs 2×``steps`` single-branch forwards."""
+    cfg = bench_config(shape, arch).model
+    graphdef, params = nnx.split(STIV(cfg, rngs=nnx.Rngs(params=0)))
+    params = _perturbed(params)
+    batch, null = latent_batch(shape)
+    cond = dict(text=batch["text_emb"], text_mask=batch["text_mask"], pooled_text=batch["pooled_text"],
+                micro=batch["micro"])
+    null_cond = {k: jnp.asarray(v) for k, v in null.items()}
+    noise = jnp.asarray(np.random.default_rng(1).standard_normal(batch["latents"].shape), jnp.float32)
+    times = schedules.linear_quadratic(steps, 250)
+    guidance = Guidance(kind="jit", scale=scale)
+
+    def jit_cfg(params, noise):
+        return sample(nnx.merge(graphdef, params), noise, cond, null_cond, times, guidance=guidance)
+
+    sampler, sampler_compile_s = _timed_compile(jit_cfg, params, noise)
+    uncond = dict(cond, text=jnp.broadcast_to(null_cond["text"], cond["text"].shape),
+                  text_mask=jnp.broadcast_to(null_cond["text_mask"], cond["text_mask"].shape),
+                  pooled_text=jnp.broadcast_to(null_cond["pooled_text"], cond["pooled_text"].shape))
+    t0 = jnp.zeros((shape.batch,), jnp.float32)
+
+    def single(params, x, t, c):
+        return nnx.merge(graphdef, params)(x, t, **c)
+
+    forward, forward_compile_s = _timed_compile(single, params, noise, t0, cond)
+    euler = jax.jit(lambda x, vc, vu, dt: x + dt * (vu + scale * (vc - vu)))
+
+    def loop():
+        x = noise
+        for t, t_next in zip(times[:-1], times[1:]):
+            tb = jnp.full((shape.batch,), t, jnp.float32)
+            x = euler(x, forward(params, x, tb, cond), forward(params, x, tb, uncond), jnp.float32(t_next - t))
+        return jax.block_until_ready(x)
+
+    outputs = {}
+
+    def run(name, fn):
+        outputs[name] = fn()
+
+    tm = timing.interleaved({"jit_cfg": lambda: run("jit_cfg", lambda: jax.block_until_ready(sampler(params, noise))),
+                             "loop": lambda: run("loop", loop)}, repeats=repeats, warmup=1)
+    mem = sampler.memory_analysis()
+    # Both sides compute the same sample: their difference is float rounding only.
+    max_abs_diff = float(jnp.max(jnp.abs(outputs["jit_cfg"] - outputs["loop"])))
+    return dict(jit_cfg_sample_s=tm.median("jit_cfg"), separate_forwards_s=tm.median("loop"),
+                max_abs_diff=max_abs_diff, sample_rms=float(jnp.sqrt(jnp.mean(jnp.square(outputs["loop"])))),
+                distance_from_noise=float(jnp.max(jnp.abs(outputs["loop"] - noise))),
+                speedup=tm.median("loop") / tm.median("jit_cfg"), sampler_compile_s=sampler_compile_s,
+                forward_compile_s=forward_compile_s,
+                sampler_memory_mb=(mem.argument_size_in_bytes + mem.output_size_in_bytes
+                                   + mem.temp_size_in_bytes - mem.alias_size_in_bytes) / 2**20,
+                sampler_temp_mb=mem.temp_size_in_bytes / 2**20,
+                process_peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def _flag_values() -> flags.FlagValues:
+    fv = flags.FlagValues()
+    d = dict(flag_values=fv)
+    flags.DEFINE_integer("batch", 1, "Samples per call.", **d)
+    flags.DEFINE_integer("frames", 8, "Latent frames.", **d)
+    flags.DEFINE_integer("size", 16, "Latent height = width.", **d)
+    flags.DEFINE_integer("layers", 6, "Blocks, including the 2 MaskDiT decoder blocks.", **d)
+    flags.DEFINE_integer("width", 256, "Model width.", **d)
+    flags.DEFINE_integer("heads", 4, "Attention heads.", **d)
+    flags.DEFINE_integer("steps", 50, "Sampling steps.", **d)
+    flags.DEFINE_integer("repeats", 2, "Timed rounds (medians reported).", **d)
+    return fv
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Prints the schedule distances and the CFG batching timing (``key=value`` lines)."""
-    del argv
-    print(f"device={jax.devices()[0].platform}")
+    """Prints the schedule distances, the CFG batching timing and the STIV sampling benchmark
+    (``key=value`` lines)."""
+    from stiv_jax.cli import flag_utils
+
+    fv = flag_utils.parse(_flag_values(), argv, "stiv-bench sampler")
+    print(timing.machine())
     for key, value in schedule_distances().items():
         print(f"{key}={value:.6f}")
     settings = (dict(batch=1, num_frames=2, size=4, width=32, depth=1),  # dispatch-bound
@@ -100,6 +202,10 @@ def main(argv: list[str] | None = None) -> None:
         result = cfg_batching(**setting)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                        for k, v in result.items()))
+    shape = Shape(batch=fv.batch, frames=fv.frames, size=fv.size)
+    arch = Arch(layers=fv.layers, width=fv.width, heads=fv.heads, temporal_patch=2)
+    print("stiv workload:", timing.report(**dataclasses.asdict(shape), **dataclasses.asdict(arch), steps=fv.steps))
+    print(timing.report(**stiv_cfg_sampling(shape, arch, steps=fv.steps, repeats=fv.repeats)))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ In order, each with a residual connection:
 4. MLP, modulated with sandwich norm like (1).
 
 All LayerNorms are stateless (no affine), eps 1e-6, computed in float32. Tokens are
-``[B, T', S, d]`` (T' temporal patches, S spatial tokens per frame).
+``[B, T', S, d]`` (T' temporal patches, S spatial tokens per frame). With
+``attention_layout='joint'`` (ablation) step 1 attends over all T'·S tokens and step 2 is absent.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class STIVBlock(nnx.Module):
         kw = dict(rngs=rngs, impl=cfg.attention_impl, dtype=dtype, param_dtype=param_dtype)
         self.eps = cfg.ln_eps
         self.dtype = dtype
+        self.joint = cfg.attention_layout == "joint"
         self.spatial_attn = Attention(d, cfg.num_heads, **kw)
         self.temporal_attn = Attention(d, cfg.num_heads, zero_out=True, **kw) if cfg.temporal_attention else None
         self.cross_attn = Attention(d, cfg.num_heads, zero_out=True, **kw)
@@ -55,7 +57,8 @@ class STIVBlock(nnx.Module):
         temporal_rope: Rope,
     ) -> jax.Array:
         """``x [B, T', S, d]``, ``mod [B, 6, d]`` (shared AdaLN output), ``text [B, L, d]``,
-        ``text_mask [B, L]``, rope tables broadcastable to ``[B, T', S, 1, hd]`` / ``[T', 1, hd]``."""
+        ``text_mask [B, L]``, rope tables broadcastable to ``[B, T', S, 1, hd]`` / ``[T', 1, hd]``
+        (joint layout: spatial tables with an explicit T' axis)."""
         b, tt, s, d = x.shape
         ln = lambda a: layer_norm(a, self.eps)
         m = (mod + self.modulation[...][None]).astype(jnp.float32)[:, :, None, None, :]  # [B,6,1,1,d]
@@ -63,7 +66,11 @@ class STIVBlock(nnx.Module):
         x = constrain(x, ("batch", None, "length", "act_embed"))
 
         h = modulate(ln(x), shift_a, scale_a).astype(self.dtype)
-        h = self.spatial_attn(h, rope=spatial_rope, name=SPATIAL_ATTN)
+        if self.joint:  # one sequence of all T'·S tokens
+            rope = tuple(a.reshape(a.shape[0], tt * s, 1, a.shape[-1]) for a in spatial_rope)
+            h = self.spatial_attn(h.reshape(b, tt * s, d), rope=rope, name=SPATIAL_ATTN).reshape(b, tt, s, d)
+        else:
+            h = self.spatial_attn(h, rope=spatial_rope, name=SPATIAL_ATTN)
         x = x + gate_a * ln(h)
 
         if self.temporal_attn is not None and tt > 1:

@@ -32,6 +32,10 @@ SIZES = {
 
 REMAT_POLICIES = ("none", "save_self_attn", "full", "dots")
 ATTENTION_IMPLS = ("xla", "cudnn", "splash")
+# 'factorised': spatial attention within frames + temporal attention across them (the paper);
+# 'joint': one full 3D attention over all frames' tokens (3D RoPE), the ablation the scaling
+# benchmark compares against (needs ``temporal_attention=False``).
+ATTENTION_LAYOUTS = ("factorised", "joint")
 
 
 def get_model_config(size: str = "XL", **overrides) -> ml_collections.ConfigDict:
@@ -55,6 +59,7 @@ def get_model_config(size: str = "XL", **overrides) -> ml_collections.ConfigDict
     c.freq_dim = 256  # sinusoid width for timestep and micro-conditions
     c.num_micro_conditions = 6  # (orig_h, orig_w, crop_top, crop_left, frame_stride, num_frames)
     c.temporal_attention = True
+    c.attention_layout = "factorised"
     c.cond_indicator = True  # learned per-frame indicator of replaced frames
     c.rope_theta = 10000.0
     # Token grid (temporal, height, width) the RoPE positions were trained on; larger grids are
@@ -99,5 +104,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
         raise ValueError(f"model.remat_policy={c.remat_policy!r}; choose one of {REMAT_POLICIES}")
     if c.attention_impl not in ATTENTION_IMPLS:
         raise ValueError(f"model.attention_impl={c.attention_impl!r}; choose one of {ATTENTION_IMPLS}")
+    if c.attention_layout not in ATTENTION_LAYOUTS:
+        raise ValueError(f"model.attention_layout={c.attention_layout!r}; choose one of {ATTENTION_LAYOUTS}")
+    if c.attention_layout == "joint" and c.temporal_attention:
+        raise ValueError("model.attention_layout='joint' attends across frames already: set model.temporal_attention=False")
     if len(tuple(c.rope_ref_grid)) != 3:
         raise ValueError("model.rope_ref_grid must be (temporal, height, width) in tokens")

@@ -23,23 +23,29 @@ import jax.numpy as jnp
 from flax import nnx
 
 from stiv_jax.model import maskdit
+from stiv_jax.model.attention import ATTENTION_PROBS
 from stiv_jax.model.block import SPATIAL_ATTN, TEMPORAL_ATTN, STIVBlock
 from stiv_jax.model.conditioning import SharedAdaLN, SingletonCondition
 from stiv_jax.model.config import resolve
 from stiv_jax.model.layers import dense, layer_norm, modulate
 from stiv_jax.model.patchify import FrameConditionIndicator, PatchEmbed, Unpatchify
-from stiv_jax.model.rope import rope_1d, rope_2d
+from stiv_jax.model.rope import rope_1d, rope_2d, rope_3d
 
 
 def remat_policy(name: str):
     """Maps ``model.remat_policy`` to a ``jax.checkpoint`` policy (``None`` = no remat).
 
     ``save_self_attn`` is the paper's choice (§3.1: "store only self-attention outputs").
+    ``dots`` keeps every matmul output without batch dimensions plus the attention
+    probabilities (:data:`ATTENTION_PROBS`) and recomputes the elementwise work: the fastest
+    policy on CPU, where memory is ample and elementwise passes are cheap.
     """
     policies = {
         "none": None,
         "full": jax.checkpoint_policies.nothing_saveable,
-        "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+        "dots": jax.checkpoint_policies.save_from_both_policies(
+            jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+            jax.checkpoint_policies.save_only_these_names(ATTENTION_PROBS)),
         "save_self_attn": jax.checkpoint_policies.save_only_these_names(SPATIAL_ATTN, TEMPORAL_ATTN),
     }
     return policies[name]
@@ -126,13 +132,18 @@ class STIV(nnx.Module):
         txt = self.text_proj2(jax.nn.gelu(self.text_proj1(text.astype(self.text_proj1.dtype)), approximate=True))
 
         ref_t, ref_h, ref_w = cfg.rope_ref_grid
-        s_cos, s_sin = (jnp.asarray(a) for a in rope_2d(gh, gw, self.head_dim, ref=(ref_h, ref_w), theta=cfg.rope_theta))
+        if cfg.attention_layout == "joint":  # [T', S, hd] tables: every token has its own angles
+            tables = rope_3d(tt, gh, gw, self.head_dim, ref=tuple(cfg.rope_ref_grid), theta=cfg.rope_theta)
+            tables = tuple(a.reshape(tt, gh * gw, -1) for a in tables)
+        else:  # [1, S, hd] tables shared by all frames
+            tables = tuple(a[None] for a in rope_2d(gh, gw, self.head_dim, ref=(ref_h, ref_w), theta=cfg.rope_theta))
+        s_cos, s_sin = (jnp.asarray(a) for a in tables)
         t_rope = tuple(jnp.asarray(a)[:, None, :] for a in rope_1d(tt, self.head_dim, ref=ref_t, theta=cfg.rope_theta))
-        full_rope = (s_cos[None, None, :, None, :], s_sin[None, None, :, None, :])
+        full_rope = (s_cos[None, :, :, None, :], s_sin[None, :, :, None, :])
         if keep_idx is not None:
             chex.assert_rank(keep_idx, 2)
             tokens = maskdit.gather_tokens(tokens, keep_idx)
-            kept_rope = tuple(a[keep_idx][:, None, :, None, :] for a in (s_cos, s_sin))
+            kept_rope = tuple(jnp.take(a, keep_idx, axis=1).transpose(1, 0, 2, 3)[..., None, :] for a in (s_cos, s_sin))
         else:
             kept_rope = full_rope
 

@@ -12,19 +12,24 @@ from __future__ import annotations
 from stiv_jax.model.config import resolve
 
 
-def _block_flops(d: int, mlp: int, tt: int, s: int, text_len: int, temporal: bool) -> float:
+def _block_flops(d: int, mlp: int, tt: int, s: int, text_len: int, temporal: bool, joint: bool) -> tuple[float, float]:
+    """``(dense, attention)`` FLOPs of one block: projections/MLP, and QKᵀ + AV products."""
     n = tt * s  # tokens in this sample
-    f = 0.0
-    f += 2 * n * 4 * d * d + 2 * 2 * tt * s * s * d  # spatial attn: q,k,v,o + QK^T, AV per frame
+    seq = n if joint else s  # keys per query: all tokens (joint 3D attention) or the frame's
+    dense = 2 * n * 4 * d * d  # self-attn q, k, v, o
+    attn = 2 * 2 * n * seq * d
     if temporal and tt > 1:
-        f += 2 * n * 4 * d * d + 2 * 2 * s * tt * tt * d
-    f += 2 * n * 2 * d * d + 2 * text_len * 2 * d * d + 2 * 2 * n * text_len * d  # cross attn
-    f += 2 * n * 2 * d * mlp  # MLP
-    return f
+        dense += 2 * n * 4 * d * d
+        attn += 2 * 2 * s * tt * tt * d
+    dense += 2 * n * 2 * d * d + 2 * text_len * 2 * d * d  # cross-attn q, o and text k, v
+    attn += 2 * 2 * n * text_len * d
+    dense += 2 * n * 2 * d * mlp  # MLP
+    return float(dense), float(attn)
 
 
-def forward_flops(model_cfg, *, frames: int, height: int, width: int, text_len: int, mask_ratio: float = 0.0) -> float:
-    """FLOPs of one forward pass for one sample of latents ``[frames, height, width, C]``."""
+def forward_flops_by_kind(model_cfg, *, frames: int, height: int, width: int, text_len: int, mask_ratio: float = 0.0) -> dict[str, float]:
+    """``{'dense': ..., 'attention': ...}``: one forward pass for one sample of latents
+    ``[frames, height, width, C]``, split into weight matmuls and attention score/value products."""
     c = resolve(model_cfg)
     d, p, pt = c.hidden_size, c.patch_size, c.temporal_patch_size
     mlp = int(d * c.mlp_ratio)
@@ -32,12 +37,20 @@ def forward_flops(model_cfg, *, frames: int, height: int, width: int, text_len: 
     s = (height // p) * (width // p)
     kept = s if not (mask_ratio and c.num_decoder_blocks) else max(1, int(round(s * (1 - mask_ratio))))
     patch_in = (1 if frames == 1 else pt) * p * p * c.in_channels
-    f = 2 * tt * s * patch_in * d * 2  # patch embedding + un-patchify
-    f += 2 * text_len * (c.text_dim * d + d * d)  # caption projection
-    f += 2 * (c.freq_dim * d + d * d) * 2 + 2 * c.text_dim * d + 2 * 6 * d * d  # condition + shared AdaLN
-    f += c.num_layers * _block_flops(d, mlp, tt, kept, text_len, c.temporal_attention)
-    f += c.num_decoder_blocks * _block_flops(d, mlp, tt, s, text_len, c.temporal_attention)
-    return float(f)
+    dense = 2 * tt * s * patch_in * d * 2  # patch embedding + un-patchify
+    dense += 2 * text_len * (c.text_dim * d + d * d)  # caption projection
+    dense += 2 * (c.freq_dim * d + d * d) * 2 + 2 * c.text_dim * d + 2 * 6 * d * d  # condition + shared AdaLN
+    joint = c.attention_layout == "joint"
+    main = _block_flops(d, mlp, tt, kept, text_len, c.temporal_attention, joint)
+    decoder = _block_flops(d, mlp, tt, s, text_len, c.temporal_attention, joint)
+    return dict(dense=float(dense + c.num_layers * main[0] + c.num_decoder_blocks * decoder[0]),
+                attention=float(c.num_layers * main[1] + c.num_decoder_blocks * decoder[1]))
+
+
+def forward_flops(model_cfg, *, frames: int, height: int, width: int, text_len: int, mask_ratio: float = 0.0) -> float:
+    """FLOPs of one forward pass for one sample of latents ``[frames, height, width, C]``."""
+    kinds = forward_flops_by_kind(model_cfg, frames=frames, height=height, width=width, text_len=text_len, mask_ratio=mask_ratio)
+    return kinds["dense"] + kinds["attention"]
 
 
 def train_step_flops(model_cfg, *, batch: int, frames: int, height: int, width: int, text_len: int, mask_ratio: float = 0.0) -> float:

@@ -1,5 +1,6 @@
 """Rotary position embeddings: 2D for spatial attention, 1D for temporal attention (§2.1), with
-position interpolation for grids larger than the trained one (§2.4).
+position interpolation for grids larger than the trained one (§2.4). 3D RoPE serves the full
+3D-attention ablation (``model.attention_layout='joint'``), which attends over all frames at once.
 
 Rotation convention: "rotate half" (the head dimension is split into two halves that form the
 complex pairs). 2D RoPE (Unified-IO 2 style): the first half of the rotary frequencies encodes the
@@ -46,6 +47,25 @@ def rope_2d(h: int, w: int, head_dim: int, *, ref: tuple[int, int] | None = None
     ah = np.repeat(ph[:, None] * inv[None, :], w, axis=0)  # [h*w, quarter], row index
     aw = np.tile(pw[:, None] * inv[None, :], (h, 1))  # [h*w, quarter], column index
     angles = np.concatenate([ah, aw], axis=-1)  # [h*w, head_dim/2]
+    angles = np.concatenate([angles, angles], axis=-1)
+    return np.cos(angles), np.sin(angles)
+
+
+def rope_3d(t: int, h: int, w: int, head_dim: int, *, ref: tuple[int, int, int] | None = None, theta: float = 10000.0) -> tuple[np.ndarray, np.ndarray]:
+    """``(cos, sin)`` tables ``[t·h·w, head_dim]`` for a frame-major t×h×w token grid.
+
+    Of the ``head_dim/2`` rotary frequencies, rows and columns get ``3/8`` each and time the
+    rest (64-d heads: 12 + 12 + 8), so scores depend only on the (Δt, Δrow, Δcol) offset.
+    """
+    ref_t, ref_h, ref_w = ref if ref is not None else (t, h, w)
+    half = head_dim // 2
+    spatial = 3 * half // 8
+    temporal = half - 2 * spatial
+    if spatial < 1 or temporal < 1:
+        raise ValueError(f"head_dim={head_dim} too small for 3D RoPE")
+    grid = np.meshgrid(interpolated_positions(t, ref_t), interpolated_positions(h, ref_h), interpolated_positions(w, ref_w), indexing="ij")
+    angles = np.concatenate(
+        [pos.reshape(-1, 1) * _inv_freq(n, theta)[None, :] for pos, n in zip(grid, (temporal, spatial, spatial))], axis=-1)
     angles = np.concatenate([angles, angles], axis=-1)
     return np.cos(angles), np.sin(angles)
 

@@ -1,0 +1,176 @@
+"""Train-step comparison with diffusers' ``LatteTransformer3DModel`` (Ma et al., 2024).
+
+Latte is an independent PyTorch factorised spatio-temporal DiT of the PixArt-α family: each of
+its layers is a spatial block (self-attention, cross-attention to the caption, MLP; adaLN-single)
+followed by a temporal block (self-attention, MLP). Both sides get the same width, heads, total
+block count, spatial patch 2, latent batch and caption tokens, and both run one *training step*:
+forward, backward, global-norm clip 1.0, an AdaFactor update (optax chain on our side,
+``torch.optim.Adafactor`` on Latte's; ours also keeps β1 = 0.9 momentum) and an EMA of the
+weights, in float32 with the same number of CPU threads. Latte is run eagerly, as its training
+scripts do. Matching choices:
+
+- tokens: Latte has no temporal patching (one token per latent frame), so stiv_jax runs with
+  ``temporal_patch_size=1`` here; the token counts are then equal;
+- depth: ``--layers`` counts every block of ours (main + 2 MaskDiT decoder blocks) and every
+  spatial+temporal pair of Latte's;
+- MaskDiT: reported at ``mask_ratio=0`` (identical token count: the headline figure) and at the
+  paper's 0.5, where our main blocks see half the tokens (a real saving of the method, but not a
+  like-for-like kernel comparison);
+- FLOPs: ours from the analytic counter (stiv_jax/model/flops.py), Latte's measured with
+  ``torch.utils.flop_counter.FlopCounterMode`` over one forward + backward (matmuls and
+  attention, the same convention). The architectures differ where the papers do: a Latte layer
+  has two MLPs (one in its spatial, one in its temporal block), a STIV block one, so at matched
+  width and depth Latte does about 1.3× our FLOPs. ``speedup_vs_latte`` is the time ratio the
+  comparison asks for; ``flop_rate_vs_latte`` (FLOP/s ratio) is printed next to it as the
+  per-FLOP figure;
+- execution: Latte eager in PyTorch (as its training scripts run), ours one jitted XLA step
+  with the benchmark choices of :func:`stiv_jax.bench.trainer.bench_config` (layers unrolled,
+  remat ``dots``), both float32 on the same thread count.
+
+Run: ``stiv-bench latte`` (last line ``speedup_vs_latte=<float>``, mask_ratio 0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from absl import flags
+
+from stiv_jax.bench import timing
+from stiv_jax.bench.trainer import Arch, Shape, StivStep, bench_config
+
+
+def latte_model(shape: Shape, arch: Arch):
+    """A randomly initialised Latte with our width/heads/depth/patch (official Latte-1 options:
+    GELU(tanh) MLPs, adaLN-single, no affine norms, biased attention projections)."""
+    from diffusers import LatteTransformer3DModel
+
+    return LatteTransformer3DModel(
+        num_attention_heads=arch.heads, attention_head_dim=arch.width // arch.heads,
+        in_channels=shape.channels, out_channels=shape.channels, num_layers=arch.layers,
+        cross_attention_dim=arch.width, attention_bias=True, sample_size=shape.size,
+        patch_size=arch.patch, activation_fn="gelu-approximate", norm_type="ada_norm_single",
+        norm_elementwise_affine=False, norm_eps=1e-6, caption_channels=shape.text_dim,
+        video_length=shape.frames)
+
+
+class LatteStep:
+    """Latte's flow-matching train step in eager PyTorch on the same batch as :class:`StivStep`."""
+
+    def __init__(self, shape: Shape, arch: Arch, threads: int | None = None, seed: int = 0,
+                 ema_decay: float = 0.9999, device: str = "cpu", autocast_dtype: str | None = None):
+        """``autocast_dtype='bfloat16'``: float32 weights, bf16 compute (our ``model.dtype``)."""
+        import torch
+
+        from stiv_jax.bench.trainer import latent_batch
+
+        if threads:
+            torch.set_num_threads(threads)
+        torch.manual_seed(seed)
+        self.torch, self.device = torch, torch.device(device)
+        self.autocast = getattr(torch, autocast_dtype) if autocast_dtype else None
+        self.model = latte_model(shape, arch).to(self.device).train()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.num_params = sum(p.numel() for p in self.params)
+        self.opt = torch.optim.Adafactor(self.params, lr=1e-4)
+        self.ema = [p.detach().clone() for p in self.params]
+        self.ema_weight = 1.0 - ema_decay
+        batch, _ = latent_batch(shape, seed)
+        to = lambda a: torch.from_numpy(a).to(self.device)  # noqa: E731
+        self.x1 = to(batch["latents"]).permute(0, 4, 1, 2, 3).contiguous()  # [B, C, T, H, W]
+        self.text = to(batch["text_emb"])
+        # Latte passes the caption mask straight to its per-frame spatial blocks as an additive bias.
+        keep = to(batch["text_mask"]).float()
+        self.text_bias = ((1.0 - keep) * -10000.0).repeat_interleave(shape.frames, 0)[:, None, :]
+        self.flops = self._count_flops()
+
+    def _loss(self):
+        torch = self.torch
+        b = self.x1.shape[0]
+        t = torch.rand(b, device=self.device)
+        eps = torch.randn_like(self.x1)
+        tb = t.view(b, 1, 1, 1, 1)
+        x_t = tb * self.x1 + (1 - tb) * eps
+        with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            v = self.model(x_t, timestep=1000 * t, encoder_hidden_states=self.text,
+                           encoder_attention_mask=self.text_bias).sample
+        return torch.mean(torch.square(v.float() - (self.x1 - eps)))
+
+    def _count_flops(self) -> float:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with counter:
+            self._loss().backward()
+        self.opt.zero_grad(set_to_none=True)
+        return float(counter.get_total_flops())
+
+    def step(self) -> float:
+        torch = self.torch
+        loss = self._loss()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(self.ema, self.params, self.ema_weight)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return float(loss.detach())
+
+
+def _flag_values() -> flags.FlagValues:
+    fv = flags.FlagValues()
+    d = dict(flag_values=fv)
+    flags.DEFINE_integer("batch", 4, "Clips per step.", **d)
+    flags.DEFINE_integer("frames", 8, "Latent frames.", **d)
+    flags.DEFINE_integer("size", 32, "Latent height = width.", **d)
+    flags.DEFINE_integer("text_len", 32, "Caption tokens.", **d)
+    flags.DEFINE_integer("text_dim", 256, "Caption embedding width.", **d)
+    flags.DEFINE_integer("layers", 6, "Blocks (ours: main + 2 MaskDiT decoders; Latte: spatial+temporal pairs).", **d)
+    flags.DEFINE_integer("width", 384, "Model width.", **d)
+    flags.DEFINE_integer("heads", 6, "Attention heads.", **d)
+    flags.DEFINE_integer("repeats", 3, "Timed A/B rounds (medians reported).", **d)
+    flags.DEFINE_list("mask_ratios", ["0.5", "0"], "MaskDiT ratios to run; the last one gives the final line.", **d)
+    return fv
+
+
+def compare(shape: Shape, arch: Arch, mask_ratios: list[float], repeats: int) -> dict[float, dict]:
+    """Interleaved Latte / stiv_jax (one per mask ratio) medians; returns per-ratio results."""
+    threads = timing.cpu_threads()
+    latte = LatteStep(shape, arch, threads)
+    ours = {r: StivStep(bench_config(shape, arch, mask_ratio=r), shape) for r in mask_ratios}
+    fns = {"latte": latte.step, **{f"stiv_mask{r}": s.step for r, s in ours.items()}}
+    t = timing.interleaved(fns, repeats=repeats, warmup=1)
+    lat = t.median("latte")
+    print(timing.report(side="latte", step_s=lat, spread=t.spread("latte"), params=latte.num_params,
+                        train_flops=latte.flops, gflop_per_s=latte.flops / lat / 1e9, threads=threads))
+    out = {}
+    for r, s in ours.items():
+        m = t.median(f"stiv_mask{r}")
+        out[r] = dict(step_s=m, speedup=lat / m, flops=s.flops, params=s.num_params)
+        print(timing.report(side="stiv_jax", mask_ratio=r, step_s=m, spread=t.spread(f"stiv_mask{r}"),
+                            params=s.num_params, train_flops=s.flops, gflop_per_s=s.flops / m / 1e9,
+                            compile_s=s.compile_seconds, speedup_vs_latte=lat / m,
+                            flop_rate_vs_latte=(s.flops / m) / (latte.flops / lat)))
+    return out
+
+
+def main(argv: list[str] | None = None) -> float:
+    from stiv_jax.cli import flag_utils
+
+    fv = flag_utils.parse(_flag_values(), argv, "stiv-bench latte")
+    shape = Shape(batch=fv.batch, frames=fv.frames, size=fv.size, text_len=fv.text_len, text_dim=fv.text_dim)
+    arch = Arch(layers=fv.layers, width=fv.width, heads=fv.heads)
+    print(timing.machine())
+    print("workload:", timing.report(**dataclasses.asdict(shape), **dataclasses.asdict(arch)))
+    ratios = [float(r) for r in fv.mask_ratios]
+    out = compare(shape, arch, ratios, fv.repeats)
+    speedup = out[ratios[-1]]["speedup"]
+    print(f"speedup_vs_latte={speedup:.4f}")
+    return speedup
+
+
+
+if __name__ == "__main__":
+    main()

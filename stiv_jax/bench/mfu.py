@@ -1,0 +1,78 @@
+"""Achieved FLOP/s of the stiv_jax train step against this machine's dense matmul rate.
+
+Model FLOPs come from the analytic counter (stiv_jax/model/flops.py: every matmul, attention in
+full, cross-attention included, backward = 2× forward, no remat recomputation). The reference
+rate is a large ``jnp.dot`` in the step's dtype, timed in the same run and interleaved with the
+steps, so both see the same machine load. On an accelerator this fraction is the usual MFU with
+the measured matmul rate standing in for the datasheet peak.
+
+Run: ``stiv-bench mfu`` (last line ``fraction_of_matmul_peak=<float>``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+from absl import flags
+
+from stiv_jax.bench import timing
+from stiv_jax.bench.trainer import Arch, Shape, StivStep, bench_config
+
+
+def _flag_values() -> flags.FlagValues:
+    fv = flags.FlagValues()
+    d = dict(flag_values=fv)
+    flags.DEFINE_integer("batch", 2, "Clips per step.", **d)
+    flags.DEFINE_integer("frames", 8, "Latent frames.", **d)
+    flags.DEFINE_integer("size", 32, "Latent height = width.", **d)
+    flags.DEFINE_integer("text_len", 32, "Caption tokens.", **d)
+    flags.DEFINE_integer("text_dim", 256, "Caption embedding width.", **d)
+    flags.DEFINE_integer("layers", 6, "Blocks, including the 2 MaskDiT decoder blocks.", **d)
+    flags.DEFINE_integer("width", 384, "Model width.", **d)
+    flags.DEFINE_integer("heads", 6, "Attention heads.", **d)
+    flags.DEFINE_integer("temporal_patch", 1, "Temporal patch size (STIV: 2; 1 = the Latte workload).", **d)
+    flags.DEFINE_float("mask_ratio", 0.0, "MaskDiT ratio (FLOPs counted on the kept tokens).", **d)
+    flags.DEFINE_string("remat", "dots", "model.remat_policy.", **d)
+    flags.DEFINE_integer("matmul_size", 2048, "n of the n×n×n reference matmul.", **d)
+    flags.DEFINE_integer("matmul_calls", 10, "Matmuls per timed reference call.", **d)
+    flags.DEFINE_integer("repeats", 5, "Timed rounds (medians reported).", **d)
+    return fv
+
+
+def measure(step: StivStep, *, matmul_size: int, matmul_calls: int, repeats: int) -> dict[str, float]:
+    """Interleaved medians of the train step and of ``matmul_calls`` reference matmuls."""
+    dot, dot_flops = timing.matmul_fn(matmul_size, jax.numpy.dtype(step.config.model.dtype))
+
+    def matmuls():
+        for _ in range(matmul_calls):
+            dot()
+
+    t = timing.interleaved({"step": step.step, "matmul": matmuls}, repeats=repeats, warmup=1)
+    step_s = t.median("step")
+    matmul_rate = matmul_calls * dot_flops / t.median("matmul")
+    achieved = step.flops / step_s
+    return dict(step_s=step_s, step_spread=t.spread("step"), model_flops=step.flops,
+                achieved_gflop_per_s=achieved / 1e9, matmul_gflop_per_s=matmul_rate / 1e9,
+                fraction=achieved / matmul_rate)
+
+
+def main(argv: list[str] | None = None) -> float:
+    from stiv_jax.cli import flag_utils
+
+    fv = flag_utils.parse(_flag_values(), argv, "stiv-bench mfu")
+    shape = Shape(batch=fv.batch, frames=fv.frames, size=fv.size, text_len=fv.text_len, text_dim=fv.text_dim)
+    arch = Arch(layers=fv.layers, width=fv.width, heads=fv.heads, temporal_patch=fv.temporal_patch)
+    print(timing.machine())
+    print("workload:", timing.report(**dataclasses.asdict(shape), **dataclasses.asdict(arch),
+                                     mask_ratio=fv.mask_ratio, remat=fv.remat))
+    step = StivStep(bench_config(shape, arch, mask_ratio=fv.mask_ratio, remat=fv.remat), shape)
+    r = measure(step, matmul_size=fv.matmul_size, matmul_calls=fv.matmul_calls, repeats=fv.repeats)
+    print(timing.report(params=step.num_params, compile_s=step.compile_seconds,
+                        **{k: v for k, v in r.items() if k != "fraction"}))
+    print(f"fraction_of_matmul_peak={r['fraction']:.4f}")
+    return r["fraction"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The benchmarks run end to end at tiny sizes and keep their output contracts.
+
+These check plumbing and bookkeeping (interleaving, FLOP and parameter counts, the last-line
+contracts of SPEC.md, the GPU recipe's CPU dry run), never speed: timings are measured by
+``stiv-bench`` on purpose-sized workloads, not in tests.
+"""
+
+import re
+
+import jax
+import pytest
+
+from stiv_jax.bench import cli, gpu, latte, mfu, scaling, timing
+from stiv_jax.bench.trainer import Arch, Shape, StivStep, bench_config
+
+TINY = ["--batch=1", "--frames=2", "--size=8", "--text_len=4", "--text_dim=16", "--layers=3", "--width=64",
+        "--heads=2", "--repeats=1"]
+
+
+def _last_value(out: str, key: str) -> float:
+    last = out.strip().splitlines()[-1]
+    m = re.fullmatch(rf"{key}=(\S+)", last)
+    assert m, last
+    return float(m.group(1))
+
+
+def test_interleaved_alternates_and_takes_medians():
+    calls = []
+    t = timing.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=2)
+    assert calls == ["a", "a", "b", "b"] + ["a", "b"] * 3
+    assert len(t.seconds["a"]) == len(t.seconds["b"]) == 3
+    t.seconds["a"] = [3.0, 1.0, 2.0]
+    assert t.median("a") == 2.0 and t.spread("a") == 1.0
+    with pytest.raises(ValueError):
+        timing.interleaved({"a": lambda: None}, repeats=0)
+
+
+def test_stiv_step_counts_and_trains():
+    shape = Shape(batch=1, frames=2, size=8, text_len=4, text_dim=16)
+    step = StivStep(bench_config(shape, Arch(layers=3, width=64, heads=2)), shape)
+    n = sum(x.size for x in jax.tree.leaves(step.state["params"]))
+    assert step.num_params == n
+    assert step.flops > 0 and step.memory_bytes()["peak"] > 0
+    losses = [step.step() for _ in range(3)]
+    assert all(0 < x < 10 for x in losses)
+    assert int(step.state["step"]) == 3
+
+
+def test_latte_comparison_tiny(capsys):
+    speedup = latte.main(TINY + ["--mask_ratios=0.5,0"])
+    out = capsys.readouterr().out
+    assert _last_value(out, "speedup_vs_latte") == pytest.approx(speedup, rel=1e-3) and speedup > 0
+    (lat,) = re.findall(r"side=latte .*params=(\d+) train_flops=(\S+)", out)
+    assert int(lat[0]) > 0 and float(lat[1]) > 0
+    assert len(re.findall(r"side=stiv_jax mask_ratio=", out)) == 2
+
+
+def test_latte_flops_scale_with_batch():
+    """FlopCounterMode's count is per step: doubling the batch doubles it."""
+    one, two = (latte.LatteStep(Shape(batch=b, frames=2, size=8, text_len=4, text_dim=16),
+                                Arch(layers=2, width=64, heads=2)).flops for b in (1, 2))
+    assert two == pytest.approx(2 * one, rel=1e-6)
+
+
+def test_mfu_tiny(capsys):
+    fraction = mfu.main(TINY + ["--matmul_size=128", "--matmul_calls=2"])
+    assert _last_value(capsys.readouterr().out, "fraction_of_matmul_peak") == pytest.approx(fraction, rel=1e-3)
+    assert 0 < fraction < 10
+
+
+def test_scaling_tiny(capsys):
+    rows = scaling.main(["--frames=2,4", "--sizes=8", "--base_size=8", "--base_frames=2", "--layers=3",
+                         "--width=64", "--heads=2", "--repeats=1", "--temporal_patch=1"])
+    out = capsys.readouterr().out
+    assert {(r["layout"], r["frames"]) for r in rows} >= {("factorised", 2), ("joint", 2), ("factorised", 4), ("joint", 4)}
+    by = {(r["layout"], r["frames"], r["size"]): r for r in rows}
+    # Joint attention's share of the FLOPs grows with the frame count; the factorised one's less.
+    assert by[("joint", 4, 8)]["attention_share"] > by[("joint", 2, 8)]["attention_share"]
+    assert by[("joint", 4, 8)]["attention_share"] > by[("factorised", 4, 8)]["attention_share"]
+    assert "joint_over_factorised_time=" in out
+
+
+def test_gpu_recipe_dry_run_on_cpu(capsys):
+    out = gpu.main(["--size=tiny", "--batch=1", "--frames=2", "--latent_size=8", "--text_len=4", "--text_dim=16",
+                    "--dtype=float32", "--attention_impl=xla", "--remat=dots", "--matmul_size=128",
+                    "--peer_batch=1", "--repeats=1"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("mfu=") and "speedup_vs_latte=" in last
+    assert out["mfu"] > 0 and out["speedup_vs_latte"] > 0
+    assert gpu.datasheet_peak("NVIDIA H100 80GB HBM3") == pytest.approx(989.4e12)
+    assert gpu.datasheet_peak("cpu") is None
+
+
+def test_cli_rejects_unknown_command():
+    with pytest.raises(SystemExit, match="usage: stiv-bench"):
+        cli.run(["nope"])
+    with pytest.raises(SystemExit, match="takes no flags"):
+        cli.run(["all", "--batch=1"])
