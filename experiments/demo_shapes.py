@@ -22,7 +22,7 @@ from stiv_jax.train.config import base_config
 
 def get_config():
     c = base_config("small", in_channels=12, text_dim=64, rope_ref_grid=(4, 6, 6), remat_policy="none", num_decoder_blocks=0)
-    c.num_train_steps = 1200
+    c.num_train_steps = 1600
     c.batch_size = 8
     c.learning_rate = 1e-3
     c.warmup_steps = 50
