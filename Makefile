@@ -3,16 +3,24 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat setup.cfg | cksum | cut -d' ' -f1)
+HASH := $(shell cat setup.cfg | cksum | cut -d' ' -f1)
+CORE := $(VENV)/.core-$(HASH)
+STAMP := $(VENV)/.installed-$(HASH)
 export JAX_PLATFORMS ?= cpu
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_WORKERS ?= 2
 
 .PHONY: venv test test-slow demo bench clean
 
-$(STAMP): setup.cfg pyproject.toml
+# The demo needs only the core dependencies (no PyTorch/TensorFlow/libtpu): a quicker first run.
+$(CORE): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	rm -f $(VENV)/.core-* && touch $@
+
+# Tests, converters and TPU AOT checks need every extra.
+$(STAMP): $(CORE)
 	# CPU PyTorch first (a local wheel where the machine has one), so the torch extra adds nothing heavy.
 	$(BIN)/pip install -q "torch==2.13.0"
 	$(BIN)/pip install -q -e ".[test,torch,tpu,tf]"
@@ -26,7 +34,7 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow tests
 
-demo: $(STAMP)
+demo: $(CORE)
 	$(BIN)/python -m stiv_jax.demo --out=outputs/demo
 
 bench: $(STAMP)
