@@ -12,7 +12,7 @@ with the attention batch sharded like the logical ``batch`` axis and heads like 
 (stiv_jax/parallel/rules.py): every device attends over its own clips and heads. A key padding
 mask ``[N, 1, 1, Sk]`` (cross-attention to text) becomes segment ids (padding keys get a segment
 no query has). Sequences the kernel cannot tile (lengths not a multiple of 128, e.g. temporal
-attention over 10 patches, where the scores are tiny anyway) fall back to XLA's attention.
+attention over 10 patches, where the scores are tiny anyway) fall back to ``attention.softmax_attention``, the ``xla`` path.
 Off TPU the kernel runs in Pallas' interpreter (tests/test_splash.py compares it with XLA).
 """
 
@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as splash_mask
 
+from stiv_jax.model.attention import softmax_attention
 from stiv_jax.parallel.rules import logical_to_spec
 
 TILE = 128  # lane width: both sequence lengths must be multiples of it
@@ -87,7 +88,7 @@ def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array |
             raise ValueError(f"splash attention takes only a key padding mask [N, 1, 1, Sk], got {mask.shape}")
         kv_valid = jnp.broadcast_to(mask[:, 0, 0, :], (n, sk))
     if not supported(sq, sk):
-        return jax.nn.dot_product_attention(q, k, v, mask=mask)
+        return softmax_attention(q, k, v, mask)
     if interpret is None:
         interpret = _target_platform() != "tpu"
     fn = functools.partial(_local_attention, interpret=interpret)
