@@ -37,7 +37,7 @@ import dataclasses
 from absl import flags
 
 from stiv_jax.bench import timing
-from stiv_jax.bench.trainer import Arch, Shape, StivStep, bench_config
+from stiv_jax.bench.trainer import Arch, Shape, StivStep, bench_config, define_workload_flags, workload
 
 
 def latte_model(shape: Shape, arch: Arch):
@@ -122,14 +122,7 @@ class LatteStep:
 def _flag_values() -> flags.FlagValues:
     fv = flags.FlagValues()
     d = dict(flag_values=fv)
-    flags.DEFINE_integer("batch", 4, "Clips per step.", **d)
-    flags.DEFINE_integer("frames", 8, "Latent frames.", **d)
-    flags.DEFINE_integer("size", 32, "Latent height = width.", **d)
-    flags.DEFINE_integer("text_len", 32, "Caption tokens.", **d)
-    flags.DEFINE_integer("text_dim", 256, "Caption embedding width.", **d)
-    flags.DEFINE_integer("layers", 6, "Blocks (ours: main + 2 MaskDiT decoders; Latte: spatial+temporal pairs).", **d)
-    flags.DEFINE_integer("width", 384, "Model width.", **d)
-    flags.DEFINE_integer("heads", 6, "Attention heads.", **d)
+    define_workload_flags(fv, Shape(batch=4), Arch())
     flags.DEFINE_integer("repeats", 3, "Timed A/B rounds (medians reported).", **d)
     flags.DEFINE_list("mask_ratios", ["0.5", "0"], "MaskDiT ratios to run; the last one gives the final line.", **d)
     return fv
@@ -160,8 +153,7 @@ def main(argv: list[str] | None = None) -> float:
     from stiv_jax.cli import flag_utils
 
     fv = flag_utils.parse(_flag_values(), argv, "stiv-bench latte")
-    shape = Shape(batch=fv.batch, frames=fv.frames, size=fv.size, text_len=fv.text_len, text_dim=fv.text_dim)
-    arch = Arch(layers=fv.layers, width=fv.width, heads=fv.heads)
+    shape, arch = workload(fv)
     print(timing.machine())
     print("workload:", timing.report(**dataclasses.asdict(shape), **dataclasses.asdict(arch)))
     ratios = [float(r) for r in fv.mask_ratios]

@@ -17,20 +17,13 @@ import jax
 from absl import flags
 
 from stiv_jax.bench import timing
-from stiv_jax.bench.trainer import Arch, Shape, StivStep, bench_config
+from stiv_jax.bench.trainer import Arch, Shape, StivStep, bench_config, define_workload_flags, workload
 
 
 def _flag_values() -> flags.FlagValues:
     fv = flags.FlagValues()
     d = dict(flag_values=fv)
-    flags.DEFINE_integer("batch", 2, "Clips per step.", **d)
-    flags.DEFINE_integer("frames", 8, "Latent frames.", **d)
-    flags.DEFINE_integer("size", 32, "Latent height = width.", **d)
-    flags.DEFINE_integer("text_len", 32, "Caption tokens.", **d)
-    flags.DEFINE_integer("text_dim", 256, "Caption embedding width.", **d)
-    flags.DEFINE_integer("layers", 6, "Blocks, including the 2 MaskDiT decoder blocks.", **d)
-    flags.DEFINE_integer("width", 384, "Model width.", **d)
-    flags.DEFINE_integer("heads", 6, "Attention heads.", **d)
+    define_workload_flags(fv, Shape(batch=2), Arch())
     flags.DEFINE_integer("temporal_patch", 1, "Temporal patch size (STIV: 2; 1 = the Latte workload).", **d)
     flags.DEFINE_float("mask_ratio", 0.0, "MaskDiT ratio (FLOPs counted on the kept tokens).", **d)
     flags.DEFINE_string("remat", "dots", "model.remat_policy.", **d)
@@ -61,8 +54,7 @@ def main(argv: list[str] | None = None) -> float:
     from stiv_jax.cli import flag_utils
 
     fv = flag_utils.parse(_flag_values(), argv, "stiv-bench mfu")
-    shape = Shape(batch=fv.batch, frames=fv.frames, size=fv.size, text_len=fv.text_len, text_dim=fv.text_dim)
-    arch = Arch(layers=fv.layers, width=fv.width, heads=fv.heads, temporal_patch=fv.temporal_patch)
+    shape, arch = workload(fv, Arch(temporal_patch=fv.temporal_patch))
     print(timing.machine())
     print("workload:", timing.report(**dataclasses.asdict(shape), **dataclasses.asdict(arch),
                                      mask_ratio=fv.mask_ratio, remat=fv.remat))

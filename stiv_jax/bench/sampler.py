@@ -33,7 +33,7 @@ from absl import flags
 from flax import nnx
 
 from stiv_jax.bench import standin, timing
-from stiv_jax.bench.trainer import Arch, Shape, bench_config, latent_batch
+from stiv_jax.bench.trainer import Arch, Shape, bench_config, define_workload_flags, latent_batch, workload
 from stiv_jax.model.dit import STIV
 from stiv_jax.sampling import analytic, ode, schedules
 from stiv_jax.sampling.guidance import Guidance
@@ -176,12 +176,7 @@ def stiv_cfg_sampling(shape: Shape, arch: Arch, *, steps: int = 50, scale: float
 def _flag_values() -> flags.FlagValues:
     fv = flags.FlagValues()
     d = dict(flag_values=fv)
-    flags.DEFINE_integer("batch", 1, "Samples per call.", **d)
-    flags.DEFINE_integer("frames", 8, "Latent frames.", **d)
-    flags.DEFINE_integer("size", 16, "Latent height = width.", **d)
-    flags.DEFINE_integer("layers", 6, "Blocks, including the 2 MaskDiT decoder blocks.", **d)
-    flags.DEFINE_integer("width", 256, "Model width.", **d)
-    flags.DEFINE_integer("heads", 4, "Attention heads.", **d)
+    define_workload_flags(fv, Shape(batch=1, size=16), Arch(width=256, heads=4), text=False)
     flags.DEFINE_integer("steps", 50, "Sampling steps.", **d)
     flags.DEFINE_integer("repeats", 2, "Timed rounds (medians reported).", **d)
     return fv
@@ -202,8 +197,7 @@ def main(argv: list[str] | None = None) -> None:
         result = cfg_batching(**setting)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                        for k, v in result.items()))
-    shape = Shape(batch=fv.batch, frames=fv.frames, size=fv.size)
-    arch = Arch(layers=fv.layers, width=fv.width, heads=fv.heads, temporal_patch=2)
+    shape, arch = workload(fv, Arch(temporal_patch=2))
     print("stiv workload:", timing.report(**dataclasses.asdict(shape), **dataclasses.asdict(arch), steps=fv.steps))
     print(timing.report(**stiv_cfg_sampling(shape, arch, steps=fv.steps, repeats=fv.repeats)))
 

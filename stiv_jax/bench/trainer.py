@@ -15,6 +15,7 @@ import time
 import jax
 import ml_collections
 import numpy as np
+from absl import flags
 
 from stiv_jax.model.flops import train_step_flops
 from stiv_jax.parallel.mesh import make_mesh
@@ -46,6 +47,28 @@ class Arch:
     patch: int = 2
     temporal_patch: int = 1  # 1 = one token per latent frame (Latte's layout); STIV uses 2
     layout: str = "factorised"  # 'factorised' (spatial + temporal) | 'joint' (full 3D attention)
+
+
+def define_workload_flags(fv: flags.FlagValues, shape: Shape, arch: Arch, *, text: bool = True) -> None:
+    """Defines the flags every model benchmark shares, with ``shape``/``arch`` as defaults:
+    ``--batch --frames --size [--text_len --text_dim] --layers --width --heads``."""
+    d = dict(flag_values=fv)
+    flags.DEFINE_integer("batch", shape.batch, "Clips per step.", **d)
+    flags.DEFINE_integer("frames", shape.frames, "Latent frames.", **d)
+    flags.DEFINE_integer("size", shape.size, "Latent height = width.", **d)
+    if text:
+        flags.DEFINE_integer("text_len", shape.text_len, "Caption tokens.", **d)
+        flags.DEFINE_integer("text_dim", shape.text_dim, "Caption embedding width.", **d)
+    flags.DEFINE_integer("layers", arch.layers, "Blocks, including the 2 MaskDiT decoder blocks (Latte: spatial+temporal pairs).", **d)
+    flags.DEFINE_integer("width", arch.width, "Model width.", **d)
+    flags.DEFINE_integer("heads", arch.heads, "Attention heads.", **d)
+
+
+def workload(fv: flags.FlagValues, arch: Arch = Arch()) -> tuple[Shape, Arch]:
+    """The ``Shape`` and ``Arch`` (other fields from ``arch``) that parsed workload flags describe."""
+    text = dict(text_len=fv.text_len, text_dim=fv.text_dim) if "text_len" in fv else {}
+    shape = Shape(batch=fv.batch, frames=fv.frames, size=fv.size, **text)
+    return shape, dataclasses.replace(arch, layers=fv.layers, width=fv.width, heads=fv.heads)
 
 
 def bench_config(shape: Shape, arch: Arch, *, mask_ratio: float = 0.0, remat: str = "dots",
