@@ -28,7 +28,8 @@ _STEPS = flags.DEFINE_integer("steps", None, "Override config.num_train_steps.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
 T2V_PROMPTS = ("a red circle moving right", "a blue square moving up", "a yellow triangle moving left", "a green square moving down")
-TI2V = ("green", "circle", "right")  # the first frame is rendered; the prompt asks for this motion
+TI2V = ("green", "circle", "right")
+VIEW_SCALE = 4  # written videos are upscaled (nearest neighbour) by this factor  # the first frame is rendered; the prompt asks for this motion
 
 
 def _stage(name: str):
@@ -71,7 +72,7 @@ def prepare_data(out: str, config) -> None:
 def sample_and_report(out: str, workdir: str, config, seed: int) -> dict:
     from stiv_jax import demo_report
     from stiv_jax.data import video_io
-    from stiv_jax.data.synthetic import caption_for, render_clip
+    from stiv_jax.data.synthetic import FPS, caption_for, render_clip
     from stiv_jax.sampling.pipeline import load_sampler
 
     t0 = _stage("4/4 sampling (JIT-CFG 7.5, linear-quadratic schedule, 50 steps)")
@@ -88,8 +89,9 @@ def sample_and_report(out: str, workdir: str, config, seed: int) -> dict:
     videos, labels, rows = [], [], []
     for name, prompt, video in [*(("t2v", p, v) for p, v in zip(T2V_PROMPTS, t2v)), ("ti2v", ti2v_prompt, ti2v[0])]:
         stem = os.path.join(out, f"{name}_{prompt.replace(' ', '_')}")
+        big = np.asarray(video).repeat(VIEW_SCALE, axis=1).repeat(VIEW_SCALE, axis=2)  # 24 px is tiny on screen
         for ext in (".mp4", ".gif"):
-            video_io.write_video(stem + ext, np.asarray(video), fps=8)
+            video_io.write_video(stem + ext, big, fps=FPS / stride)  # the source clips' speed
         seen, want = demo_report.describe(np.asarray(video)), demo_report.parse_caption(prompt)
         rows.append(dict(task=name, prompt=prompt, seen=seen, ok={k: seen[k] == want[k] for k in want}, file=stem + ".mp4"))
         videos.append(np.asarray(video))

@@ -20,7 +20,7 @@ def test_describe_recovers_rendered_attributes():
     hits = {"color": 0, "shape": 0, "motion": 0}
     combos = list(itertools.product(COLORS, SHAPES, MOTIONS))
     for color, shape, motion in combos:
-        clip = _downsize(render_clip(color, shape, motion, 16, 64, rng)[::2], 24)  # as the demo sees it
+        clip = _downsize(render_clip(color, shape, motion, 16, 64, rng)[::4], 24)  # as the demo sees it
         seen = demo_report.describe(clip)
         want = demo_report.parse_caption(caption_for(color, shape, motion))
         for k in hits:

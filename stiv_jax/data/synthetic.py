@@ -31,6 +31,11 @@ SHAPES = ("circle", "square", "triangle")
 MOTIONS = ("left", "right", "up", "down", "still")
 _DIRECTIONS = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0), "still": (0, 0)}
 _SUPERSAMPLE = 4
+# Shape radius and path length as fractions of the frame size. Shapes are large (≈ half the frame
+# across) so that circle, square and triangle still differ by several pixels at the demo's 24 px.
+FPS = 8.0  # frame rate of the rendered mp4s
+RADIUS = (0.18, 0.24)
+TRAVEL = (0.30, 0.42)
 
 
 def caption_for(color: str, shape: str, motion: str) -> str:
@@ -67,14 +72,16 @@ def render_clip(
 ) -> np.ndarray:
     """Renders ``uint8 [num_frames, size, size, 3]`` (antialiased by 4x supersampling).
 
-    ``rng`` picks the background shade, the shape's radius (14-20% of the frame), its path length
-    (35-55% of the frame) and where the path lies; the shape stays fully inside the frame.
+    ``rng`` picks the background shade, the shape's radius (``RADIUS``), its path length
+    (``TRAVEL``) and where the path lies; the shape stays fully inside the frame.
     """
     if color not in COLORS or motion not in _DIRECTIONS:
         raise ValueError(f"unknown color {color!r} or motion {motion!r}")
+    if size * (1 - 2 * RADIUS[1] - TRAVEL[1]) < 2:
+        raise ValueError(f"size={size} is too small for a moving shape; use at least {int(2 / (1 - 2 * RADIUS[1] - TRAVEL[1])) + 1}")
     background = rng.integers(8, 36, size=3)
-    r = size * rng.uniform(0.14, 0.20)
-    travel = size * rng.uniform(0.35, 0.55) if motion != "still" else 0.0
+    r = size * rng.uniform(*RADIUS)
+    travel = size * rng.uniform(*TRAVEL) if motion != "still" else 0.0
     lo, hi = r + 1, size - r - 1
     along = rng.uniform(lo, hi - travel)  # start of the path on the moving axis (ascending)
     across = rng.uniform(lo, hi)
@@ -131,7 +138,7 @@ def make_demo_data(
     seed: int = 0,
     size: int = 64,
     num_frames: int = 16,
-    fps: float = 8.0,
+    fps: float = FPS,
 ) -> list[dict]:
     """Writes ``out/videos/NNNNN.mp4``, ``out/captions.jsonl`` and ``out/spm.model``."""
     os.makedirs(os.path.join(out, "videos"), exist_ok=True)
