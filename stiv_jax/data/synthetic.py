@@ -77,12 +77,12 @@ def render_clip(
     """
     if color not in COLORS or motion not in _DIRECTIONS:
         raise ValueError(f"unknown color {color!r} or motion {motion!r}")
-    if size * (1 - 2 * RADIUS[1] - TRAVEL[1]) < 2:
-        raise ValueError(f"size={size} is too small for a moving shape; use at least {int(2 / (1 - 2 * RADIUS[1] - TRAVEL[1])) + 1}")
     background = rng.integers(8, 36, size=3)
     r = size * rng.uniform(*RADIUS)
-    travel = size * rng.uniform(*TRAVEL) if motion != "still" else 0.0
     lo, hi = r + 1, size - r - 1
+    if hi <= lo:
+        raise ValueError(f"size={size} is too small for a demo shape")
+    travel = min(size * rng.uniform(*TRAVEL), hi - lo) if motion != "still" else 0.0  # small frames: shorter path
     along = rng.uniform(lo, hi - travel)  # start of the path on the moving axis (ascending)
     across = rng.uniform(lo, hi)
     dy, dx = _DIRECTIONS[motion]
