@@ -156,6 +156,15 @@ def test_mismatch_errors_name_the_key():
     assert "shape mismatch at blocks.0.mlp.fc1.weight: config gives (256, 64), got (64, 256)" in str(e.value)
 
 
+def test_joint_attention_layout_is_refused_not_exported_wrong():
+    # The PyTorch model has only the factorised layout; a joint-attention checkpoint would load
+    # into it with matching shapes (temporal_attention=False) and silently compute something else.
+    joint = get_model_config("tiny", attention_layout="joint", temporal_attention=False)
+    params = pure_params(random_model(joint, seed=0))
+    with pytest.raises(convert.ConversionError, match="attention_layout='joint'"):
+        convert.flax_to_torch(params, joint)
+
+
 def test_load_torch_stiv_rejects_config_mismatch(tmp_path):
     cfg = get_model_config("tiny")
     out, cfg_path = convert.export(pure_params(random_model(cfg, seed=0)), cfg, tmp_path / "m.safetensors")

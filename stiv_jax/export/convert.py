@@ -51,11 +51,16 @@ def model_config(config: Mapping[str, Any] | ml_collections.ConfigDict) -> ml_co
     """The locked, resolved (size-derived fields filled in) Flax model ConfigDict from a dict
     (e.g. the exported JSON) or a ConfigDict."""
     if isinstance(config, ml_collections.ConfigDict):
-        return resolve(config)
-    d = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
-    if "size" not in d:
-        raise ConversionError(f"model config has no 'size' key: {sorted(d)}")
-    return resolve(get_model_config(d.pop("size"), **d))
+        c = resolve(config)
+    else:
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+        if "size" not in d:
+            raise ConversionError(f"model config has no 'size' key: {sorted(d)}")
+        c = resolve(get_model_config(d.pop("size"), **d))
+    if c.attention_layout != "factorised":  # torch_stiv.STIV has no joint 3D attention
+        raise ConversionError(f"model.attention_layout={c.attention_layout!r}: the PyTorch STIV implements the "
+                              "paper's factorised spatial/temporal attention only; the 'joint' ablation cannot be exported")
+    return c
 
 
 def _layout(path: Path) -> tuple[str, tuple[int, ...] | None]:
