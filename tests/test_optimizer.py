@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from stiv_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from stiv_jax.train.step import ema_update
@@ -63,6 +64,21 @@ def test_warmup_then_constant_learning_rate():
     cfg = tiny_train_config(learning_rate=2e-4, warmup_steps=1000)
     s = learning_rate_schedule(cfg)
     np.testing.assert_allclose([float(s(0)), float(s(500)), float(s(1000)), float(s(50_000))], [0.0, 1e-4, 2e-4, 2e-4], rtol=1e-6)
+
+
+def test_warmup_then_cosine_learning_rate():
+    # lr(t) = lr_end + (lr - lr_end)·(1 + cos(π·(t − warmup)/(total − warmup)))/2 after a linear warmup.
+    cfg = tiny_train_config(learning_rate=1e-3, warmup_steps=100, num_train_steps=1100, lr_decay="cosine", lr_final_fraction=0.1)
+    s = learning_rate_schedule(cfg)
+    steps = np.array([0, 50, 100, 350, 600, 1100])
+    cosine = 1e-4 + 9e-4 * (1 + np.cos(np.pi * (steps - 100) / 1000)) / 2
+    want = np.where(steps < 100, 1e-3 * steps / 100, cosine)
+    np.testing.assert_allclose([float(s(int(t))) for t in steps], want, rtol=1e-5)
+
+
+def test_unknown_learning_rate_decay_fails_fast():
+    with pytest.raises(ValueError, match="lr_decay='linear'"):
+        learning_rate_schedule(tiny_train_config(lr_decay="linear"))
 
 
 def test_ema_update_matches_formula():

@@ -14,9 +14,21 @@ import ml_collections
 import optax
 
 
+LR_DECAYS = ("constant", "cosine")
+
+
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-    """Linear warmup from 0 to ``learning_rate`` over ``warmup_steps``, then constant."""
-    return optax.warmup_constant_schedule(0.0, config.learning_rate, max(int(config.warmup_steps), 1))
+    """Linear warmup from 0 to ``learning_rate`` over ``warmup_steps``, then constant (the paper),
+    or with ``lr_decay='cosine'`` a half cosine down to ``lr_final_fraction · learning_rate`` at
+    ``num_train_steps`` (short runs such as the CPU demo end cleaner with a decay)."""
+    warmup, lr = max(int(config.warmup_steps), 1), config.learning_rate
+    if config.lr_decay == "constant":
+        return optax.warmup_constant_schedule(0.0, lr, warmup)
+    if config.lr_decay == "cosine":
+        if config.num_train_steps <= warmup:
+            raise ValueError(f"lr_decay='cosine' needs num_train_steps={config.num_train_steps} > warmup_steps={warmup}")
+        return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, config.num_train_steps, end_value=config.lr_final_fraction * lr)
+    raise ValueError(f"config.lr_decay={config.lr_decay!r}; choose one of {LR_DECAYS}")
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
