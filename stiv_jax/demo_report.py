@@ -11,12 +11,14 @@ names the motion. Also renders the contact sheet and the loss curve as PNG files
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+from typing import Callable, Sequence
 
 import numpy as np
 
-from stiv_jax.data.synthetic import COLORS, SHAPES, shape_coverage
+from stiv_jax.data.synthetic import COLORS, MOTIONS, SHAPES, caption_for, shape_coverage
 
 # Area of each demo shape with radius 1 (synthetic._shape_mask): πr², (1.7r)², (3√3/4)r².
 SHAPE_AREA = {"circle": np.pi, "square": 1.7**2, "triangle": 3 * np.sqrt(3) / 4}
@@ -60,6 +62,30 @@ def _shape(video: np.ndarray, rgb: tuple[int, int, int]) -> str:
         r = np.sqrt(np.median(area) / SHAPE_AREA[s])
         errors[s] = np.abs(shape_coverage(s, alpha.shape[1], cy, cx, r) - alpha).sum()
     return min(errors, key=errors.get)
+
+
+def all_prompts() -> list[str]:
+    """The caption of every (colour, shape, motion) combination of the demo world (60)."""
+    return [caption_for(*c) for c in itertools.product(COLORS, SHAPES, MOTIONS)]
+
+
+def prompt_following(generate: Callable[[list[str]], Sequence[np.ndarray]], prompts: Sequence[str] | None = None,
+                     batch: int = 20) -> dict:
+    """Fraction of ``prompts`` (default: all 60) whose generated video shows the asked colour,
+    shape and motion; ``generate(prompts) → uint8 [T, H, W, 3] videos``. Also reports chance
+    (1/4, 1/3, 1/5) and, for motion, whether moving vs standing still is right (chance ≈ 0.68)."""
+    prompts = list(prompts or all_prompts())
+    hits = {"color": 0, "shape": 0, "motion": 0, "moving_or_still": 0}
+    for i in range(0, len(prompts), batch):
+        chunk = prompts[i : i + batch]
+        for prompt, video in zip(chunk, generate(chunk)):
+            seen, want = describe(np.asarray(video)), parse_caption(prompt)
+            for k in ("color", "shape", "motion"):
+                hits[k] += seen[k] == want[k]
+            hits["moving_or_still"] += (seen["motion"] == "still") == (want["motion"] == "still") and seen["motion"] is not None
+    p_still = 1 / len(MOTIONS)
+    chance = dict(color=1 / len(COLORS), shape=1 / len(SHAPES), motion=p_still, moving_or_still=p_still**2 + (1 - p_still) ** 2)
+    return dict(prompts=len(prompts), accuracy={k: v / len(prompts) for k, v in hits.items()}, chance=chance)
 
 
 def parse_caption(caption: str) -> dict:

@@ -29,6 +29,22 @@ def test_describe_recovers_rendered_attributes():
     assert hits == {"color": n, "shape": n, "motion": n}, hits
 
 
+def test_prompt_following_scores_a_perfect_and_a_prompt_blind_generator():
+    rng = np.random.default_rng(1)
+
+    def render(prompts, blind=False):
+        asked = [("red", "circle", "still") if blind else tuple(demo_report.parse_caption(p).values()) for p in prompts]
+        return [_downsize(render_clip(*a, 16, 64, rng)[::4], 24) for a in asked]
+
+    perfect = demo_report.prompt_following(render, batch=7)
+    assert perfect["prompts"] == 60 and perfect["accuracy"] == dict(color=1.0, shape=1.0, motion=1.0, moving_or_still=1.0)
+    blind = demo_report.prompt_following(lambda p: render(p, blind=True))
+    # Always "a red circle standing still": right for 1/4 colours, 1/3 shapes, 1/5 motions, and
+    # right about moving-vs-still exactly when the prompt asks for a still shape.
+    assert blind["accuracy"] == dict(color=0.25, shape=1 / 3, motion=0.2, moving_or_still=0.2)
+    assert blind["chance"]["color"] == 0.25 and abs(blind["chance"]["moving_or_still"] - 0.68) < 1e-9
+
+
 def test_empty_video_is_not_described():
     assert demo_report.describe(np.zeros((4, 16, 16, 3), np.uint8)) == dict(color=None, shape=None, motion=None)
 
