@@ -74,6 +74,9 @@ def test_warmup_then_cosine_learning_rate():
     cosine = 1e-4 + 9e-4 * (1 + np.cos(np.pi * (steps - 100) / 1000)) / 2
     want = np.where(steps < 100, 1e-3 * steps / 100, cosine)
     np.testing.assert_allclose([float(s(int(t))) for t in steps], want, rtol=1e-5)
+    # A run shorter than its warmup (e.g. a quick notebook run of the demo config) only warms up.
+    short = learning_rate_schedule(tiny_train_config(learning_rate=1e-3, warmup_steps=50, num_train_steps=40, lr_decay="cosine"))
+    np.testing.assert_allclose([float(short(t)) for t in (0, 20, 39)], [0.0, 4e-4, 7.8e-4], rtol=1e-5)
 
 
 def test_unknown_learning_rate_decay_fails_fast():

@@ -24,10 +24,9 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
     warmup, lr = max(int(config.warmup_steps), 1), config.learning_rate
     if config.lr_decay == "constant":
         return optax.warmup_constant_schedule(0.0, lr, warmup)
-    if config.lr_decay == "cosine":
-        if config.num_train_steps <= warmup:
-            raise ValueError(f"lr_decay='cosine' needs num_train_steps={config.num_train_steps} > warmup_steps={warmup}")
-        return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, config.num_train_steps, end_value=config.lr_final_fraction * lr)
+    if config.lr_decay == "cosine":  # a run no longer than its warmup only warms up
+        total = max(int(config.num_train_steps), warmup + 1)
+        return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, total, end_value=config.lr_final_fraction * lr)
     raise ValueError(f"config.lr_decay={config.lr_decay!r}; choose one of {LR_DECAYS}")
 
 
