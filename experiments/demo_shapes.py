@@ -19,9 +19,10 @@ high noise, where a clip's position, shape and motion are decided: logit-normal(
 across frames. AdaFactor at 2e-3 with a cosine decay to 0 (the paper's constant 2e-4 suits
 400k steps): over the last 400 steps the loss averages 0.055 instead of 0.061 with the constant
 1e-3 used before (one run each); prompt following on all 60 captions did not change. Text: a
-frozen random embedding of the demo's word-level SentencePiece vocabulary. Tasks: T2V and TI2V by frame replacement with 8%/10% image/text dropout, so one
-model does both and JIT-CFG works (§2.3). No MaskDiT (mask_ratio 0, no decoder blocks): a run
-this short has no budget for the unmasked fine-tuning masked training needs (§2.2).
+frozen random embedding of the demo's word-level SentencePiece vocabulary. Tasks: T2V and TI2V
+by frame replacement with 8%/10% image/text dropout, so one model does both and JIT-CFG works
+(§2.3). No MaskDiT (mask_ratio 0, no decoder blocks): a run this short has no budget for the
+unmasked fine-tuning masked training needs (§2.2).
 """
 
 from stiv_jax.train.config import base_config

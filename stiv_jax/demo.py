@@ -28,8 +28,8 @@ _STEPS = flags.DEFINE_integer("steps", None, "Override config.num_train_steps.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
 T2V_PROMPTS = ("a red circle moving right", "a blue square moving up", "a yellow triangle moving left", "a green square moving down")
-TI2V = ("green", "circle", "right")
-VIEW_SCALE = 4  # written videos are upscaled (nearest neighbour) by this factor  # the first frame is rendered; the prompt asks for this motion
+TI2V = ("green", "circle", "right")  # the first frame is rendered; the prompt asks for this motion
+VIEW_SCALE = 4  # written videos are upscaled (nearest neighbour) by this factor
 
 
 def _stage(name: str):
