@@ -52,6 +52,7 @@ def word_sensitivity(model, encode, x: jax.Array, t: jax.Array, micro: jax.Array
 def main(argv) -> None:
     del argv
     from stiv_jax.sampling.pipeline import load_sampler
+    from stiv_jax.sampling.tasks import default_micro
 
     s = load_sampler(_WORKDIR.value)
     c = s.config
@@ -59,7 +60,7 @@ def main(argv) -> None:
     size = c.data.resolution // ds
     x = jax.random.normal(jax.random.key(0), (16, f, size, size, c.model.in_channels))
     t = jnp.full((16,), _T.value)
-    micro = jnp.tile(jnp.array([[c.data.resolution] * 2 + [0, 0, c.data.frame_strides[0], f]], jnp.float32), (16, 1))
+    micro = default_micro(16, c.data.resolution, c.data.resolution, f, c.data.frame_strides[0])
 
     print(f"velocity change vs {_BASE.value!r} at t={_T.value} (16 noise inputs):")
     for prompt, change in word_sensitivity(s.model, s.encode_prompts, x, t, micro, _BASE.value, _VARIANTS.value).items():
