@@ -4,8 +4,12 @@
   for another (relative L2 over a batch of noise inputs), e.g. "a red circle moving right" →
   "… moving left". A word the model ignores changes it by ~0.
 - :func:`time_reversal_asymmetry`: ``‖v(x) − R v(R x)‖ / ‖v(x)‖`` with ``R`` reversing the frames.
-  Factorised attention sees frame order only through temporal attention's 1D RoPE; a model with
-  asymmetry ≈ 0 cannot tell a motion from its reverse (left from right).
+  Factorised attention sees frame order only through temporal attention's 1D RoPE (relative
+  offsets). On pure-noise inputs the velocity is mostly the noise estimate, which reversal leaves
+  alone, so a small value there does not by itself mean the model is order-blind.
+- :func:`caption_loss_gain`: the decisive one. The flow-matching loss on real training clips with
+  each caption edited (one word swapped) minus the loss with the true caption, per flow time. A
+  word the model uses costs loss when it is wrong; a word it ignores costs ≈ 0.
 
 Run on a workdir: ``python -m stiv_jax.probe --workdir=outputs/demo/workdir``.
 """
@@ -17,14 +21,20 @@ from typing import Mapping
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import app, flags
+
+from stiv_jax.flow.interpolant import interpolate, velocity_target
+from stiv_jax.flow.tasks import replace_frames
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (latest checkpoint, EMA weights).")
 _BASE = flags.DEFINE_string("prompt", "a red circle moving right", "The reference prompt.")
 _VARIANTS = flags.DEFINE_list("variants", ["a blue circle moving right", "a red square moving right",
                                            "a red circle moving left", "a red circle moving up",
                                            "a red circle standing still"], "Prompts compared with --prompt.")
-_T = flags.DEFINE_float("t", 0.3, "Flow time of the probe inputs (0 = noise, 1 = data).")
+_T = flags.DEFINE_float("t", 0.3, "Flow time of the noise probe inputs (0 = noise, 1 = data).")
+_CLIPS = flags.DEFINE_integer("clips", 32, "Training clips for the caption-edit probe.")
+_TIMES = flags.DEFINE_list("times", ["0.1", "0.3", "0.5", "0.7"], "Flow times of the caption-edit probe.")
 
 
 def _relative(a: jax.Array, b: jax.Array) -> float:
@@ -49,10 +59,67 @@ def word_sensitivity(model, encode, x: jax.Array, t: jax.Array, micro: jax.Array
     return {v: _relative(ref, velocity(v)) for v in variants}
 
 
+def caption_loss_gain(model, encode, x1: jax.Array, micro: jax.Array, captions: list[str],
+                      edits: Mapping[str, list[str]], times: tuple[float, ...], key: jax.Array,
+                      cond_mask: jax.Array | None = None) -> dict[str, list[float]]:
+    """``{edit: [mean loss(edited caption) − loss(caption) for t in times]}`` over clips ``x1``.
+
+    ``edits[name][i]`` replaces ``captions[i]``; rows it leaves unchanged are not averaged.
+    ``cond_mask [B, T]`` (True = frame replaced by its clean latent, e.g. TI2V's first frame)
+    is passed to the model and left out of the loss, as in training (§2.3.1).
+    """
+    chex.assert_rank(x1, 5)
+    b, f = x1.shape[:2]
+    cond = jnp.zeros((b, f), bool) if cond_mask is None else cond_mask
+    chex.assert_shape(cond, (b, f))
+    gains: dict[str, list[float]] = {name: [] for name in edits}
+    for i, time in enumerate(times):
+        noise = jax.random.normal(jax.random.fold_in(key, i), x1.shape, x1.dtype)
+        t = jnp.full((b,), time)
+        x_t = replace_frames(interpolate(x1, noise, t), x1, cond)
+        frames = (~cond).astype(jnp.float32)[:, :, None, None, None]
+
+        def loss(prompts: list[str]) -> np.ndarray:
+            v = model(x_t, t, **encode(prompts), micro=micro, cond_mask=cond if cond_mask is not None else None)
+            err = jnp.square(v - velocity_target(x1, noise)) * frames
+            return np.asarray(err.sum(axis=(1, 2, 3, 4)) / (frames.sum(axis=(1, 2, 3, 4)) * np.prod(x1.shape[2:])))
+
+        base = loss(captions)
+        for name, edited in edits.items():
+            changed = np.array([a != c for a, c in zip(edited, captions)])
+            gains[name].append(float((loss(edited) - base)[changed].mean()) if changed.any() else 0.0)
+    return gains
+
+
+def demo_caption_edits(captions: list[str]) -> dict[str, list[str]]:
+    """Demo captions with one word swapped: the next colour / shape, the opposite direction, the
+    other axis (left↔up, right↔down), and "standing still" (moving clips only)."""
+    from stiv_jax.data.synthetic import COLORS, SHAPES, caption_for
+    from stiv_jax.demo_report import parse_caption
+
+    colors = tuple(COLORS)
+    parsed = [parse_caption(c) for c in captions]
+    nxt = lambda seq, v: seq[(seq.index(v) + 1) % len(seq)]
+    swap = {"left": "right", "right": "left", "up": "down", "down": "up"}
+    axis = {"left": "up", "up": "left", "right": "down", "down": "right"}
+    edit = lambda f: [caption_for(*f(p["color"], p["shape"], p["motion"])) for p in parsed]
+    keep_still = lambda table: lambda c, s, m: (c, s, table.get(m, m))
+    return {
+        "colour": edit(lambda c, s, m: (nxt(colors, c), s, m)),
+        "shape": edit(lambda c, s, m: (c, nxt(SHAPES, s), m)),
+        "direction reversed": edit(keep_still(swap)),
+        "other axis": edit(keep_still(axis)),
+        "standing still": edit(lambda c, s, m: (c, s, "still")),
+    }
+
+
 def main(argv) -> None:
     del argv
+    import sentencepiece as spm
+
     from stiv_jax.sampling.pipeline import load_sampler
     from stiv_jax.sampling.tasks import default_micro
+    from stiv_jax.train.data import make_iterator
 
     s = load_sampler(_WORKDIR.value)
     c = s.config
@@ -67,6 +134,20 @@ def main(argv) -> None:
         print(f"  {prompt:34s} {change:.3f}")
     asym = time_reversal_asymmetry(s.model, x, t, dict(s.encode_prompts([_BASE.value] * 16), micro=micro))
     print(f"time-reversal asymmetry: {asym:.3f}")
+
+    # The training clips themselves (the run's data config, read from the current directory).
+    sp = spm.SentencePieceProcessor(model_file=c.data.tokenizer_path)
+    batch = next(make_iterator(c, _CLIPS.value, 0, 1))
+    captions = [sp.decode([int(i) for i, m in zip(ids, mask) if m and i > 1]) for ids, mask in zip(batch["text_ids"], batch["text_mask"])]
+    x1, micro = jnp.asarray(batch["latents"]), jnp.asarray(batch["micro"])
+    edits = demo_caption_edits(captions)
+    times = tuple(float(v) for v in _TIMES.value)
+    first = jnp.zeros(x1.shape[:2], bool).at[:, 0].set(True)
+    for task, cond in (("t2v", None), ("ti2v", first)):
+        gains = caption_loss_gain(s.model, s.encode_prompts, x1, micro, captions, edits, times, jax.random.key(1), cond)
+        print(f"{task}: loss increase with one caption word wrong ({len(captions)} training clips), at t = {', '.join(map(str, times))}:")
+        for name, row in gains.items():
+            print(f"  {name:20s} " + " ".join(f"{g:+.4f}" for g in row))
 
 
 if __name__ == "__main__":
