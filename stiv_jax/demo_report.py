@@ -14,11 +14,12 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import zlib
 from typing import Callable, Sequence
 
 import numpy as np
 
-from stiv_jax.data.synthetic import COLORS, MOTIONS, SHAPES, caption_for, shape_coverage
+from stiv_jax.data.synthetic import COLORS, MOTIONS, SHAPES, caption_for, render_clip, shape_coverage
 
 # Area of each demo shape with radius 1 (synthetic._shape_mask): πr², (1.7r)², (3√3/4)r².
 SHAPE_AREA = {"circle": np.pi, "square": 1.7**2, "triangle": 3 * np.sqrt(3) / 4}
@@ -64,16 +65,30 @@ def _shape(video: np.ndarray, rgb: tuple[int, int, int]) -> str:
     return min(errors, key=errors.get)
 
 
-def all_prompts() -> list[str]:
-    """The caption of every (colour, shape, motion) combination of the demo world (60)."""
-    return [caption_for(*c) for c in itertools.product(COLORS, SHAPES, MOTIONS)]
+def all_prompts(moving_only: bool = False) -> list[str]:
+    """The caption of every (colour, shape, motion) combination of the demo world (60; 48 that
+    move with ``moving_only``)."""
+    motions = [m for m in MOTIONS if m != "still"] if moving_only else MOTIONS
+    return [caption_for(*c) for c in itertools.product(COLORS, SHAPES, motions)]
+
+
+def first_frames(prompts: Sequence[str], seed: int = 1234, size: int = 64) -> np.ndarray:
+    """``uint8 [N, size, size, 3]``: frame 0 of a clip rendered for each prompt like the training
+    data (64 px), the TI2V conditioning image; a prompt's frame depends only on it and ``seed``."""
+    frames = []
+    for prompt in prompts:
+        want = parse_caption(prompt)
+        rng = np.random.default_rng([seed, zlib.crc32(prompt.encode())])
+        frames.append(render_clip(want["color"], want["shape"], want["motion"], 16, size, rng)[0])
+    return np.stack(frames)
 
 
 def prompt_following(generate: Callable[[list[str]], Sequence[np.ndarray]], prompts: Sequence[str] | None = None,
                      batch: int = 20) -> dict:
     """Fraction of ``prompts`` (default: all 60) whose generated video shows the asked colour,
-    shape and motion; ``generate(prompts) → uint8 [T, H, W, 3] videos``. Also reports chance
-    (1/4, 1/3, 1/5) and, for motion, whether moving vs standing still is right (chance ≈ 0.68)."""
+    shape and motion; ``generate(prompts) → uint8 [T, H, W, 3] videos``. Also reports whether
+    moving vs standing still is right, and chance: a uniform guess among the colours, shapes and
+    motions the prompts ask for (all 60: 1/4, 1/3, 1/5; moving vs still ≈ 0.68)."""
     prompts = list(prompts or all_prompts())
     hits = {"color": 0, "shape": 0, "motion": 0, "moving_or_still": 0}
     for i in range(0, len(prompts), batch):
@@ -83,8 +98,11 @@ def prompt_following(generate: Callable[[list[str]], Sequence[np.ndarray]], prom
             for k in ("color", "shape", "motion"):
                 hits[k] += seen[k] == want[k]
             hits["moving_or_still"] += (seen["motion"] == "still") == (want["motion"] == "still") and seen["motion"] is not None
-    p_still = 1 / len(MOTIONS)
-    chance = dict(color=1 / len(COLORS), shape=1 / len(SHAPES), motion=p_still, moving_or_still=p_still**2 + (1 - p_still) ** 2)
+    asked = [parse_caption(p) for p in prompts]
+    options = lambda k: len({a[k] for a in asked})
+    p_still = 1 / options("motion") if any(a["motion"] == "still" for a in asked) else 0.0
+    chance = dict(color=1 / options("color"), shape=1 / options("shape"), motion=1 / options("motion"),
+                  moving_or_still=p_still**2 + (1 - p_still) ** 2)
     return dict(prompts=len(prompts), accuracy={k: v / len(prompts) for k, v in hits.items()}, chance=chance)
 
 

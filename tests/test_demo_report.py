@@ -59,3 +59,23 @@ def test_contact_sheet_and_loss_curve(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 0.5}\n')
     curve = demo_report.loss_curve(str(tmp_path / "metrics.jsonl"), str(tmp_path / "c.png"))
     assert os.path.getsize(curve) > 1000
+
+
+def test_first_frames_show_the_asked_colour_and_shape_and_depend_on_the_prompt_only():
+    prompts = demo_report.all_prompts(moving_only=True)
+    assert len(prompts) == 48 and not any("still" in p for p in prompts)
+    frames = demo_report.first_frames(prompts)
+    assert frames.shape == (48, 64, 64, 3) and frames.dtype == np.uint8
+    for prompt, frame in zip(prompts, frames):
+        seen, want = demo_report.describe(_downsize(frame[None].repeat(4, 0), 24)), demo_report.parse_caption(prompt)
+        assert (seen["color"], seen["shape"], seen["motion"]) == (want["color"], want["shape"], "still"), prompt
+    np.testing.assert_array_equal(demo_report.first_frames(prompts[3:5]), frames[3:5])  # batch-independent
+
+
+def test_prompt_following_chance_is_that_of_the_prompts_asked():
+    rng = np.random.default_rng(2)
+    moving = demo_report.all_prompts(moving_only=True)
+    render = lambda ps: [_downsize(render_clip(*demo_report.parse_caption(p).values(), 16, 64, rng)[::4], 24) for p in ps]
+    got = demo_report.prompt_following(render, moving)
+    assert got["prompts"] == 48 and got["accuracy"]["motion"] == 1.0
+    assert got["chance"] == dict(color=0.25, shape=1 / 3, motion=0.25, moving_or_still=1.0)
