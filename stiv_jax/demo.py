@@ -139,9 +139,9 @@ def main(argv) -> None:
         s = row["seen"]
         marks = "".join("✓" if row["ok"][k] else "✗" for k in ("color", "shape", "motion"))
         print(f"  {row['task']:5s} {row['prompt']:32s} → {s['color']} {s['shape']} {s['motion']}  [{marks}]")
-    for name, key in (("T2V on all", "t2v_all_prompts"), ("TI2V on the", "ti2v_moving_prompts")):
+    for name, key in (("T2V on all {} demo captions", "t2v_all_prompts"), ("TI2V on the {} moving demo captions", "ti2v_moving_prompts")):
         every = report[key]
-        print(f"{name} {every['prompts']} {'moving ' if key.startswith('ti2v') else ''}demo captions (accuracy, chance in brackets): "
+        print(name.format(every["prompts"]) + " (accuracy, chance in brackets): "
               + ", ".join(f"{k} {v:.0%} ({every['chance'][k]:.0%})" for k, v in every["accuracy"].items()))
     print(f"\nvideos (mp4 + gif): {out}/t2v_*.mp4, {out}/ti2v_*.mp4")
     print(f"contact sheet:      {report['sheet']}")

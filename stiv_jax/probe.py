@@ -80,7 +80,7 @@ def caption_loss_gain(model, encode, x1: jax.Array, micro: jax.Array, captions: 
         frames = (~cond).astype(jnp.float32)[:, :, None, None, None]
 
         def loss(prompts: list[str]) -> np.ndarray:
-            v = model(x_t, t, **encode(prompts), micro=micro, cond_mask=cond if cond_mask is not None else None)
+            v = model(x_t, t, **encode(prompts), micro=micro, cond_mask=cond)  # as in training
             err = jnp.square(v - velocity_target(x1, noise)) * frames
             return np.asarray(err.sum(axis=(1, 2, 3, 4)) / (frames.sum(axis=(1, 2, 3, 4)) * np.prod(x1.shape[2:])))
 
