@@ -90,15 +90,14 @@ def prompt_following(generate: Callable[[list[str]], Sequence[np.ndarray]], prom
     moving vs standing still is right, and chance: a uniform guess among the colours, shapes and
     motions the prompts ask for (all 60: 1/4, 1/3, 1/5; moving vs still ≈ 0.68)."""
     prompts = list(prompts or all_prompts())
+    asked = [parse_caption(p) for p in prompts]
     hits = {"color": 0, "shape": 0, "motion": 0, "moving_or_still": 0}
     for i in range(0, len(prompts), batch):
-        chunk = prompts[i : i + batch]
-        for prompt, video in zip(chunk, generate(chunk)):
-            seen, want = describe(np.asarray(video)), parse_caption(prompt)
+        for want, video in zip(asked[i : i + batch], generate(prompts[i : i + batch])):
+            seen = describe(np.asarray(video))
             for k in ("color", "shape", "motion"):
                 hits[k] += seen[k] == want[k]
             hits["moving_or_still"] += (seen["motion"] == "still") == (want["motion"] == "still") and seen["motion"] is not None
-    asked = [parse_caption(p) for p in prompts]
     options = lambda k: len({a[k] for a in asked})
     p_still = 1 / options("motion") if any(a["motion"] == "still" for a in asked) else 0.0
     chance = dict(color=1 / options("color"), shape=1 / options("shape"), motion=1 / options("motion"),
