@@ -122,3 +122,19 @@ def test_bfloat16_compute_stays_close_to_float32(model):
     bf16 = forward(random_model(tiny_config(dtype="bfloat16")), x, t, kw)
     assert bf16.dtype == jnp.float32
     assert float(jnp.max(jnp.abs(bf16 - f32))) < 0.05 * float(jnp.max(jnp.abs(f32)))
+
+
+def test_rope_only_model_gives_identical_frames_identical_outputs():
+    """RoPE is relative and the condition is per clip, so on a video whose frames are all equal
+    every frame gets the same velocity: no block can tell frame 0 from frame 3. (This is why a
+    T2V caption's motion direction has to be read against the other frames' content; README,
+    "What you should see".) The check can fail: with frame 3 changed, frames 0 and 1 (still
+    equal, but at different offsets from it) get different outputs."""
+    model = random_model(tiny_config(temporal_patch_size=1), seed=1)
+    x, t, kw = make_inputs(model.cfg, frames=1, cond=False)
+    kw["cond_mask"] = jnp.zeros((2, 4), bool)
+    video = jnp.repeat(x, 4, axis=1)
+    out = np.asarray(forward(model, video, t, kw))
+    assert np.abs(out - out[:, :1]).max() <= 1e-5 * np.abs(out).max()
+    changed = np.asarray(forward(model, video.at[:, 3].multiply(-1.0), t, kw))
+    assert np.abs(changed[:, 1] - changed[:, 0]).max() > 1e-2 * np.abs(changed).max()
