@@ -21,9 +21,10 @@ across frames. AdaFactor at 2e-3 with a cosine decay to 0 (the paper's constant 
 1e-3 used before (one run each); prompt following on all 60 captions did not change. Text: a
 frozen random embedding of the demo's word-level SentencePiece vocabulary. Tasks: T2V and TI2V
 by frame replacement with 8%/10% image/text dropout, so one model does both and JIT-CFG works
-(§2.3). Remat 'dots' (keep matmul outputs, recompute the rest) is faster here than no remat:
-the batch-8 step took 412–425 ms against 485–506 ms (`stiv_jax.bench.trainer.StivStep`, two
-interleaved runs each, 2 CPU cores, 2026-11-22). No MaskDiT (mask_ratio 0, no decoder blocks): a
+(§2.3). Remat 'dots' (keep matmul outputs, recompute the rest) is faster here than no remat, as
+every remat policy is on this CPU (less memory traffic): `stiv-bench remat` measured the batch-8
+step at 264 ms with 'dots' vs 290 ms without remat (0.91×; peak 99 vs 222 MiB; 2 CPU cores,
+2026-11-22). No MaskDiT (mask_ratio 0, no decoder blocks): a
 run this short has no budget for the unmasked fine-tuning masked training needs (§2.2).
 
 What 1600 steps learn (README "What you should see"): colour, moving vs still, a little shape, but

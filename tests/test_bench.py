@@ -10,7 +10,7 @@ import re
 import jax
 import pytest
 
-from stiv_jax.bench import cli, gpu, latte, mfu, scaling, timing
+from stiv_jax.bench import cli, gpu, latte, mfu, remat, scaling, timing
 from stiv_jax.bench.trainer import Arch, Shape, StivStep, bench_config
 
 TINY = ["--batch=1", "--frames=2", "--size=8", "--text_len=4", "--text_dim=16", "--layers=3", "--width=64",
@@ -96,3 +96,17 @@ def test_cli_rejects_unknown_command():
         cli.run(["nope"])
     with pytest.raises(SystemExit, match="takes no flags"):
         cli.run(["all", "--batch=1"])
+
+
+def test_remat_tiny(capsys):
+    ratio = remat.main(TINY + ["--policies=full,none", "--repeats=2"])
+    out = capsys.readouterr().out
+    assert _last_value(out, "full_vs_none") == pytest.approx(ratio, rel=1e-3) and ratio > 0
+    peak = {m[0]: float(m[1]) for m in re.findall(r"policy=(\w+) step_ms=\S+ spread=\S+ peak_mib=(\S+)", out)}
+    assert set(peak) == {"full", "none"}
+    # Recomputing everything keeps fewer activations alive than saving them all.
+    assert peak["full"] < peak["none"]
+    with pytest.raises(ValueError, match="--policies=dots"):
+        remat.main(TINY + ["--policies=dots"])
+    with pytest.raises(ValueError, match="--policies=dots,nope"):
+        remat.main(TINY + ["--policies=dots,nope"])

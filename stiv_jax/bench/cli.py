@@ -4,6 +4,7 @@
   stiv-bench mfu      [flags]  train-step FLOP/s vs matmul rate (last line fraction_of_matmul_peak=…)
   stiv-bench sampler  [flags]  schedules, CFG batching, 50-step JIT-CFG sampling
   stiv-bench scaling  [flags]  time/memory vs frames and resolution, factorised vs 3D attention
+  stiv-bench remat    [flags]  train-step time/memory per remat policy (last line dots_vs_none=…)
   stiv-bench data     [flags]  Grain decoding throughput (bench/data_throughput.py)
   stiv-bench all               every benchmark above with its defaults
 
@@ -24,6 +25,7 @@ COMMANDS = {
     "mfu": ("stiv_jax.bench.mfu", "main"),
     "sampler": ("stiv_jax.bench.sampler", "main"),
     "scaling": ("stiv_jax.bench.scaling", "main"),
+    "remat": ("stiv_jax.bench.remat", "main"),
     "data": ("stiv_jax.bench.data_throughput", "run"),
 }
 
