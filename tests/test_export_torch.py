@@ -76,9 +76,12 @@ def test_parity_check_can_fail_and_covers_every_branch():
     for key in ("blocks.1.temporal_attn.k_norm.weight", "blocks.0.cross_attn.v.bias", "cond_indicator.weight",
                 "decoder_blocks.1.modulation", "mask_token", "unpatchify.bias", "condition.micro.fc1.weight"):  # fmt: skip
         model = torch_twin(flax_model)
+        # Seeded: an unseeded 0.05 nudge of the k_norm scale once moved the output by only 8e-4.
+        # At 0.2 the smallest effect over 10 seeds is 5.5e-3 (k_norm), 55x the tolerance.
+        noise = torch.Generator().manual_seed(0)
         with torch.no_grad():
             param = model.get_parameter(key)
-            param.add_(0.05 * torch.randn_like(param))
+            param.add_(0.2 * torch.randn(param.shape, generator=noise))
         out, ref = run_both(flax_model, model, x, t, kw, keep)
         assert rel_err(out, ref) > 10 * TOL, key
 
