@@ -46,6 +46,7 @@ PARITY_CASES = {
     "tiny-video-cond-maskdit-empty-prompt": ("tiny", {}, 4, True, True, True),
     "small-image-on-video-model": ("small", {}, 1, True, False, False),
     "small-video-rope-interp": ("small", dict(rope_ref_grid=(2, 2, 2)), 8, True, False, False),
+    "small-video-sincos-pos-embed-interp": ("small", dict(pos_embed="sincos", rope_ref_grid=(2, 2, 2)), 8, True, False, False),
     "small-t2i-config-maskdit": ("small", dict(temporal_attention=False, num_decoder_blocks=1), 1, False, True, False),
 }
 

@@ -3,12 +3,13 @@
 import chex
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
 
 from stiv_jax.model import maskdit
-from stiv_jax.model.config import get_model_config
+from stiv_jax.model.config import get_model_config, resolve
 from stiv_jax.model.surgery import is_temporal, transplant
 from tests.model_utils import build, forward, make_inputs, random_model, tiny_config
 
@@ -40,6 +41,16 @@ def test_bad_inputs_fail_clearly(model):
         get_model_config("L")
     with pytest.raises(ValueError, match="remat_policy"):
         get_model_config("tiny", remat_policy="sometimes")
+    with pytest.raises(ValueError, match="unknown model config keys \\['pos_embd'\\]"):
+        get_model_config("tiny", pos_embd="sincos")  # a typo is not silently ignored
+    with pytest.raises(ValueError, match="pos_embed"):
+        get_model_config("tiny", pos_embed="learned")
+
+
+def test_config_json_of_older_runs_gets_the_new_keys_defaults():
+    old = get_model_config("tiny").to_dict()
+    del old["pos_embed"]
+    assert resolve(ml_collections.ConfigDict(old)).pos_embed == "none"
 
 
 def test_t2i_weights_reproduce_image_output_on_static_video():
@@ -138,3 +149,17 @@ def test_rope_only_model_gives_identical_frames_identical_outputs():
     assert np.abs(out - out[:, :1]).max() <= 1e-5 * np.abs(out).max()
     changed = np.asarray(forward(model, video.at[:, 3].multiply(-1.0), t, kw))
     assert np.abs(changed[:, 1] - changed[:, 0]).max() > 1e-2 * np.abs(changed).max()
+
+
+def test_sincos_position_table_tells_identical_frames_and_patches_apart():
+    """With ``pos_embed='sincos'`` the same clip of identical frames gets a different velocity in
+    every frame, and a uniform frame a different one at every patch (RoPE alone gives neither)."""
+    model = random_model(tiny_config(temporal_patch_size=1, pos_embed="sincos"), seed=1)
+    x, t, kw = make_inputs(model.cfg, frames=1, cond=False)
+    kw["cond_mask"] = jnp.zeros((2, 4), bool)
+    video = jnp.broadcast_to(x.mean(axis=(2, 3), keepdims=True), x.shape).repeat(4, axis=1)  # uniform frames
+    out = np.asarray(forward(model, video, t, kw))
+    scale = np.abs(out).max()
+    for f in range(1, 4):
+        assert np.abs(out[:, f] - out[:, 0]).max() > 1e-2 * scale, f
+    assert np.abs(out[:, 0, :2, :2] - out[:, 0, -2:, -2:]).max() > 1e-2 * scale

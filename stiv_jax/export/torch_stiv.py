@@ -10,7 +10,8 @@ a PyTorch code base on its own. It computes the same function as the Flax model 
 
 Same config (the Flax model ConfigDict as a dict), same tensors (channels-last latents
 ``[B, T, H, W, C]``, ``t`` in [0, 1] with 1 = data, ``cond_mask [B, T]`` True = clean replaced
-frame, optional MaskDiT ``keep_idx [B, K]``). Architecture (paper §2, Fig. 3): cubify → singleton
+frame, optional MaskDiT ``keep_idx [B, K]``). Architecture (paper §2, Fig. 3): cubify [+ the optional sin-cos
+position table, ``pos_embed``] → singleton
 condition + shared AdaLN → STIV blocks (spatial attn with 2D RoPE, temporal attn with 1D RoPE,
 cross-attn to text, MLP; QK RMSNorm; sandwich norms) → [MaskDiT decoder blocks] → modulated LN →
 un-cubify. The image path (T = 1) sums the temporal patch kernel on the way in and averages it on
@@ -132,6 +133,26 @@ def rope_2d(h: int, w: int, head_dim: int, ref: tuple[int, int], theta: float, d
     cols = (_positions(w, ref[1], device)[:, None] * inv).repeat(h, 1)
     angles = torch.cat([rows, cols, rows, cols], dim=-1)
     return torch.cos(angles), torch.sin(angles)
+
+
+POS_EMBED_THETA = 100.0  # stiv_jax/model/posembed.py
+
+
+def sincos_3d(t: int, h: int, w: int, dim: int, ref: tuple[int, int, int], device=None) -> torch.Tensor:
+    """The absolute position table ``[t, h·w, dim]`` of ``pos_embed='sincos'``: ``2·(dim // 6)``
+    channels of sin then cos per (frame, row, column), the rest zero."""
+    per = (dim // 3) // 2 * 2
+    k = per // 2
+    freqs = POS_EMBED_THETA ** (-torch.arange(k, dtype=torch.float32, device=device) / k)
+    axes = []
+    for n, r in zip((t, h, w), ref):
+        angles = _positions(n, r, device)[:, None] * freqs
+        axes.append(torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1))
+    table = torch.zeros(t, h, w, dim, device=device)
+    table[..., :per] = axes[0][:, None, None]
+    table[..., per : 2 * per] = axes[1][None, :, None]
+    table[..., 2 * per : 3 * per] = axes[2][None, None, :]
+    return table.reshape(t, h * w, dim)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -352,6 +373,9 @@ class STIV(nn.Module):
         d, c = cfg["hidden_size"], cfg["in_channels"]
         p, pt = cfg["patch_size"], cfg["temporal_patch_size"]
         self.head_dim = d // cfg["num_heads"]
+        self.pos_embed = cfg.get("pos_embed", "none")  # absent from configs older than the option
+        if self.pos_embed not in ("none", "sincos"):
+            raise ValueError(f"STIV config pos_embed={self.pos_embed!r}; this module knows 'none' and 'sincos'")
         self.patch_embed = PatchEmbed(c, d, p, pt)
         self.cond_indicator = FrameConditionIndicator(d, pt) if cfg["cond_indicator"] else None
         self.condition = SingletonCondition(d, cfg["text_dim"], cfg["freq_dim"], cfg["num_micro_conditions"], cfg["ln_eps"])
@@ -391,6 +415,8 @@ class STIV(nn.Module):
         tokens = self.patch_embed(x)
         _, tt, gh, gw, d = tokens.shape
         tokens = tokens.reshape(b, tt, gh * gw, d).float()
+        if self.pos_embed == "sincos":
+            tokens = tokens + sincos_3d(tt, gh, gw, d, tuple(cfg["rope_ref_grid"]), x.device)
         if self.cond_indicator is not None and cond_mask is not None:
             _check_shape("cond_mask", cond_mask, (b, nf))
             tokens = tokens + self.cond_indicator(cond_mask)

@@ -36,6 +36,7 @@ ATTENTION_IMPLS = ("xla", "cudnn", "splash")
 # 'joint': one full 3D attention over all frames' tokens (3D RoPE), the ablation the scaling
 # benchmark compares against (needs ``temporal_attention=False``).
 ATTENTION_LAYOUTS = ("factorised", "joint")
+POS_EMBEDS = ("none", "sincos")  # 'sincos' adds stiv_jax/model/posembed.py's table to RoPE (the CPU demo)
 
 
 def get_model_config(size: str = "XL", **overrides) -> ml_collections.ConfigDict:
@@ -44,6 +45,14 @@ def get_model_config(size: str = "XL", **overrides) -> ml_collections.ConfigDict
     ``num_layers``/``hidden_size``/``num_heads`` stay unset (``None``) unless overridden, and are
     filled from ``SIZES[size]`` by :func:`resolve`, so ``--config.model.size=...`` works.
     """
+    c = _defaults(size)
+    c.update(overrides)
+    resolve(c)  # fail fast on bad values and unknown keys
+    c.lock()
+    return c
+
+
+def _defaults(size: str) -> ml_collections.ConfigDict:
     _check_size(size)
     cpu = size in ("tiny", "small")
     c = ml_collections.ConfigDict()
@@ -62,6 +71,7 @@ def get_model_config(size: str = "XL", **overrides) -> ml_collections.ConfigDict
     c.attention_layout = "factorised"
     c.cond_indicator = True  # learned per-frame indicator of replaced frames
     c.rope_theta = 10000.0
+    c.pos_embed = "none"  # the paper: RoPE only (§2.1)
     # Token grid (temporal, height, width) the RoPE positions were trained on; larger grids are
     # interpolated into this range (§2.4). Default: 20 frames × 256² through a ×8 VAE and patch 2.
     c.rope_ref_grid = (10, 16, 16)
@@ -72,9 +82,6 @@ def get_model_config(size: str = "XL", **overrides) -> ml_collections.ConfigDict
     c.remat_policy = "save_self_attn"
     c.scan_layers = True
     c.attention_impl = "xla"
-    c.update(overrides)
-    resolve(c)  # fail fast on bad values
-    c.lock()
     return c
 
 
@@ -84,9 +91,17 @@ def _check_size(size: str) -> None:
 
 
 def resolve(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """A locked copy of ``c`` with the size-derived fields filled in and every value validated."""
+    """A locked copy of ``c`` with the size-derived fields filled in and every value validated.
+
+    Keys a config lacks take their defaults (``config.json`` of runs older than the key); a key
+    the model does not know is an error (a typo would otherwise be silently ignored)."""
     _check_size(c.size)
-    c = ml_collections.ConfigDict(c.to_dict())
+    defaults = _defaults(c.size)
+    unknown = sorted(set(c.keys()) - set(defaults.keys()))
+    if unknown:
+        raise ValueError(f"unknown model config keys {unknown}; the model has {sorted(defaults.keys())}")
+    defaults.update(c.to_dict())
+    c = defaults
     for key, value in zip(("num_layers", "hidden_size", "num_heads"), SIZES[c.size]):
         if c[key] is None:
             c[key] = value
@@ -108,5 +123,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
         raise ValueError(f"model.attention_layout={c.attention_layout!r}; choose one of {ATTENTION_LAYOUTS}")
     if c.attention_layout == "joint" and c.temporal_attention:
         raise ValueError("model.attention_layout='joint' attends across frames already: set model.temporal_attention=False")
+    if c.pos_embed not in POS_EMBEDS:
+        raise ValueError(f"model.pos_embed={c.pos_embed!r}; choose one of {POS_EMBEDS}")
     if len(tuple(c.rope_ref_grid)) != 3:
         raise ValueError("model.rope_ref_grid must be (temporal, height, width) in tokens")

@@ -2,8 +2,9 @@
 
 ``STIV(cfg)(x, t, text=, text_mask=, pooled_text=, micro=, cond_mask=, keep_idx=) -> v``:
 
-1. patchify latents ``[B, T, H, W, C]`` into ``[B, T', S, d]`` tokens and add the per-frame
-   condition indicator of replaced frames (§2.3.1);
+1. patchify latents ``[B, T, H, W, C]`` into ``[B, T', S, d]`` tokens, add the optional absolute
+   position table (``pos_embed``, not in the paper) and the per-frame condition indicator of
+   replaced frames (§2.3.1);
 2. singleton condition ``c`` (timestep, pooled text, micro-conditions) → shared AdaLN ``[B, 6, d]``;
 3. project text tokens (PixArt-α caption embedder: Linear → GELU(tanh) → Linear);
 4. (MaskDiT, training) keep ``keep_idx`` spatial tokens in every frame;
@@ -29,6 +30,7 @@ from stiv_jax.model.conditioning import SharedAdaLN, SingletonCondition
 from stiv_jax.model.config import resolve
 from stiv_jax.model.layers import dense, layer_norm, modulate
 from stiv_jax.model.patchify import FrameConditionIndicator, PatchEmbed, Unpatchify
+from stiv_jax.model.posembed import sincos_3d
 from stiv_jax.model.rope import rope_1d, rope_2d, rope_3d
 
 
@@ -123,6 +125,8 @@ class STIV(nnx.Module):
         tokens = self.patch_embed(x)  # [B, T', h, w, d]
         _, tt, gh, gw, d = tokens.shape
         tokens = tokens.reshape(b, tt, gh * gw, d).astype(jnp.float32)
+        if cfg.pos_embed == "sincos":
+            tokens = tokens + jnp.asarray(sincos_3d(tt, gh, gw, d, ref=tuple(cfg.rope_ref_grid)))
         if self.cond_indicator is not None and cond_mask is not None:
             chex.assert_shape(cond_mask, (b, nf))
             tokens = tokens + self.cond_indicator(cond_mask)
