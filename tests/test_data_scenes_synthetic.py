@@ -71,6 +71,17 @@ def test_render_clip_moves_as_captioned(motion, axis, sign):
     assert not masks[:, [0, -1], :].any() and not masks[:, :, [0, -1]].any()  # stays inside
 
 
+def test_moving_paths_start_at_the_centre_whatever_the_direction():
+    """Frame 0 carries no hint of the direction (only the caption does): over many clips every
+    direction starts within START_JITTER (+ antialiasing) of the centre on its moving axis."""
+    size = 64
+    for motion, axis in (("left", 1), ("right", 1), ("up", 0), ("down", 0)):
+        rng = np.random.default_rng(3)
+        starts = [np.argwhere(shape_mask(synthetic.render_clip("red", "circle", motion, 4, size, rng), "red")[0]).mean(0)[axis]
+                  for _ in range(20)]  # fmt: skip
+        assert np.abs(np.asarray(starts) + 0.5 - size / 2).max() < synthetic.START_JITTER + 0.5, motion
+
+
 def test_shapes_and_still():
     # Same rng seed -> same radius and position for every shape; areas must differ as geometry says.
     areas = {

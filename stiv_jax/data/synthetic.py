@@ -1,7 +1,7 @@
 """The embedded demo dataset: one coloured shape moving on a plain dark background.
 
-Each clip shows a red/green/blue/yellow circle/square/triangle that moves left, right, up or down
-at constant speed (or stands still); the caption says exactly that ("a red circle moving left",
+Each clip shows a red/green/blue/yellow circle/square/triangle that starts near the centre and
+moves left, right, up or down at constant speed (or stands still); the caption says exactly that ("a red circle moving left",
 "a blue square standing still"). It is small enough to train a tiny STIV on a CPU, yet text,
 first-frame (TI2V) and motion conditioning all matter for it. Clips are written as real H.264 mp4
 files through PyAV together with ``captions.jsonl`` (the shard writer's caption contract) and a
@@ -31,11 +31,15 @@ SHAPES = ("circle", "square", "triangle")
 MOTIONS = ("left", "right", "up", "down", "still")
 _DIRECTIONS = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0), "still": (0, 0)}
 _SUPERSAMPLE = 4
-# Shape radius and path length as fractions of the frame size. Shapes are large (≈ half the frame
-# across) so that circle, square and triangle still differ by several pixels at the demo's 24 px.
+# Shape radius and path length as fractions of the frame size. Shapes are large (≈ 0.4 of the
+# frame across) so that circle, square and triangle still differ by several pixels at the demo's
+# 24 px. Every moving path starts within START_JITTER px of the centre, so where a clip starts
+# says nothing about its direction: only the caption does (a model cannot guess the direction
+# from frame 0's position, in T2V or in TI2V), and the path runs from there to at most the edge.
 FPS = 8.0  # frame rate of the rendered mp4s
-RADIUS = (0.18, 0.24)
+RADIUS = (0.16, 0.20)
 TRAVEL = (0.30, 0.42)
+START_JITTER = 1.0
 
 
 def caption_for(color: str, shape: str, motion: str) -> str:
@@ -73,7 +77,9 @@ def render_clip(
     """Renders ``uint8 [num_frames, size, size, 3]`` (antialiased by 4x supersampling).
 
     ``rng`` picks the background shade, the shape's radius (``RADIUS``), its path length
-    (``TRAVEL``) and where the path lies; the shape stays fully inside the frame.
+    (``TRAVEL``, shortened to the room left before the edge), the start within ``START_JITTER``
+    px of the centre on the moving axis and the position across it; the shape stays fully inside
+    the frame.
     """
     if color not in COLORS or motion not in _DIRECTIONS:
         raise ValueError(f"unknown color {color!r} or motion {motion!r}")
@@ -82,14 +88,12 @@ def render_clip(
     lo, hi = r + 1, size - r - 1
     if hi <= lo:
         raise ValueError(f"size={size} is too small for a demo shape")
-    travel = min(size * rng.uniform(*TRAVEL), hi - lo) if motion != "still" else 0.0  # small frames: shorter path
-    along = rng.uniform(lo, hi - travel)  # start of the path on the moving axis (ascending)
-    across = rng.uniform(lo, hi)
     dy, dx = _DIRECTIONS[motion]
-    progress = np.linspace(0.0, travel, num_frames)
-    if dy + dx < 0:  # left/up: run the path backwards
-        progress = progress[::-1]
-    pos = along + progress
+    start = size / 2 + rng.uniform(-START_JITTER, START_JITTER)
+    room = hi - start if dy + dx > 0 else start - lo
+    travel = min(size * rng.uniform(*TRAVEL), room) if motion != "still" else 0.0
+    across = rng.uniform(lo, hi)
+    pos = start + (dy + dx) * np.linspace(0.0, travel, num_frames)
     cy = pos if dy else np.full(num_frames, across)
     cx = pos if dx else np.full(num_frames, across)
 
