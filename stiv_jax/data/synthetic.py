@@ -31,13 +31,13 @@ SHAPES = ("circle", "square", "triangle")
 MOTIONS = ("left", "right", "up", "down", "still")
 _DIRECTIONS = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0), "still": (0, 0)}
 _SUPERSAMPLE = 4
-# Shape radius and path length as fractions of the frame size. Shapes are large (≈ 0.4 of the
+# Shape radius and path length as fractions of the frame size. Shapes are large (≈ 0.45 of the
 # frame across) so that circle, square and triangle still differ by several pixels at the demo's
 # 24 px. Every moving path starts within START_JITTER px of the centre, so where a clip starts
 # says nothing about its direction: only the caption does (a model cannot guess the direction
 # from frame 0's position, in T2V or in TI2V), and the path runs from there to at most the edge.
 FPS = 8.0  # frame rate of the rendered mp4s
-RADIUS = (0.16, 0.20)
+RADIUS = (0.20, 0.24)
 TRAVEL = (0.30, 0.42)
 START_JITTER = 1.0
 
