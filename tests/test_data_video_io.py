@@ -21,7 +21,10 @@ def test_encode_probe_decode_round_trip(codec, fmt, codec_name):
     assert info.fps == pytest.approx(12.5) and info.duration == pytest.approx(0.8)
     decoded = video_io.decode_video(data)
     assert decoded.shape == frames.shape and decoded.dtype == np.uint8
-    assert np.abs(decoded.astype(float) - frames).mean() < 4.0
+    # Lossy codecs: mean error 2.4 (h264) … 4.0 (mjpeg) on this clip; each decoded frame is much
+    # closer to its own source frame than to the neighbouring one (7.7 … 9.2), so order is kept.
+    error = np.abs(decoded.astype(float) - frames).mean()
+    assert error < 5.0 and error < 0.6 * np.abs(decoded.astype(float) - np.roll(frames, 1, axis=0)).mean()
     assert data == video_io.encode_video(frames, 12.5, codec=codec, container_format=fmt)  # bit-exact
 
 
