@@ -1,12 +1,12 @@
 """The embedded demo dataset: one coloured shape moving on a plain dark background.
 
 Each clip shows a red/green/blue/yellow circle/square/triangle that starts near the centre and
-moves left, right, up or down at constant speed (or stands still); the caption says exactly that ("a red circle moving left",
-"a blue square standing still"). It is small enough to train a tiny STIV on a CPU, yet text,
-first-frame (TI2V) and motion conditioning all matter for it. Clips are written as real H.264 mp4
-files through PyAV together with ``captions.jsonl`` (the shard writer's caption contract) and a
-word-level SentencePiece model ``spm.model`` with T5 id conventions, so the demo needs no downloads.
-Everything is deterministic for a seed.
+moves left, right, up or down at constant speed (or stands still); the caption says exactly that
+("a red circle moving left", "a blue square standing still"). It is small enough to train a tiny
+STIV on a CPU, yet text, first-frame (TI2V) and motion conditioning all matter for it. Clips are
+written as real H.264 mp4 files through PyAV together with ``captions.jsonl`` (the shard writer's
+caption contract) and a word-level SentencePiece model ``spm.model`` with T5 id conventions, so the
+demo needs no downloads. Everything is deterministic for a seed.
 """
 
 from __future__ import annotations

@@ -10,12 +10,11 @@ a PyTorch code base on its own. It computes the same function as the Flax model 
 
 Same config (the Flax model ConfigDict as a dict), same tensors (channels-last latents
 ``[B, T, H, W, C]``, ``t`` in [0, 1] with 1 = data, ``cond_mask [B, T]`` True = clean replaced
-frame, optional MaskDiT ``keep_idx [B, K]``). Architecture (paper §2, Fig. 3): cubify [+ the optional sin-cos
-position table, ``pos_embed``] → singleton
-condition + shared AdaLN → STIV blocks (spatial attn with 2D RoPE, temporal attn with 1D RoPE,
-cross-attn to text, MLP; QK RMSNorm; sandwich norms) → [MaskDiT decoder blocks] → modulated LN →
-un-cubify. The image path (T = 1) sums the temporal patch kernel on the way in and averages it on
-the way out.
+frame, optional MaskDiT ``keep_idx [B, K]``). Architecture (paper §2, Fig. 3): cubify [+ the
+optional sin-cos position table, ``pos_embed``] → singleton condition + shared AdaLN → STIV
+blocks (spatial attn with 2D RoPE, temporal attn with 1D RoPE, cross-attn to text, MLP; QK
+RMSNorm; sandwich norms) → [MaskDiT decoder blocks] → modulated LN → un-cubify. The image path
+(T = 1) sums the temporal patch kernel on the way in and averages it on the way out.
 
 Precision follows the Flax model: the residual stream, LayerNorms, RMSNorms, RoPE, the singleton
 condition, the AdaLN and the output layer run in float32; every other matmul runs in the
