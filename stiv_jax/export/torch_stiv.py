@@ -141,8 +141,7 @@ def sincos_3d(t: int, h: int, w: int, dim: int, ref: tuple[int, int, int], devic
     """The absolute position table ``[t, h·w, dim]`` of ``pos_embed='sincos'``: ``2·(dim // 6)``
     channels of sin then cos per (frame, row, column), the rest zero."""
     per = (dim // 3) // 2 * 2
-    k = per // 2
-    freqs = POS_EMBED_THETA ** (-torch.arange(k, dtype=torch.float32, device=device) / k)
+    freqs = _inv_freq(per // 2, POS_EMBED_THETA, device)
     axes = []
     for n, r in zip((t, h, w), ref):
         angles = _positions(n, r, device)[:, None] * freqs

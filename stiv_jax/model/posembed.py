@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stiv_jax.model.rope import interpolated_positions
+from stiv_jax.model.rope import interpolated_positions, inverse_frequencies
 
 # Token grids are small (tens of positions per axis), so a small base keeps every frequency
 # useful; at base 10000 most channels would hardly change across the grid.
@@ -26,7 +26,7 @@ POS_EMBED_THETA = 100.0
 def _axis_table(n: int, ref: int, channels: int) -> np.ndarray:
     pos = interpolated_positions(n, ref)
     k = channels // 2
-    angles = pos[:, None] * POS_EMBED_THETA ** (-np.arange(k, dtype=np.float32) / k)[None, :]
+    angles = pos[:, None] * inverse_frequencies(k, POS_EMBED_THETA)[None, :]
     return np.concatenate([np.sin(angles), np.cos(angles)], axis=-1)
 
 

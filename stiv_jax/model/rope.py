@@ -25,14 +25,15 @@ def interpolated_positions(n: int, ref: int) -> np.ndarray:
     return pos * (ref / n) if n > ref else pos
 
 
-def _inv_freq(num: int, theta: float) -> np.ndarray:
+def inverse_frequencies(num: int, theta: float) -> np.ndarray:
+    """``theta^(-i/num)`` for ``i < num``: the rotary (and sin-cos table) frequencies."""
     return 1.0 / (theta ** (np.arange(num, dtype=np.float32) / num))
 
 
 def rope_1d(n: int, head_dim: int, *, ref: int | None = None, theta: float = 10000.0) -> tuple[np.ndarray, np.ndarray]:
     """``(cos, sin)`` tables ``[n, head_dim]`` for a 1D sequence (temporal attention)."""
     pos = interpolated_positions(n, ref if ref is not None else n)
-    angles = pos[:, None] * _inv_freq(head_dim // 2, theta)[None, :]
+    angles = pos[:, None] * inverse_frequencies(head_dim // 2, theta)[None, :]
     angles = np.concatenate([angles, angles], axis=-1)
     return np.cos(angles), np.sin(angles)
 
@@ -41,7 +42,7 @@ def rope_2d(h: int, w: int, head_dim: int, *, ref: tuple[int, int] | None = None
     """``(cos, sin)`` tables ``[h·w, head_dim]`` for a row-major h×w token grid."""
     ref_h, ref_w = ref if ref is not None else (h, w)
     quarter = head_dim // 4
-    inv = _inv_freq(quarter, theta)
+    inv = inverse_frequencies(quarter, theta)
     ph = interpolated_positions(h, ref_h)
     pw = interpolated_positions(w, ref_w)
     ah = np.repeat(ph[:, None] * inv[None, :], w, axis=0)  # [h*w, quarter], row index
@@ -65,7 +66,7 @@ def rope_3d(t: int, h: int, w: int, head_dim: int, *, ref: tuple[int, int, int] 
         raise ValueError(f"head_dim={head_dim} too small for 3D RoPE")
     grid = np.meshgrid(interpolated_positions(t, ref_t), interpolated_positions(h, ref_h), interpolated_positions(w, ref_w), indexing="ij")
     angles = np.concatenate(
-        [pos.reshape(-1, 1) * _inv_freq(n, theta)[None, :] for pos, n in zip(grid, (temporal, spatial, spatial))], axis=-1)
+        [pos.reshape(-1, 1) * inverse_frequencies(n, theta)[None, :] for pos, n in zip(grid, (temporal, spatial, spatial))], axis=-1)
     angles = np.concatenate([angles, angles], axis=-1)
     return np.cos(angles), np.sin(angles)
 
