@@ -67,6 +67,17 @@ def test_torch_matches_flax(case):
     assert rel_err(out, ref) <= TOL, rel_err(out, ref)
 
 
+def test_torch_matches_flax_with_x_prediction_on_both_sides_of_the_time_floor():
+    """``prediction='x'``: the twin turns its output into the velocity the same way, for t = 0.5
+    and for t = 0.99 (where 1 − t is floored at 0.05)."""
+    cfg = get_model_config("tiny", prediction="x")
+    flax_model = random_model(cfg, seed=3)
+    x, _, kw = make_inputs(cfg, frames=4)
+    t = np.array([0.5, 0.99], np.float32)
+    out, ref = run_both(flax_model, torch_twin(flax_model), x, t, kw, None)
+    assert rel_err(out, ref) <= TOL, rel_err(out, ref)
+
+
 def test_parity_check_can_fail_and_covers_every_branch():
     """Perturbing a parameter of any branch (temporal attn, cross-attn, indicator, decoder, output)
     breaks parity, so the tolerance is meaningful and none of them is inactive in the test."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stiv_jax.flow import loss as flow_loss
-from stiv_jax.flow.interpolant import interpolate, velocity_target
+from stiv_jax.flow.interpolant import X_PRED_MIN_GAP, interpolate, velocity_from_data, velocity_target
 from stiv_jax.flow.tasks import drop_text, replace_frames, sample_frame_conditions, task_masks
 from stiv_jax.flow.timesteps import sample_time, shift_time
 
@@ -21,6 +21,20 @@ def test_interpolant_endpoints_and_velocity():
     h = 1e-3
     fd = (interpolate(x1, eps, t + h) - interpolate(x1, eps, t - h)) / (2 * h)
     np.testing.assert_allclose(fd, velocity_target(x1, eps), rtol=1e-3, atol=1e-3)
+
+
+def test_velocity_from_a_perfect_data_prediction_is_the_target():
+    """x-prediction: the true x1 gives the true velocity x1 − ε wherever 1 − t ≥ the floor; past
+    it (t = 0.99) the step is ``(1 − t) / X_PRED_MIN_GAP`` of it, the same direction."""
+    x1, eps = jax.random.normal(jax.random.key(1), (2, 4, 3, 5, 5, 2))
+    t = jnp.array([0.0, 0.3, 0.9, 0.99])
+    xt = interpolate(x1, eps, t)
+    v = np.asarray(velocity_from_data(x1, xt, t))
+    want = np.asarray(x1 - eps)
+    np.testing.assert_allclose(v[:3], want[:3], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(v[3], want[3] * 0.01 / X_PRED_MIN_GAP, rtol=1e-4, atol=1e-5)
+    wrong = np.asarray(velocity_from_data(x1 + 0.1, xt, t))  # an error in x̂1 shows, amplified
+    np.testing.assert_allclose(wrong[1] - want[1], 0.1 / 0.7, rtol=1e-4)
 
 
 def test_time_distributions():

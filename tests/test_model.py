@@ -45,12 +45,29 @@ def test_bad_inputs_fail_clearly(model):
         get_model_config("tiny", pos_embd="sincos")  # a typo is not silently ignored
     with pytest.raises(ValueError, match="pos_embed"):
         get_model_config("tiny", pos_embed="learned")
+    with pytest.raises(ValueError, match="model.prediction='eps'"):
+        get_model_config("tiny", prediction="eps")
 
 
 def test_config_json_of_older_runs_gets_the_new_keys_defaults():
     old = get_model_config("tiny").to_dict()
-    del old["pos_embed"]
-    assert resolve(ml_collections.ConfigDict(old)).pos_embed == "none"
+    del old["pos_embed"], old["prediction"]
+    new = resolve(ml_collections.ConfigDict(old))
+    assert (new.pos_embed, new.prediction) == ("none", "v")
+
+
+def test_x_prediction_turns_the_output_layer_into_clean_latents():
+    """With ``prediction='x'`` the same weights' output layer is read as the clean latents x̂1:
+    the velocity is ``(x̂1 − x_t) / max(1 − t, 0.05)`` of what the 'v' model returns (numpy
+    here), including a time past the floor and frame replacement."""
+    v_model = random_model(tiny_config(), seed=2)
+    x_model = random_model(tiny_config(prediction="x"), seed=2)
+    x, t, kw = make_inputs(v_model.cfg, frames=4, cond=True)
+    t = jnp.asarray([0.4, 0.98], jnp.float32)
+    raw = np.asarray(forward(v_model, x, t, kw))
+    got = np.asarray(forward(x_model, x, t, kw))
+    gap = np.maximum(1.0 - np.asarray(t), 0.05)[:, None, None, None, None]
+    np.testing.assert_allclose(got, (raw - np.asarray(x)) / gap, rtol=1e-4, atol=1e-4)
 
 
 def test_t2i_weights_reproduce_image_output_on_static_video():

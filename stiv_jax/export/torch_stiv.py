@@ -13,8 +13,9 @@ Same config (the Flax model ConfigDict as a dict), same tensors (channels-last l
 frame, optional MaskDiT ``keep_idx [B, K]``). Architecture (paper §2, Fig. 3): cubify [+ the
 optional sin-cos position table, ``pos_embed``] → singleton condition + shared AdaLN → STIV
 blocks (spatial attn with 2D RoPE, temporal attn with 1D RoPE, cross-attn to text, MLP; QK
-RMSNorm; sandwich norms) → [MaskDiT decoder blocks] → modulated LN → un-cubify. The image path
-(T = 1) sums the temporal patch kernel on the way in and averages it on the way out.
+RMSNorm; sandwich norms) → [MaskDiT decoder blocks] → modulated LN → un-cubify [→ velocity from
+the clean-latent prediction, ``prediction='x'``]. The image path (T = 1) sums the temporal patch
+kernel on the way in and averages it on the way out.
 
 Precision follows the Flax model: the residual stream, LayerNorms, RMSNorms, RoPE, the singleton
 condition, the AdaLN and the output layer run in float32; every other matmul runs in the
@@ -38,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 NUM_MODULATIONS = 6  # shift/scale/gate for spatial attention and for the MLP
+X_PRED_MIN_GAP = 0.05  # prediction='x': v = (x̂1 − x_t) / max(1 − t, this) (stiv_jax/flow/interpolant.py)
 CONFIG_KEYS = (
     "num_layers", "hidden_size", "num_heads", "mlp_ratio", "in_channels", "patch_size",
     "temporal_patch_size", "text_dim", "freq_dim", "num_micro_conditions", "temporal_attention",
@@ -374,6 +376,9 @@ class STIV(nn.Module):
         self.pos_embed = cfg.get("pos_embed", "none")  # absent from configs older than the option
         if self.pos_embed not in ("none", "sincos"):
             raise ValueError(f"STIV config pos_embed={self.pos_embed!r}; this module knows 'none' and 'sincos'")
+        self.prediction = cfg.get("prediction", "v")
+        if self.prediction not in ("v", "x"):
+            raise ValueError(f"STIV config prediction={self.prediction!r}; this module knows 'v' and 'x'")
         self.patch_embed = PatchEmbed(c, d, p, pt)
         self.cond_indicator = FrameConditionIndicator(d, pt) if cfg["cond_indicator"] else None
         self.condition = SingletonCondition(d, cfg["text_dim"], cfg["freq_dim"], cfg["num_micro_conditions"], cfg["ln_eps"])
@@ -448,7 +453,11 @@ class STIV(nn.Module):
 
         shift, scale = (self.final_modulation[None].float() + cvec[:, None, :]).unbind(1)
         out = modulate(layer_norm(tokens, cfg["ln_eps"]), shift[:, None, None], scale[:, None, None])
-        return self.unpatchify(out.reshape(b, tt, gh, gw, d), nf)
+        out = self.unpatchify(out.reshape(b, tt, gh, gw, d), nf)
+        if self.prediction == "x":  # the output layer predicted the clean latents x̂1
+            gap = (1.0 - t.float()).clamp(min=X_PRED_MIN_GAP).reshape(b, 1, 1, 1, 1)
+            out = (out - x.float()) / gap
+        return out
 
 
 # ------------------------------------------------------------------------------------ loading

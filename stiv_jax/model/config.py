@@ -36,7 +36,10 @@ ATTENTION_IMPLS = ("xla", "cudnn", "splash")
 # 'joint': one full 3D attention over all frames' tokens (3D RoPE), the ablation the scaling
 # benchmark compares against (needs ``temporal_attention=False``).
 ATTENTION_LAYOUTS = ("factorised", "joint")
-POS_EMBEDS = ("none", "sincos")  # 'sincos' adds stiv_jax/model/posembed.py's table to RoPE (the CPU demo)
+POS_EMBEDS = ("none", "sincos")
+# What the output layer predicts: 'v' the velocity (the paper, §2.1) | 'x' the clean latents,
+# turned into the velocity by stiv_jax/flow/interpolant.py (x-prediction; the CPU demo).
+PREDICTIONS = ("v", "x")  # 'sincos' adds stiv_jax/model/posembed.py's table to RoPE (the CPU demo)
 
 
 def get_model_config(size: str = "XL", **overrides) -> ml_collections.ConfigDict:
@@ -72,6 +75,7 @@ def _defaults(size: str) -> ml_collections.ConfigDict:
     c.cond_indicator = True  # learned per-frame indicator of replaced frames
     c.rope_theta = 10000.0
     c.pos_embed = "none"  # the paper: RoPE only (§2.1)
+    c.prediction = "v"  # the paper: velocity (§2.1); 'x': clean latents (PREDICTIONS)
     # Token grid (temporal, height, width) the RoPE positions were trained on; larger grids are
     # interpolated into this range (§2.4). Default: 20 frames × 256² through a ×8 VAE and patch 2.
     c.rope_ref_grid = (10, 16, 16)
@@ -125,5 +129,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
         raise ValueError("model.attention_layout='joint' attends across frames already: set model.temporal_attention=False")
     if c.pos_embed not in POS_EMBEDS:
         raise ValueError(f"model.pos_embed={c.pos_embed!r}; choose one of {POS_EMBEDS}")
+    if c.prediction not in PREDICTIONS:
+        raise ValueError(f"model.prediction={c.prediction!r}; choose one of {PREDICTIONS}")
     if len(tuple(c.rope_ref_grid)) != 3:
         raise ValueError("model.rope_ref_grid must be (temporal, height, width) in tokens")

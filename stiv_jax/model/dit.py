@@ -11,7 +11,9 @@
 5. ``num_layers`` STIV blocks, stacked and run with ``lax.scan`` (one compiled block) under the
    configured remat policy;
 6. (MaskDiT) scatter back with a learned mask token and run ``num_decoder_blocks`` full blocks;
-7. final modulated LayerNorm and un-patchify to the velocity ``[B, T, H, W, C]`` (float32).
+7. final modulated LayerNorm and un-patchify to the velocity ``[B, T, H, W, C]`` (float32); with
+   ``prediction='x'`` (not in the paper) the output layer predicts the clean latents and the
+   velocity follows from them (``flow.interpolant.velocity_from_data``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from stiv_jax.flow.interpolant import velocity_from_data
 from stiv_jax.model import maskdit
 from stiv_jax.model.attention import ATTENTION_PROBS
 from stiv_jax.model.block import SPATIAL_ATTN, TEMPORAL_ATTN, STIVBlock
@@ -161,7 +164,8 @@ class STIV(nnx.Module):
 
         shift, scale = (self.final_modulation[...][None] + cvec[:, None, :]).transpose(1, 0, 2)[:, :, None, None, :]
         out = modulate(layer_norm(tokens, cfg.ln_eps), shift, scale)
-        return self.unpatchify(out.reshape(b, tt, gh, gw, d), nf)
+        out = self.unpatchify(out.reshape(b, tt, gh, gw, d), nf)
+        return velocity_from_data(out, x, t) if cfg.prediction == "x" else out
 
 
 def init_model(cfg, seed: int = 0) -> STIV:
