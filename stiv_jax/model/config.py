@@ -36,10 +36,10 @@ ATTENTION_IMPLS = ("xla", "cudnn", "splash")
 # 'joint': one full 3D attention over all frames' tokens (3D RoPE), the ablation the scaling
 # benchmark compares against (needs ``temporal_attention=False``).
 ATTENTION_LAYOUTS = ("factorised", "joint")
-POS_EMBEDS = ("none", "sincos")
+POS_EMBEDS = ("none", "sincos")  # 'sincos' adds stiv_jax/model/posembed.py's table to RoPE (the CPU demo)
 # What the output layer predicts: 'v' the velocity (the paper, §2.1) | 'x' the clean latents,
 # turned into the velocity by stiv_jax/flow/interpolant.py (x-prediction; the CPU demo).
-PREDICTIONS = ("v", "x")  # 'sincos' adds stiv_jax/model/posembed.py's table to RoPE (the CPU demo)
+PREDICTIONS = ("v", "x")
 
 
 def get_model_config(size: str = "XL", **overrides) -> ml_collections.ConfigDict:
