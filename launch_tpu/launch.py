@@ -41,8 +41,6 @@ _ALL = _WHERE + ("accelerator_type", "bucket", "run_name", "config")
 REQUIRED = {"create": _WHERE + ("accelerator_type",), "install": _WHERE + ("bucket", "run_name"),
             "train": _ALL, "up": _ALL, "resume": _ALL,
             "logs": _WHERE, "stop": _WHERE, "status": _WHERE, "delete": _WHERE}
-_TPU_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
-_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class LaunchError(RuntimeError):
@@ -116,10 +114,16 @@ def install(ctx: Launch, *, upload: bool) -> None:
 
 
 def train(ctx: Launch) -> None:
-    a = ctx.args
+    a, env = ctx.args, dict(ctx.args.env)
+    if a.buckets:  # Grain reads shards from local files: mount gs:// data read-only first
+        ctx.runner.run(commands.ssh(ctx.target, commands.gcsfuse_mount_script(
+            a.buckets, a.gcsfuse_root, file_cache_mb=a.gcsfuse_file_cache_mb)))
+        env[commands.GCSFUSE_ROOT_ENV] = a.gcsfuse_root
+    else:
+        ctx.runner.note("nothing to mount: no gs:// --config.data.path after -- and no --mount")
     args = commands.train_args(a.config, ctx.workdir, ctx.slice, distributed_key=a.distributed_key,
                                mesh_overrides=a.mesh_overrides, extra=a.extra)
-    ctx.runner.run(commands.ssh(ctx.target, commands.train_script(args, dict(a.env))))
+    ctx.runner.run(commands.ssh(ctx.target, commands.train_script(args, env)))
     ctx.runner.note(f"follow with: launch.py logs --tpu-name={ctx.target.name} "
                     f"--zone={ctx.target.zone} --project={ctx.target.project}")
 
@@ -203,10 +207,6 @@ def cmd_logs(ctx: Launch) -> None:
     ctx.runner.run(commands.ssh(ctx.target, script, worker=a.worker))
 
 
-def cmd_status(ctx: Launch) -> None:
-    ctx.runner.run(commands.describe(ctx.target))
-
-
 def cmd_delete(ctx: Launch) -> None:
     if ctx.target.queued:
         ctx.runner.note("--force also deletes the queued resource's TPU VMs")
@@ -222,7 +222,7 @@ SUBCOMMANDS = {
     "logs": cmd_logs,
     "stop": lambda ctx: ctx.runner.run(
         commands.ssh(ctx.target, commands.stop_script(ctx.args.grace_seconds))),
-    "status": cmd_status,
+    "status": lambda ctx: ctx.runner.run(commands.describe(ctx.target)),
     "delete": cmd_delete,
 }
 
@@ -280,6 +280,12 @@ def _option_groups() -> dict[str, argparse.ArgumentParser]:
                           "(default: distributed; '' to pass none)")
     run.add_argument("--no-mesh-overrides", dest="mesh_overrides", action="store_false",
                      help="do not pass --config.mesh.{data,fsdp,tensor}=1,<chips>,1")
+    run.add_argument("--mount", action="append", default=[], metavar="gs://BUCKET",
+                     help="also mount this bucket (data set in the config file; repeatable)")
+    run.add_argument("--gcsfuse-root", default=commands.DEFAULT_GCSFUSE_ROOT,
+                     help="gs://B/P is read at ROOT/B/P (stiv-train gets $STIV_GCSFUSE_ROOT)")
+    run.add_argument("--gcsfuse-file-cache-mb", type=int, default=0, metavar="MB",
+                     help="local file cache per mounted bucket, MiB (-1: no limit; 0: off)")
 
     wait = group()
     wait.add_argument("--poll-seconds", type=float, default=60.0)
@@ -348,24 +354,18 @@ def parse_args(argv: list[str] | None = None) -> Launch:
     missing = [key for key in REQUIRED[a.command] if not getattr(a, key)]
     if missing:
         sub.error("missing " + ", ".join(_describe_flag(key) for key in missing))
-    if not _TPU_NAME.match(a.name):
-        sub.error(f"--tpu-name {a.name!r} is not a valid TPU name (lowercase letters, digits "
-                  "and hyphens, starting with a letter, at most 63 characters)")
-    workdir = None
-    if a.run_name is not None and "bucket" in REQUIRED[a.command]:
-        if not _RUN_NAME.match(a.run_name):
-            sub.error(f"--run-name {a.run_name!r}: use letters, digits, '.', '_' and '-'")
-        bucket = a.bucket.strip().rstrip("/")
-        bucket = bucket if bucket.startswith("gs://") else f"gs://{bucket}"
-        if bucket == "gs://" or any(c.isspace() for c in bucket):
-            sub.error(f"--bucket {a.bucket!r} is not a gs:// bucket")
-        workdir = f"{bucket}/{a.run_name}"
-    slice_ = None
-    if a.accelerator_type and "accelerator_type" in REQUIRED[a.command]:
-        try:
-            slice_ = slices.parse(a.accelerator_type)
-        except ValueError as e:
-            sub.error(f"--accelerator-type: {e}")
+    workdir = slice_ = None
+    try:
+        commands.check_tpu_name(a.name)
+        if a.accelerator_type and "accelerator_type" in REQUIRED[a.command]:
+            slice_ = commands.parse_slice(a.accelerator_type)
+        if a.run_name is not None and "bucket" in REQUIRED[a.command]:
+            workdir = commands.workdir_uri(a.bucket, a.run_name)
+        if a.command in ("train", "up", "resume"):  # the data buckets to mount on every worker
+            a.gcsfuse_root = commands.gcsfuse_root(a.gcsfuse_root, a.gcsfuse_file_cache_mb, a.env)
+            a.buckets = commands.data_buckets(a.extra, a.mount)
+    except ValueError as e:
+        sub.error(str(e))
     target = commands.Target(a.project, a.zone, a.name, queued=a.queued,
                              internal_ip=a.internal_ip)
     return Launch(a, Runner(a.dry_run), target, slice_, workdir)

@@ -86,6 +86,24 @@ def flags(cmd):
     return dict((a[2:].split("=", 1) + [True])[:2] for a in cmd if a.startswith("--"))
 
 
+def shell_tokens(script):
+    """A worker script split like the shell does, with `;`, `&&`, `||`, `|`, ... as tokens."""
+    lexer = shlex.shlex(script, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    return list(lexer)
+
+
+def gcsfuse_argvs(script):
+    """The argv of every `gcsfuse` command (in command position) of a worker script."""
+    tokens, argvs = shell_tokens(script), []
+    for i, token in enumerate(tokens):
+        if token == "gcsfuse" and (i == 0 or tokens[i - 1] in {"||", "&&", ";", "{", "("}):
+            end = next(j for j in range(i, len(tokens) + 1)
+                       if j == len(tokens) or tokens[j] in {";", "&&", "||", "}", ")"})
+            argvs.append(tokens[i:end])
+    return argvs
+
+
 def stiv_train_argv(ssh_cmd):
     """The stiv-train argv inside the worker script of a `tpu-vm ssh --command=...`."""
     tokens = shlex.split(flags(ssh_cmd)["command"])
@@ -169,6 +187,16 @@ def test_no_mesh_or_distributed_defaults(fake_bin):
     (["delete", *WHERE, "--", "--config.x=1"], "only train, up and resume take them"),
     (["resume", *WHERE, "--accelerator-type=v5p-8", f"--config={CONFIG}",
       "--assume-state=ACTIVE"], "--assume-state only plans a --dry-run"),
+    (["train", *WHERE, "--accelerator-type=v5p-8", f"--config={CONFIG}", "--mount=data-bkt"],
+     "launch.py train: error: --mount: 'data-bkt' is not gs://BUCKET[/PATH]"),
+    (["up", *WHERE, "--accelerator-type=v5p-8", f"--config={CONFIG}", "--mount=gs://Bad_Bkt"],
+     "launch.py up: error: --mount: 'gs://Bad_Bkt' is not gs://BUCKET[/PATH]"),
+    (["train", *WHERE, "--accelerator-type=v5p-8", f"--config={CONFIG}", "--",
+      "--config.data.path=gs://"], "error: --config.data.path: 'gs://' is not gs://BUCKET"),
+    (["train", *WHERE, "--accelerator-type=v5p-8", f"--config={CONFIG}", "--gcsfuse-root=mnt"],
+     "error: --gcsfuse-root 'mnt' is not an absolute path"),
+    (["train", *WHERE, "--accelerator-type=v5p-8", f"--config={CONFIG}",
+      "--env=STIV_GCSFUSE_ROOT=/x"], "error: --env STIV_GCSFUSE_ROOT: set the mount root with"),
 ])
 def test_bad_flags_are_clear_errors(fake_bin, argv, message):
     env, calls, _ = fake_bin
@@ -176,6 +204,76 @@ def test_bad_flags_are_clear_errors(fake_bin, argv, message):
     assert proc.returncode == 2
     assert message in proc.stderr
     assert calls() == []
+
+
+MOUNT_FLAGS = ["-o", "ro", "--implicit-dirs", "--metadata-cache-ttl-secs=-1",
+               "--stat-cache-max-size-mb=-1", "--type-cache-max-size-mb=-1"]
+
+
+def test_gs_data_path_is_mounted_on_every_worker_before_training(fake_bin):
+    cmds, _ = dry_run(fake_bin, "up", *WHERE, "--accelerator-type=v5litepod-256", "--queued",
+                      f"--config={CONFIG}", "--", "--config.data.path=gs://data-bkt/shards")
+    create, poll, pack, upload, install, mount, train = cmds
+    assert [c[4] for c in (install, mount, train)] == ["ssh", "ssh", "ssh"]
+    assert flags(mount)["worker"] == "all" and flags(train)["worker"] == "all"
+    script = flags(mount)["command"]
+    assert "stiv-train" not in script
+    tokens = shell_tokens(script)
+    assert tokens[:4] == ["command", "-v", "gcsfuse", ">"]  # installs gcsfuse only if missing
+    assert "gcsfuse-$codename main" in script and "apt-get" in script
+    assert " ".join(["mkdir", "-p", "/tmp/gcsfuse/data-bkt"]) in script
+    assert "mountpoint -q /tmp/gcsfuse/data-bkt ||" in script
+    assert gcsfuse_argvs(script) == [["gcsfuse", *MOUNT_FLAGS, "data-bkt",
+                                      "/tmp/gcsfuse/data-bkt"]]
+    assert "cache-dir" not in script  # no file cache unless asked for
+    argv, prefix = stiv_train_argv(train)
+    assert argv[-1] == "--config.data.path=gs://data-bkt/shards"
+    assert prefix[-4:] == ["env", "PYTHONUNBUFFERED=1", "STIV_GCSFUSE_ROOT=/tmp/gcsfuse",
+                           "$HOME/stiv_venv/bin/stiv-train"]
+
+
+def test_mount_flags_root_and_file_cache(fake_bin):
+    cmds, notes = dry_run(
+        fake_bin, "train", *WHERE, "--accelerator-type=v5p-128", f"--config={CONFIG}",
+        "--mount=gs://cfg-bkt", "--mount=gs://two-bkt/other", "--gcsfuse-root=/mnt/gcs/",
+        "--gcsfuse-file-cache-mb=4096", "--env=FOO=1",
+        "--", "--config.data.path", "gs://two-bkt/shards", "--config.batch_size=64")
+    mount, train = cmds
+    assert flags(mount)["worker"] == "all"
+    cache = ["--file-cache-max-size-mb=4096", "--cache-dir=/mnt/gcs-cache/{}",
+             "--file-cache-cache-file-for-range-read=true"]
+    assert gcsfuse_argvs(flags(mount)["command"]) == [  # the data path's bucket, then --mount's
+        ["gcsfuse", *MOUNT_FLAGS, *(f.format(b) for f in cache), b, f"/mnt/gcs/{b}"]
+        for b in ("two-bkt", "cfg-bkt")]
+    argv, prefix = stiv_train_argv(train)
+    assert argv[-3:] == ["--config.data.path", "gs://two-bkt/shards", "--config.batch_size=64"]
+    assert prefix[-5:-1] == ["env", "PYTHONUNBUFFERED=1", "FOO=1", "STIV_GCSFUSE_ROOT=/mnt/gcs"]
+    assert not any("nothing to mount" in n for n in notes)
+
+
+@pytest.mark.parametrize("extra", [[], ["--", "--config.data.path=/data/shards"]])
+def test_no_gs_data_path_no_mount(fake_bin, extra):
+    cmds, notes = dry_run(fake_bin, "train", *WHERE, "--accelerator-type=v5p-8",
+                          f"--config={CONFIG}", *extra)
+    (train,) = cmds
+    argv, prefix = stiv_train_argv(train)
+    assert "STIV_GCSFUSE_ROOT" not in " ".join(prefix) and "gcsfuse" not in flags(train)["command"]
+    assert any("nothing to mount: no gs:// --config.data.path" in n for n in notes)
+
+
+def test_bad_mount_is_a_one_line_error(fake_bin):
+    env, calls, _ = fake_bin
+    proc = launch(env, "up", *WHERE, "--accelerator-type=v5p-8", f"--config={CONFIG}",
+                  "--mount=/data/shards")
+    assert proc.returncode == 2 and calls() == []
+    assert proc.stderr.splitlines()[-1] == (
+        "launch.py up: error: --mount: '/data/shards' is not gs://BUCKET[/PATH]")
+
+
+def test_default_gcsfuse_root_is_the_trainers():
+    """The launcher mounts where the trainer reads: one default root on both sides."""
+    from stiv_jax.storage.paths import DEFAULT_GCSFUSE_ROOT
+    assert commands.DEFAULT_GCSFUSE_ROOT == DEFAULT_GCSFUSE_ROOT
 
 
 def test_resume_dry_run_after_preemption(fake_bin):
@@ -318,6 +416,76 @@ def test_worker_scripts_run_detach_refuse_and_stop(tmp_path):
     tail = worker(commands.logs_script(1, follow=False))
     assert tail.stdout == "SIGTERM: checkpoint saved\n"
     assert "not running" in worker(commands.stop_script(grace_seconds=1)).stdout
+
+
+FAKE_WORKER_TOOL = """#!{python}
+import json, os, sys
+tool, args, fake = os.path.basename(sys.argv[0]), sys.argv[1:], os.environ["FAKE_DIR"]
+stdin = sys.stdin.read() if tool == "sudo" and args[:1] == ["tee"] else None
+with open(os.path.join(fake, "calls.jsonl"), "a") as f:
+    f.write(json.dumps([tool, *args] + ([stdin] if stdin is not None else [])) + "\\n")
+mounts = os.path.join(fake, "mounts")
+mounted = open(mounts).read().splitlines() if os.path.exists(mounts) else []
+if tool == "lsb_release":
+    print("jammy")
+elif tool == "mountpoint":
+    sys.exit(0 if args[-1] in mounted else 1)
+elif tool == "gcsfuse":
+    if os.environ.get("FAKE_GCSFUSE_FAILS"):
+        sys.exit("gcsfuse: mount failed")
+    with open(mounts, "a") as f:
+        f.write(args[-1] + "\\n")
+elif tool == "sudo" and "install" in args and args[-1] == "gcsfuse":
+    os.symlink(sys.argv[0], os.path.join(os.path.dirname(sys.argv[0]), "gcsfuse"))
+"""
+
+
+def test_worker_mount_script_installs_gcsfuse_and_mounts_once(tmp_path):
+    """Runs the mount worker script for real with fake lsb_release/sudo/mountpoint/gcsfuse."""
+    bin_dir, fake = tmp_path / "bin", tmp_path / "fake"
+    bin_dir.mkdir()
+    fake.mkdir()
+    for tool in ("lsb_release", "sudo", "mountpoint"):  # no gcsfuse yet: it gets installed
+        (bin_dir / tool).write_text(FAKE_WORKER_TOOL.format(python=sys.executable))
+        (bin_dir / tool).chmod(0o755)
+    for tool in ("mkdir", "hostname"):  # the only other programs the script may run
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    env = {"PATH": str(bin_dir), "HOME": str(tmp_path), "FAKE_DIR": str(fake)}
+    root = tmp_path / "gcs root"  # a space: every path must be quoted
+    script = commands.gcsfuse_mount_script(["data-bkt", "cfg-bkt"], f"{root}/")
+
+    def worker(**extra_env):
+        assert subprocess.run(["bash", "-n", "-c", script]).returncode == 0  # syntax
+        return subprocess.run([shutil.which("bash"), "-c", script], env={**env, **extra_env},
+                              capture_output=True, text=True, timeout=30)
+
+    def calls(tool):
+        lines = (fake / "calls.jsonl").read_text().splitlines()
+        return [c[1:] for c in map(json.loads, lines) if c[0] == tool]
+
+    failed = worker(FAKE_GCSFUSE_FAILS="1")  # a failed mount fails the step (and the launch)
+    assert failed.returncode != 0 and "mount failed" in failed.stderr
+    assert "mounted read-only" not in failed.stdout
+    sudo = calls("sudo")
+    assert ["tee", "/etc/apt/sources.list.d/gcsfuse.list",
+            "deb [signed-by=/usr/share/keyrings/cloud.google.asc] "
+            "https://packages.cloud.google.com/apt gcsfuse-jammy main\n"] in sudo
+    assert any(c[0] == "curl" and "/usr/share/keyrings/cloud.google.asc" in c for c in sudo)
+    assert sudo[-1][0] == "apt-get" and sudo[-1][-3:] == ["-y", "-qq", "gcsfuse"]
+    assert (bin_dir / "gcsfuse").exists()
+
+    first = worker()
+    assert first.returncode == 0, first.stderr
+    assert calls("sudo") == sudo  # installed already: no apt this time
+    expected = [[*MOUNT_FLAGS, b, f"{root}/{b}"] for b in ("data-bkt", "cfg-bkt")]
+    assert calls("gcsfuse")[1:] == expected
+    assert (root / "data-bkt").is_dir() and (root / "cfg-bkt").is_dir()
+    assert f"gs://data-bkt is mounted read-only at {root}/data-bkt" in first.stdout
+
+    again = worker()  # mountpoint now says mounted: gcsfuse is not run again
+    assert again.returncode == 0, again.stderr
+    assert calls("gcsfuse")[1:] == expected
+    assert calls("mountpoint")[-2:] == [["-q", f"{root}/data-bkt"], ["-q", f"{root}/cfg-bkt"]]
 
 
 @pytest.mark.parametrize("accelerator, chips, hosts, per_host, topology", [
