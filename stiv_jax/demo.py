@@ -22,6 +22,8 @@ import time
 import numpy as np
 from absl import app, flags
 
+from stiv_jax.storage.workdir import Workdir
+
 _OUT = flags.DEFINE_string("out", "outputs/demo", "Output folder.")
 _CONFIG = flags.DEFINE_string("config", "experiments/demo_shapes.py", "Demo training config file.")
 _STEPS = flags.DEFINE_integer("steps", None, "Override config.num_train_steps.")
@@ -102,7 +104,7 @@ def sample_and_report(out: str, workdir: str, config, seed: int) -> dict:
 
     Image.fromarray(first).save(os.path.join(out, "ti2v_first_frame.png"))
     sheet = demo_report.contact_sheet(videos, labels, os.path.join(out, "contact_sheet.png"))
-    curve = demo_report.loss_curve(os.path.join(workdir, "metrics.jsonl"), os.path.join(out, "loss_curve.png"))
+    curve = demo_report.loss_curve(Workdir(workdir).metrics(), os.path.join(out, "loss_curve.png"), title=os.path.basename(workdir))
     score = {k: float(np.mean([row["ok"][k] for row in rows])) for k in ("color", "shape", "motion")}
     # The five videos above are anecdotes; every one of the 60 demo captions is a measurement.
     every = demo_report.prompt_following(
@@ -124,9 +126,9 @@ def main(argv) -> None:
     config = load_config(_CONFIG.value, out, _STEPS.value)
     prepare_data(out, config)
     workdir = os.path.join(out, "workdir")
-    from stiv_jax.train.checkpoint import Checkpointer
+    from stiv_jax.train.checkpoint import latest_step
 
-    done = os.path.isdir(os.path.join(workdir, "checkpoints")) and Checkpointer(workdir).latest_step() == config.num_train_steps
+    done = Workdir(workdir).checkpoints.exists() and latest_step(workdir) == config.num_train_steps
     if not done:
         t = _stage(f"3/4 training {_CONFIG.value} for {config.num_train_steps} steps in {workdir}")
         from stiv_jax.train.loop import train

@@ -12,8 +12,6 @@ names the motion. Also renders the contact sheet and the loss curve as PNG files
 from __future__ import annotations
 
 import itertools
-import json
-import os
 import zlib
 from typing import Callable, Sequence
 
@@ -128,20 +126,19 @@ def contact_sheet(videos: list[np.ndarray], labels: list[str], path: str, scale:
     return path
 
 
-def loss_curve(metrics_jsonl: str, path: str) -> str:
+def loss_curve(rows: list[dict], path: str, title: str = "") -> str:
+    """PNG of the loss over the steps of ``rows`` (``Workdir.metrics()``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(metrics_jsonl) as f:
-        rows = [json.loads(line) for line in f]
     steps = [r["step"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(steps, [r["loss"] for r in rows], label="flow-matching loss")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.set_title(os.path.basename(os.path.dirname(metrics_jsonl)))
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

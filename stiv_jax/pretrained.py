@@ -24,6 +24,7 @@ from flax import nnx
 from stiv_jax.convert_torch import load_state_dict
 from stiv_jax.parallel.rules import logical_to_spec
 from stiv_jax.pretrained_config import PretrainedConfig
+from stiv_jax.storage import paths
 from stiv_jax.text.clip import CLIPTextConfig, CLIPTextModel
 from stiv_jax.text.convert import convert_clip, convert_t5
 from stiv_jax.text.t5 import T5Encoder, T5EncoderConfig
@@ -86,11 +87,11 @@ def save_pretrained(directory: str, pretrained: Pretrained, *, source: str | Non
     """Writes ``config.json`` and the orbax ``params/`` checkpoint; returns the absolute directory."""
     import orbax.checkpoint as ocp
 
-    directory = os.path.abspath(directory)
-    os.makedirs(directory, exist_ok=True)
+    directory = os.fspath(paths.as_path(directory))  # local (made absolute) or gs://
+    paths.as_path(directory).mkdir(parents=True, exist_ok=True)
     params = nnx.to_pure_dict(nnx.state(pretrained.model, nnx.Param))
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.join(directory, "params"), params, force=True)
+    checkpointer.save(paths.as_path(paths.join(directory, "params")), params, force=True)
     checkpointer.wait_until_finished()
     meta = {
         "format": FORMAT,
@@ -99,8 +100,7 @@ def save_pretrained(directory: str, pretrained: Pretrained, *, source: str | Non
         "source": source,
         "num_params": num_params(pretrained.model),
     }
-    with open(os.path.join(directory, "config.json"), "w") as f:
-        json.dump(meta, f, indent=2)
+    paths.write_text(paths.join(directory, "config.json"), json.dumps(meta, indent=2))
     return directory
 
 
@@ -135,12 +135,11 @@ def load_pretrained(
     """
     import orbax.checkpoint as ocp
 
-    directory = os.path.abspath(directory)
-    meta_path = os.path.join(directory, "config.json")
-    if not os.path.isfile(meta_path):
+    directory = os.fspath(paths.as_path(directory))
+    meta_path = paths.join(directory, "config.json")
+    if not paths.exists(meta_path):
         raise FileNotFoundError(f"{directory} is not a pretrained directory (no config.json; write one with stiv-import)")
-    with open(meta_path) as f:
-        meta = json.load(f)
+    meta = json.loads(paths.read_text(meta_path))
     if meta.get("format") != FORMAT:
         raise ValueError(f"{meta_path}: unknown format {meta.get('format')!r}, expected {FORMAT!r}")
     kind = meta["kind"]
@@ -153,6 +152,6 @@ def load_pretrained(
         state,
         is_leaf=lambda x: isinstance(x, nnx.Variable),
     )
-    restored = ocp.StandardCheckpointer().restore(os.path.join(directory, "params"), nnx.to_pure_dict(target))
+    restored = ocp.StandardCheckpointer().restore(paths.as_path(paths.join(directory, "params")), nnx.to_pure_dict(target))
     nnx.replace_by_pure_dict(state, restored)
     return Pretrained(kind, cfg, nnx.merge(graphdef, state))

@@ -137,7 +137,7 @@ def main(argv) -> None:
 
     # The training clips themselves (the run's data config, read from the current directory).
     sp = spm.SentencePieceProcessor(model_file=c.data.tokenizer_path)
-    batch = next(make_iterator(c, _CLIPS.value, 0, 1))
+    batch = next(make_iterator(c, _CLIPS.value))
     captions = [sp.decode([int(i) for i, m in zip(ids, mask) if m and i > 1]) for ids, mask in zip(batch["text_ids"], batch["text_mask"])]
     x1, micro = jnp.asarray(batch["latents"]), jnp.asarray(batch["micro"])
     edits = demo_caption_edits(captions)

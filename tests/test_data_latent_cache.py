@@ -55,7 +55,7 @@ def test_latents_match_encoded_pixels(tmp_path, dtype, atol):
     lcfg = data_config.get_data_config()
     lcfg.path, lcfg.mode, lcfg.num_epochs = str(tmp_path), "latents", 1
     seen = set()
-    for batch in pipeline.make_iterator(lcfg, per_process_batch_size=1):
+    for batch in pipeline.make_iterator(lcfg, batch_size=1):
         assert set(batch) == {"latents", "text_emb", "pooled_text", "text_mask", "micro", "key"}
         assert batch["latents"].dtype == np.float32 and batch["text_mask"].dtype == np.bool_
         source_key = _source_keys(tmp_path)[int(batch["key"][0])]
@@ -86,7 +86,7 @@ def test_cli_without_text_encoder_keeps_token_ids(tmp_path, capsys):
     assert capsys.readouterr().out.strip().endswith("shapes={'4x4x4x48': 20}")
     cfg = data_config.get_data_config()
     cfg.path, cfg.mode = str(tmp_path), "latents"
-    batch = next(pipeline.make_iterator(cfg, per_process_batch_size=4))
+    batch = next(pipeline.make_iterator(cfg, batch_size=4))
     assert {k: v.shape for k, v in batch.items()} == {
         "latents": (4, 4, 4, 4, 48), "text_ids": (4, 10), "text_mask": (4, 10), "micro": (4, 6), "key": (4,)
     }

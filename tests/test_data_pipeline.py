@@ -43,7 +43,7 @@ def assert_batches_equal(a, b):
 
 
 def test_batch_shapes_and_dtypes():
-    batch = next(pipeline.make_iterator(demo_config(), per_process_batch_size=3))
+    batch = next(pipeline.make_iterator(demo_config(), batch_size=3))
     expected = {
         "video": ((3, 4, 24, 24, 3), np.float32),
         "text_ids": ((3, L), np.int32),
@@ -68,7 +68,7 @@ def test_micro_conditions_are_what_was_sampled():
     """Frame codes and colour ramps in the pixels must agree with the reported micro-conditions."""
     index = shards.load_index(coded_shards())
     records = {r["key"]: r for r in shards.read_records(coded_shards())}
-    it = pipeline.make_iterator(coded_config(), per_process_batch_size=2)
+    it = pipeline.make_iterator(coded_config(), batch_size=2)
     seen_strides, seen_buckets = set(), set()
     for batch in take(it, 12):
         t, hh, ww = batch["video"].shape[1:4]
@@ -111,9 +111,9 @@ def test_bucket_assignment():
 
 
 def test_same_seed_same_stream_and_other_seed_differs():
-    a = take(pipeline.make_iterator(coded_config(), per_process_batch_size=2), 4)
-    b = take(pipeline.make_iterator(coded_config(), per_process_batch_size=2), 4)
-    c = take(pipeline.make_iterator(coded_config(seed=1), per_process_batch_size=2), 4)
+    a = take(pipeline.make_iterator(coded_config(), batch_size=2), 4)
+    b = take(pipeline.make_iterator(coded_config(), batch_size=2), 4)
+    c = take(pipeline.make_iterator(coded_config(seed=1), batch_size=2), 4)
     for x, y in zip(a, b):
         assert_batches_equal(x, y)
     same = [np.array_equal(x["key"], z["key"]) and np.array_equal(x["micro"], z["micro"]) for x, z in zip(a, c)]
@@ -122,30 +122,40 @@ def test_same_seed_same_stream_and_other_seed_differs():
 
 def test_epochs_reshuffle_and_cover():
     cfg = demo_config(num_epochs=2)
-    keys = [int(k) for b in pipeline.make_iterator(cfg, per_process_batch_size=1) for k in b["key"]]
+    keys = [int(k) for b in pipeline.make_iterator(cfg, batch_size=1) for k in b["key"]]
     n = len(shards.load_index(demo_shards()))
     assert len(keys) == 2 * n
     assert sorted(keys[:n]) == sorted(keys[n:]) == list(range(n))
     assert keys[:n] != keys[n:]
 
 
-def test_two_processes_are_disjoint_and_cover():
-    n = len(shards.load_index(demo_shards()))
-    per_process = []
-    for process_index in range(2):
-        cfg = demo_config(num_epochs=1)
-        it = pipeline.make_iterator(cfg, process_index=process_index, process_count=2, per_process_batch_size=1)
-        per_process.append({int(k) for b in it for k in b["key"]})
-    assert not per_process[0] & per_process[1]
-    assert per_process[0] | per_process[1] == set(range(n))
-    assert abs(len(per_process[0]) - len(per_process[1])) <= 1
+def test_processes_read_disjoint_rows_whose_union_is_the_one_process_stream():
+    """Global batches of 4 read as rows {0, 1} and {2, 3} (two processes) or all rows (one)."""
+    cfg = demo_config(num_epochs=1)
+    one = list(pipeline.make_iterator(cfg, batch_size=4))
+    halves = [list(pipeline.make_iterator(cfg, batch_size=4, rows=rows)) for rows in ([0, 1], [2, 3])]
+    assert len(one) == len(halves[0]) == len(halves[1]) == len(shards.load_index(demo_shards())) // 4
+    keys = [{int(k) for batch in part for k in batch["key"]} for part in halves]
+    assert not keys[0] & keys[1]
+    assert keys[0] | keys[1] == {int(k) for batch in one for k in batch["key"]}
+    for whole, a, b in zip(one, *halves):  # row for row, random crops and strides included
+        for name in whole:
+            np.testing.assert_array_equal(np.concatenate([a[name], b[name]]), whole[name], err_msg=name)
+
+
+def test_start_skips_whole_global_batches():
+    cfg = coded_config()
+    expected = take(pipeline.make_iterator(cfg, batch_size=2), 5)[3:]
+    got = take(pipeline.make_iterator(cfg, batch_size=2, start=3), 2)
+    for e, g in zip(expected, got):
+        assert_batches_equal(e, g)
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_orbax_checkpoint_resumes_the_exact_stream(tmp_path, num_workers):
     cfg = coded_config(num_workers=num_workers)
     k = 3
-    it = pipeline.make_iterator(cfg, per_process_batch_size=2)
+    it = pipeline.make_iterator(cfg, batch_size=2)
     take(it, k)
     options = ocp.CheckpointManagerOptions(enable_async_checkpointing=False)
     with ocp.CheckpointManager(tmp_path / "ckpt", options=options) as mngr:
@@ -153,7 +163,7 @@ def test_orbax_checkpoint_resumes_the_exact_stream(tmp_path, num_workers):
         expected = take(it, 2)
         if hasattr(it, "close"):
             it.close()
-        restored = pipeline.make_iterator(cfg, per_process_batch_size=2)
+        restored = pipeline.make_iterator(cfg, batch_size=2)
         mngr.restore(k, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(restored)))
         got = take(restored, 2)
         if hasattr(restored, "close"):
@@ -163,8 +173,8 @@ def test_orbax_checkpoint_resumes_the_exact_stream(tmp_path, num_workers):
 
 
 def test_workers_match_in_process_stream():
-    a = take(pipeline.make_iterator(coded_config(num_workers=0), per_process_batch_size=2), 3)
-    it = pipeline.make_iterator(coded_config(num_workers=2), per_process_batch_size=2)
+    a = take(pipeline.make_iterator(coded_config(num_workers=0), batch_size=2), 3)
+    it = pipeline.make_iterator(coded_config(num_workers=2), batch_size=2)
     b = take(it, 3)
     it.close()
     for x, y in zip(a, b):

@@ -57,7 +57,11 @@ def test_contact_sheet_and_loss_curve(tmp_path):
     img = np.asarray(Image.open(sheet))
     assert img.shape[1] > 3 * 8 * 3 and img.shape[0] > 2 * 8 * 3
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 0.5}\n')
-    curve = demo_report.loss_curve(str(tmp_path / "metrics.jsonl"), str(tmp_path / "c.png"))
+    from stiv_jax.storage.workdir import Workdir
+
+    rows = Workdir(str(tmp_path)).metrics()
+    assert rows == [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}]
+    curve = demo_report.loss_curve(rows, str(tmp_path / "c.png"), title="run")
     assert os.path.getsize(curve) > 1000
 
 

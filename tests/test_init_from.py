@@ -5,7 +5,8 @@ import jax
 import numpy as np
 
 from stiv_jax.parallel.mesh import make_mesh
-from stiv_jax.train.checkpoint import Checkpointer, save_config
+from stiv_jax.storage.workdir import Workdir
+from stiv_jax.train.checkpoint import Checkpointer
 from stiv_jax.train.init_from import _flatten, apply_init_from
 from stiv_jax.train.setup import build
 from tests.model_utils import forward, make_inputs
@@ -21,7 +22,7 @@ def _fresh(cfg):
 
 def _write_run(workdir, cfg):
     tr, state = _fresh(cfg)
-    save_config(workdir, cfg)
+    Workdir(workdir).save_config(cfg)
     ckpt = Checkpointer(workdir, async_save=False)
     ckpt.save(1, state)
     ckpt.close()

@@ -42,7 +42,7 @@ def _flag_values() -> flags.FlagValues:
 
 def time_pipeline(cfg, batch_size: int, batches: int, warmup: int) -> float:
     """Clips per second over ``batches`` batches after ``warmup`` batches."""
-    it = pipeline.make_iterator(cfg, per_process_batch_size=batch_size)
+    it = pipeline.make_iterator(cfg, batch_size=batch_size)
     try:
         for _ in range(warmup):
             next(it)

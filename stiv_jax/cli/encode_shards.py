@@ -21,7 +21,7 @@ def _flag_values() -> flags.FlagValues:
     fv = flags.FlagValues()
     d = dict(flag_values=fv)
     flags.DEFINE_string("input", None, "Clip shard folder (stiv-make-shards output).", **d)
-    flags.DEFINE_string("out", None, "Output folder for the latent shards.", **d)
+    flags.DEFINE_string("out", None, "Output folder for the latent shards (local or gs://).", **d)
     flags.DEFINE_string("autoencoder", "pixel", "'pixel', 'pixel:F' or 'package.module:attr'.", **d)
     flags.DEFINE_string("text_encoder", "none", "'none' (store token ids) or 'package.module:encode_text'.", **d)
     flags.DEFINE_string("tokenizer_path", None, "SentencePiece model for the captions.", **d)

@@ -1,10 +1,11 @@
 """stiv-export-torch: export a training run's weights for the PyTorch port of STIV.
 
-    stiv-export-torch --workdir=DIR --out=stiv.safetensors [--ema|--no-ema] [--dtype=bfloat16]
+    stiv-export-torch --workdir=DIR [--out=stiv.safetensors] [--ema|--no-ema] [--dtype=bfloat16]
 
 Reads the latest orbax checkpoint of ``DIR`` (EMA params by default), converts them to the layout
 of stiv_jax/export/torch_stiv.py and writes ``stiv.safetensors`` plus the model config
-``stiv.json`` beside it; prints the output path. Load in PyTorch with
+``stiv.json`` beside it (default ``DIR/export/stiv.safetensors``; ``DIR`` and ``--out`` may be
+``gs://`` URLs); prints the output path. Load in PyTorch with
 ``stiv_jax.export.torch_stiv.load_torch_stiv("stiv.safetensors")``.
 """
 
@@ -21,12 +22,11 @@ PROG = "stiv-export-torch"
 def _flags() -> flags.FlagValues:
     fv = flags.FlagValues()
     flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints/).", flag_values=fv)
-    flags.DEFINE_string("out", None, "Output FILE.safetensors; the config goes to FILE.json.", flag_values=fv)
+    flags.DEFINE_string("out", None, "Output FILE.safetensors (default WORKDIR/export/stiv.safetensors); the config goes to FILE.json.", flag_values=fv)
     flags.DEFINE_bool("ema", True, "Export the EMA params (default) or, with --noema, the raw params.", flag_values=fv)
     flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "Stored dtype (default: as in the checkpoint).", flag_values=fv)
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", flag_values=fv)
-    for name in ("workdir", "out"):
-        flags.mark_flag_as_required(name, flag_values=fv)
+    flags.mark_flag_as_required("workdir", flag_values=fv)
     return fv
 
 
@@ -43,20 +43,27 @@ def run(argv: Sequence[str] | None = None) -> str:
         sys.exit(f"{PROG}: unexpected arguments {rest[1:]}")
 
     from stiv_jax.export import checkpoint, convert
+    from stiv_jax.storage.workdir import Workdir
 
     try:
+        out = fv.out or Workdir(fv.workdir).export_path()
         checkpoint.read_model_config(fv.workdir)  # fail early on a directory that is no workdir
         step = fv.step if fv.step is not None else checkpoint.latest_step(fv.workdir)
         if step is None:
             raise FileNotFoundError(f"{fv.workdir}: no checkpoint to export")
         cfg, params = checkpoint.load_params(fv.workdir, ema=fv.ema, step=step)
         meta = {"step": str(step), "params": "ema_params" if fv.ema else "params", "workdir": fv.workdir}
-        out, _ = convert.export(params, cfg, fv.out, dtype=fv.dtype, metadata=meta)
+        out, _ = convert.export(params, cfg, out, dtype=fv.dtype, metadata=meta)
     except (FileNotFoundError, ValueError) as e:  # ConversionError is a ValueError
         sys.exit(f"{PROG}: {e}")
     print(out)
     return out
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """Console entry point: exit status 0 on success (``run`` returns the path, for Python)."""
     run()
+
+
+if __name__ == "__main__":
+    main()

@@ -61,5 +61,10 @@ def run(argv: Sequence[str] | None = None) -> str:
     return out
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """Console entry point: exit status 0 on success (``run`` returns the directory, for Python)."""
     run()
+
+
+if __name__ == "__main__":
+    main()

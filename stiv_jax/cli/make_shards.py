@@ -22,6 +22,7 @@ from absl import flags
 
 from stiv_jax.cli import flag_utils
 from stiv_jax.data import clips, scenes, shards
+from stiv_jax.storage import paths
 
 _SIZE_BINS = (0, 128, 256, 360, 480, 720, 1080, 2160)
 _DURATION_BINS = (0, 1, 2, 4, 8, 16, 32, 64)
@@ -31,7 +32,7 @@ def _flag_values() -> flags.FlagValues:
     fv = flags.FlagValues()
     d = dict(flag_values=fv)
     flags.DEFINE_string("input", None, "Folder of videos and images (searched recursively).", **d)
-    flags.DEFINE_string("out", None, "Output folder for the shards.", **d)
+    flags.DEFINE_string("out", None, "Output folder for the shards (local or gs://).", **d)
     flags.DEFINE_string("captions", None, 'JSONL of {"video": "rel/path", "caption": "..."} lines.', **d)
     flags.DEFINE_integer("records_per_shard", 1000, "Clips per ArrayRecord shard.", **d)
     flags.DEFINE_integer("num_workers", 0, "Processes that probe/split/encode files (0: in-process).", **d)
@@ -68,7 +69,7 @@ def make_shards(
     if not os.path.isdir(input_dir):
         raise FileNotFoundError(f"--input {input_dir!r} is not a folder")
     captions = clips.load_captions(captions_path) if captions_path else {}
-    rels = clips.find_media(input_dir, exclude=out_dir)
+    rels = clips.find_media(input_dir, exclude=None if paths.is_remote(out_dir) else out_dir)
     unmatched = len(set(captions) - {os.path.normpath(r) for r in rels})
     tasks = [(input_dir, rel, clips.caption_for(input_dir, rel, captions), options) for rel in rels]
     writer = shards.ShardWriter(out_dir, "clips", records_per_shard)

@@ -3,11 +3,12 @@
   stiv-sample --workdir=DIR --prompt=TEXT [--task=t2v|ti2v|predict|interpolate|long|t2i|upsample]
       [--image=PNG] [--last_image=PNG] [--video=MP4] [--steps=50]
       [--schedule=linear_quadratic|linear] [--guidance=jit|sit|cfg|none] [--scale=7.5]
-      [--num_frames=N] [--seed=S] --out=FILE.mp4|.gif
+      [--num_frames=N] [--seed=S] [--out=FILE.mp4|.gif]
 
 Uses the EMA weights of the latest checkpoint (``--noema`` / ``--no_ema`` for the raw ones).
 ``--prompts_file`` (one prompt per line) samples a batch and writes ``FILE_000.mp4``, … next to
-``--out``. Progress and stage timings (load, encode, compile, sample, decode, write) go to stderr;
+``--out``. Without ``--out``, outputs go to ``DIR/samples/TASK_PROMPT_sSEED.mp4`` (``.png`` for
+t2i); ``DIR`` and ``--out`` may be ``gs://`` URLs. Progress and stage timings (load, encode, compile, sample, decode, write) go to stderr;
 each written path is printed to stdout (for one output, the last line is its path). The output is
 a pure function of the flags: the same seed gives the same file bytes.
 Library equivalent: ``stiv_jax.sampling.pipeline.load_sampler(DIR).generate(...)``.
@@ -36,7 +37,7 @@ def _flag_values() -> flags.FlagValues:
     flags.DEFINE_string("workdir", None, "stiv-train run directory (config.json + checkpoints/).", **d)
     flags.DEFINE_string("prompt", None, "Text prompt.", **d)
     flags.DEFINE_string("prompts_file", None, "File with one prompt per line (a batch).", **d)
-    flags.DEFINE_string("out", None, "Output .mp4/.webm/.gif (or .png/.jpg for t2i).", **d)
+    flags.DEFINE_string("out", None, "Output .mp4/.webm/.gif (or .png/.jpg for t2i); default WORKDIR/samples/.", **d)
     flags.DEFINE_enum("task", o.task, list(pipeline.ALL_TASKS), "What to generate.", **d)
     flags.DEFINE_string("image", None, "First frame (ti2v, interpolate; optional for long).", **d)
     flags.DEFINE_string("last_image", None, "Last frame (interpolate).", **d)
@@ -64,7 +65,7 @@ def _flag_values() -> flags.FlagValues:
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", **d)
     flags.DEFINE_string("tokenizer_path", None, "SentencePiece model (default: data.tokenizer_path).", **d)
     flags.DEFINE_string("text_encoder", None, "stiv-import text-encoder dir (runs on cached text).", **d)
-    flags.mark_flags_as_required(["workdir", "out"], flag_values=fv)
+    flags.mark_flags_as_required(["workdir"], flag_values=fv)
     return fv
 
 
@@ -83,6 +84,14 @@ def read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
     return prompts
 
 
+def default_out(workdir: str, prompt: str, task: str, seed: int) -> str:
+    """``WORKDIR/samples/TASK_PROMPT_sSEED.mp4`` (``.png`` for t2i), the prompt made a file name."""
+    from stiv_jax.storage.workdir import Workdir
+
+    slug = "".join(c if c.isalnum() else "_" for c in prompt.lower()).strip("_")[:60] or "prompt"
+    return Workdir(workdir).sample_path(f"{task}_{slug}_s{seed}{'.png' if task == 't2i' else '.mp4'}")
+
+
 def output_paths(out: str, count: int, task: str) -> list[str]:
     """``out`` for one output, else ``STEM_000.EXT``, ``STEM_001.EXT``, …"""
     stem, ext = os.path.splitext(out)
@@ -95,16 +104,18 @@ def output_paths(out: str, count: int, task: str) -> list[str]:
 
 
 def write_output(path: str, frames, fps: float) -> str:
-    """Writes ``uint8 [T, H, W, 3]`` as a video, or a single frame as an image."""
+    """Writes ``uint8 [T, H, W, 3]`` as a video, or a single frame as an image (local or gs://)."""
     from PIL import Image
 
     from stiv_jax.data import video_io
+    from stiv_jax.storage import paths
 
-    if os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        Image.fromarray(frames[0]).save(path)
-        return path
-    return video_io.write_video(path, frames, fps)
+    with paths.staged_file(path) as local:
+        if os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS:
+            Image.fromarray(frames[0]).save(local)
+        else:
+            video_io.write_video(local, frames, fps)
+    return path
 
 
 def _options(fv: flags.FlagValues) -> pipeline.SampleOptions:
@@ -124,7 +135,8 @@ def run(argv: list[str] | None = None) -> list[str]:
         given = dict(image=fv.image, last_image=fv.last_image, video=fv.video)
         pipeline.check_inputs(options.task, **given)
         prompts = read_prompts(fv.prompt, fv.prompts_file)
-        paths = output_paths(fv.out, len(prompts), options.task)
+        out = fv.out or default_out(fv.workdir, prompts[0], options.task, options.seed)
+        paths = output_paths(out, len(prompts), options.task)
         sampler = pipeline.load_sampler(
             fv.workdir, ema=fv.ema and not fv.no_ema, step=fv.step,
             tokenizer_path=fv.tokenizer_path, text_checkpoint=fv.text_encoder, log=log)
@@ -140,5 +152,10 @@ def run(argv: list[str] | None = None) -> list[str]:
     return paths
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """Console entry point: exit status 0 on success (``run`` returns the paths, for Python)."""
     run()
+
+
+if __name__ == "__main__":
+    main()

@@ -20,7 +20,6 @@ named as ``'package.module:attribute'``.
 from __future__ import annotations
 
 import importlib
-import os
 from typing import Any, Callable
 
 import grain
@@ -121,7 +120,7 @@ def encode_shards(
     if encode_text is not None:  # the empty prompt's encoding, for text dropout in training
         null_ids, null_mask = null_text_ids(cfg.max_text_length)
         tokens, pooled = encode_text(null_ids, null_mask)
-        np.savez(os.path.join(out_dir, "null_text.npz"), text=np.asarray(tokens, np.float32), text_mask=null_mask, pooled_text=np.asarray(pooled, np.float32))
+        shards.save_null_text(out_dir, np.asarray(tokens, np.float32), null_mask, np.asarray(pooled, np.float32))
     manifest = {
         "format": pipeline.LATENT_FORMAT,
         "num_records": sum(s["records"] for s in shard_list),

@@ -2,17 +2,20 @@
 
 Per bucket ``b`` (one batch shape), with the record indices that ``index.npy`` assigns to it::
 
-    MapDataset.source(records of b)[process_index::process_count]   # per-process shard
-      .seed(seed_b).shuffle().repeat()                               # reshuffled every epoch
-      .random_map(SampleClip(...))                                   # decode/sample/crop/tokenize
-      .batch(per_process_batch_size, drop_remainder=True)
+    MapDataset.source(records of b)                    # every record: one global stream
+      .seed(seed_b).shuffle().repeat()                 # reshuffled every epoch
+      .random_map(SampleClip(...))                     # decode/sample/crop/tokenize (lazily)
+    batch_rows(.., batch_size, rows)                   # this process's rows of each global batch
 
-and the buckets are interleaved by ``MapDataset.mix`` in proportion to their global sizes, so every
-process draws the same bucket at the same step (multi-host batches need one shape). All of this is
-index-based, hence deterministic and cheap to checkpoint; ``to_iter_dataset`` adds read-ahead
-threads and ``mp_prefetch`` moves the decoding into ``num_workers`` processes. The iterator's
-``get_state``/``set_state`` (or ``grain.checkpoint.CheckpointSave/Restore`` inside orbax) resume
-the exact stream; restoring needs the same process count and ``num_workers``.
+and the buckets are interleaved by ``MapDataset.mix`` in proportion to their sizes, so every
+process draws the same bucket at the same step (multi-host batches need one shape). Global batch
+``k`` holds the same examples, with the same random crops, whether one process reads all of its
+rows or several processes read a share each (``rows``: the rows of the global batch that this
+process's devices hold, ``stiv_jax.train.data.process_rows``). All of this is index-based, so the
+stream is a pure function of the config and ``make_dataset(..., start=k)`` begins at global batch
+``k``: the trainer resumes the data from the restored step, on any process count or
+``num_workers``. ``to_iter_dataset`` adds read-ahead threads and ``mp_prefetch`` moves the
+decoding into ``num_workers`` processes.
 """
 
 from __future__ import annotations
@@ -102,10 +105,37 @@ def _element_fns(cfg: ml_collections.ConfigDict, shard_dir: str, index: np.ndarr
     return shapes, assignment, fns, bool(cfg.random_crop)
 
 
+class _ProcessRows(grain.MapDataset):
+    """Element ``j`` is element ``(j // b)·B + rows[j % b]`` of ``parent`` (``b = len(rows)``)."""
+
+    def __init__(self, parent: grain.MapDataset, global_batch: int, rows: Sequence[int]):
+        super().__init__(parent)
+        self.global_batch, self.rows = int(global_batch), np.asarray(rows, np.int64)
+
+    def __len__(self) -> int:
+        return (len(self._parent) // self.global_batch) * len(self.rows)
+
+    def __getitem__(self, j):
+        if isinstance(j, slice):
+            return self.slice(j)
+        k, i = divmod(int(j), len(self.rows))
+        return self._parent[k * self.global_batch + int(self.rows[i])]
+
+    def __str__(self) -> str:
+        return f"ProcessRows(global_batch={self.global_batch}, rows={len(self.rows)})"
+
+
+def batch_rows(ds: grain.MapDataset, batch_size: int, rows: Sequence[int] | None = None) -> grain.MapDataset:
+    """Global batches of ``batch_size`` consecutive elements of ``ds``, each cut to ``rows``
+    (default: all rows): only those elements are ever read, so a process decodes its share."""
+    rows = range(batch_size) if rows is None else rows
+    if not len(rows) or min(rows) < 0 or max(rows) >= batch_size:
+        raise ValueError(f"rows {list(rows)[:8]} do not fit a global batch of {batch_size}")
+    return _ProcessRows(ds, batch_size, rows).batch(len(rows), drop_remainder=True)
+
+
 def bucket_datasets(
     config: ml_collections.ConfigDict,
-    process_index: int = 0,
-    process_count: int = 1,
     training: bool = True,
 ) -> list[tuple[tuple[int, ...], int, grain.MapDataset]]:
     """``[(shape, global_count, element MapDataset)]`` per non-empty bucket, unbatched.
@@ -125,13 +155,12 @@ def bucket_datasets(
     out = []
     for b, (shape, fn) in enumerate(zip(shapes, fns)):
         members = np.flatnonzero(assignment == b)
-        if len(members) < process_count:
-            if len(members):
-                logging.warning("bucket %s has %d records < %d processes; dropped", shape, len(members), process_count)
+        if not len(members):
             continue
-        ds = grain.MapDataset.source(SubsetSource(source, members[process_index::process_count]))
+        ds = grain.MapDataset.source(SubsetSource(source, members))
         if training:
-            seed = np.random.SeedSequence([int(cfg.seed), b, process_index]).generate_state(1)[0]
+            # The trailing 0 (once the process index) keeps the stream of earlier runs.
+            seed = np.random.SeedSequence([int(cfg.seed), b, 0]).generate_state(1)[0]
             ds = ds.seed(int(seed)).shuffle().repeat(cfg.num_epochs or None)
             ds = ds.random_map(fn) if random else ds.map(fn)
         else:
@@ -152,15 +181,17 @@ def ensure_absl_flags_parsed() -> None:
 
 def make_dataset(
     config: ml_collections.ConfigDict,
-    process_index: int = 0,
-    process_count: int = 1,
-    per_process_batch_size: int = 1,
+    batch_size: int = 1,
+    rows: Sequence[int] | None = None,
+    start: int = 0,
 ) -> grain.IterDataset:
-    """The training ``IterDataset`` of batches (numpy dicts) for one process (see module doc)."""
+    """The training ``IterDataset`` of this process's ``rows`` of each global batch of
+    ``batch_size`` (numpy dicts), from global batch ``start`` on (see module doc)."""
     cfg = resolve_data_config(config)
-    parts = bucket_datasets(cfg, process_index, process_count, training=True)
-    batched = [ds.batch(per_process_batch_size, drop_remainder=True) for _, _, ds in parts]
+    parts = bucket_datasets(cfg, training=True)
+    batched = [batch_rows(ds, batch_size, rows) for _, _, ds in parts]
     ds = batched[0] if len(batched) == 1 else grain.MapDataset.mix(batched, [n for _, n, _ in parts])
+    ds = ds[start:] if start else ds
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(1, cfg.read_threads), prefetch_buffer_size=cfg.prefetch))
     if cfg.num_workers > 0:
         ensure_absl_flags_parsed()
@@ -171,9 +202,9 @@ def make_dataset(
 
 def make_iterator(
     config: ml_collections.ConfigDict,
-    process_index: int = 0,
-    process_count: int = 1,
-    per_process_batch_size: int = 1,
+    batch_size: int = 1,
+    rows: Sequence[int] | None = None,
+    start: int = 0,
 ) -> grain.DatasetIterator:
-    """``iter(make_dataset(...))``: checkpoint it with ``grain.checkpoint.CheckpointSave``."""
-    return iter(make_dataset(config, process_index, process_count, per_process_batch_size))
+    """``iter(make_dataset(...))`` (a Grain iterator: ``grain.checkpoint.CheckpointSave`` works)."""
+    return iter(make_dataset(config, batch_size, rows, start))

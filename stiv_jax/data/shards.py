@@ -12,22 +12,32 @@ A shard folder holds
   fields the input pipeline needs to bucket records without reading them (``INDEX_DTYPE``).
 * ``manifest.json`` — shard names/sizes/counts, skipped inputs with reasons, summary statistics
   and the settings used. It contains nothing run-specific, so equal inputs give equal folders.
+
+A folder may be a ``gs://`` URL: ``index.npy`` and ``manifest.json`` are read and written through
+``stiv_jax.storage.paths``; the shards are written to a local temporary folder and uploaded when
+the writer closes, and read through the bucket's Cloud Storage FUSE mount (``paths.local_file``).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
+import shutil
+import tempfile
 from typing import Any, Mapping
 
 import msgpack
 import numpy as np
 from array_record.python import array_record_module
 
+from stiv_jax.storage import paths
+
 WRITER_OPTIONS = "group_size:1,uncompressed"
 MANIFEST = "manifest.json"
 INDEX = "index.npy"
+NULL_TEXT = "null_text.npz"  # latent caches with a text encoder: the empty prompt's encoding
 KINDS = ("video", "image", "latent")
 INDEX_DTYPE = np.dtype(
     [
@@ -70,17 +80,21 @@ def shard_name(prefix: str, index: int, count: int) -> str:
 
 class ShardWriter:
     """Writes records into shards of ``records_per_shard``; ``close()`` names them ``-of-N`` and
-    writes ``index.npy``. Earlier outputs of the same prefix in ``out_dir`` are removed first."""
+    writes ``index.npy``. Earlier outputs of the same prefix in ``out_dir`` are removed first.
+    A ``gs://`` ``out_dir`` is written in a local temporary folder and uploaded by ``close()``."""
 
     def __init__(self, out_dir: str, prefix: str = "clips", records_per_shard: int = 1000):
         if records_per_shard < 1:
             raise ValueError(f"records_per_shard must be >= 1, got {records_per_shard}")
-        self.out_dir, self.prefix, self.records_per_shard = out_dir, prefix, records_per_shard
-        os.makedirs(out_dir, exist_ok=True)
+        self.target, self.prefix, self.records_per_shard = out_dir, prefix, records_per_shard
+        self.out_dir = tempfile.mkdtemp(prefix="stiv_shards_") if paths.is_remote(out_dir) else out_dir
         pattern = re.compile(rf"{re.escape(prefix)}-\d{{5}}(-of-\d{{5}})?\.array_record(\.tmp)?$")
-        for name in os.listdir(out_dir):
-            if pattern.match(name) or name in (INDEX, MANIFEST):
-                os.remove(os.path.join(out_dir, name))
+        target = paths.as_path(out_dir)
+        if not paths.is_remote(out_dir):
+            target.mkdir(parents=True, exist_ok=True)
+        for entry in target.iterdir() if target.exists() else ():  # a bucket has no empty folders
+            if pattern.match(entry.name) or entry.name in (INDEX, MANIFEST):
+                entry.unlink()
         self._writer = None
         self._tmp_names: list[str] = []
         self._counts: list[int] = []
@@ -115,40 +129,57 @@ class ShardWriter:
             os.replace(os.path.join(self.out_dir, tmp), os.path.join(self.out_dir, name))
             shards.append({"name": name, "records": count, "bytes": os.path.getsize(os.path.join(self.out_dir, name))})
         np.save(os.path.join(self.out_dir, INDEX), np.array(self._rows, dtype=INDEX_DTYPE))
+        if self.out_dir != self.target:  # gs://: upload, then drop the local copy
+            for name in [s["name"] for s in shards] + [INDEX]:
+                paths.upload(os.path.join(self.out_dir, name), paths.join(self.target, name))
+            shutil.rmtree(self.out_dir, ignore_errors=True)
         return shards
 
 
 def write_manifest(out_dir: str, manifest: Mapping[str, Any]) -> str:
-    path = os.path.join(out_dir, MANIFEST)
-    with open(path, "w") as f:
-        json.dump(manifest, f, indent=1, sort_keys=True)
-        f.write("\n")
-    return path
+    """Writes ``manifest.json`` last: a folder with a manifest is complete."""
+    return paths.write_text(paths.join(out_dir, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
 
 def load_manifest(shard_dir: str) -> dict:
-    path = os.path.join(shard_dir, MANIFEST)
-    if not os.path.exists(path):
+    path = paths.join(shard_dir, MANIFEST)
+    if not paths.exists(path):
         raise FileNotFoundError(f"no {MANIFEST} in {shard_dir!r}: not a shard folder (run stiv-make-shards)")
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(paths.read_text(path))
 
 
-def shard_paths(shard_dir: str) -> list[str]:
-    """Absolute shard paths in record order, as listed by the manifest."""
+def shard_paths(shard_dir: str, what: str = "data.path") -> list[str]:
+    """Local (or FUSE-mounted) shard paths in record order, as listed by the manifest; ``what``
+    names the setting in errors (``paths.MountError`` when a bucket is not mounted)."""
     names = [s["name"] for s in load_manifest(shard_dir)["shards"]]
-    paths = [os.path.abspath(os.path.join(shard_dir, n)) for n in names]
-    missing = [p for p in paths if not os.path.exists(p)]
+    local_dir = paths.local_file(shard_dir, what)
+    local = [os.path.join(local_dir, n) for n in names]
+    missing = [p for p in local if not os.path.exists(p)]
     if missing:
         raise FileNotFoundError(f"shards listed in {shard_dir}/{MANIFEST} are missing: {missing[:3]}")
-    return paths
+    return local
 
 
 def load_index(shard_dir: str) -> np.ndarray:
-    index = np.load(os.path.join(shard_dir, INDEX))
+    index = np.load(io.BytesIO(paths.read_bytes(paths.join(shard_dir, INDEX))))
     if index.dtype != INDEX_DTYPE:
         raise ValueError(f"{shard_dir}/{INDEX} has dtype {index.dtype}, expected {INDEX_DTYPE}")
     return index
+
+
+def save_null_text(shard_dir: str, text: np.ndarray, text_mask: np.ndarray, pooled_text: np.ndarray) -> str:
+    buf = io.BytesIO()
+    np.savez(buf, text=text, text_mask=text_mask, pooled_text=pooled_text)
+    return paths.write_bytes(paths.join(shard_dir, NULL_TEXT), buf.getvalue())
+
+
+def load_null_text(shard_dir: str) -> dict[str, np.ndarray]:
+    """``{"text", "text_mask", "pooled_text"}`` written by ``stiv-encode-shards``."""
+    path = paths.join(shard_dir, NULL_TEXT)
+    if not paths.exists(path):
+        raise FileNotFoundError(f"{path} not found: latent-cache runs need the null-text encoding written by stiv-encode-shards")
+    with np.load(io.BytesIO(paths.read_bytes(path))) as z:
+        return {k: z[k] for k in ("text", "text_mask", "pooled_text")}
 
 
 def read_records(shard_dir: str) -> list[dict]:

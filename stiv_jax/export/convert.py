@@ -30,6 +30,7 @@ from flax import nnx, traverse_util
 from stiv_jax.export.torch_stiv import mismatches
 from stiv_jax.model.config import get_model_config, resolve
 from stiv_jax.model.dit import abstract_model
+from stiv_jax.storage import paths
 
 Path = tuple[str, ...]
 STACKED = ("blocks", "decoder_blocks")
@@ -156,11 +157,10 @@ def export(params: Mapping[str, Any], config, out: str | os.PathLike, *, dtype: 
         raise ValueError(f"--out must end with .safetensors, got {out!r}")
     tensors = flax_to_torch(params, config, dtype=dtype)
     cfg = config_to_dict(config) | ({"param_dtype": dtype} if dtype else {})
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    save_file(tensors, out, metadata={"format": "pt", "source": "stiv_jax", **(metadata or {})})
+    with paths.staged_file(out) as local:  # a gs:// output is written locally, then uploaded
+        save_file(tensors, local, metadata={"format": "pt", "source": "stiv_jax", **(metadata or {})})
     cfg_path = out[: -len(".safetensors")] + ".json"
-    with open(cfg_path, "w") as f:
-        json.dump(cfg, f, indent=2, sort_keys=True)
+    paths.write_text(cfg_path, json.dumps(cfg, indent=2, sort_keys=True))
     return out, cfg_path
 
 

@@ -46,6 +46,8 @@ from stiv_jax.model.config import resolve as resolve_model
 from stiv_jax.model.dit import STIV
 from stiv_jax.sampling import inputs, long, ode, schedules, tasks
 from stiv_jax.sampling.guidance import GUIDANCE_KINDS, RENORM_MODES, Guidance
+from stiv_jax.storage import paths
+from stiv_jax.storage.workdir import Workdir
 from stiv_jax.text.tokenizer import T5Tokenizer
 from stiv_jax.train import checkpoint
 from stiv_jax.train.conditioner import Conditioner
@@ -320,12 +322,11 @@ def _resolve_text_config(config: ml_collections.ConfigDict, text_checkpoint: str
     if text_checkpoint:
         import json
 
-        meta = os.path.join(text_checkpoint, "config.json")
-        if not os.path.isfile(meta):
+        meta = paths.join(text_checkpoint, "config.json")
+        if not paths.exists(meta):
             raise FileNotFoundError(f"--text_encoder {text_checkpoint!r} is not a stiv-import "
                                     "directory (no config.json)")
-        with open(meta) as f:
-            kind = json.load(f).get("kind")
+        kind = json.loads(paths.read_text(meta)).get("kind")
         config = ml_collections.ConfigDict(config.to_dict())
         config.text.kind, config.text.checkpoint = kind, text_checkpoint
     elif config.text.kind == "cached":
@@ -340,14 +341,15 @@ def load_sampler(workdir: str, ema: bool = True, *, step: int | None = None,
                  log: Callable[[str], None] | None = None) -> Sampler:
     """Rebuilds a trained run's sampler from ``workdir`` (latest checkpoint unless ``step``)."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    if not os.path.isdir(workdir):
+    wd = Workdir(workdir)
+    if not wd.exists():
         raise FileNotFoundError(f"workdir {workdir!r} does not exist")
     start = time.perf_counter()
-    config = checkpoint.load_config(workdir)
+    config = wd.load_config()
     tokenizer_path = tokenizer_path or config.data.get("tokenizer_path", "")
     if not tokenizer_path:
         raise ValueError(f"{workdir}/config.json has no data.tokenizer_path; pass --tokenizer_path")
-    if not os.path.isfile(tokenizer_path):
+    if not paths.exists(tokenizer_path):
         raise FileNotFoundError(f"tokenizer {tokenizer_path!r} (data.tokenizer_path) not found; "
                                 "pass --tokenizer_path")
     tokenizer = T5Tokenizer(tokenizer_path, max_length=config.data.max_text_length)
@@ -368,7 +370,7 @@ def load_sampler(workdir: str, ema: bool = True, *, step: int | None = None,
             null_text = None
     frozen = conditioner.frozen_params(null_text)
 
-    _, params, step = checkpoint.load_params(workdir, ema=ema, step=step)
+    _, params, step = checkpoint.load_params(wd, ema=ema, step=step)
     graphdef, _ = nnx.split(jax.eval_shape(lambda: STIV(config.model, rngs=nnx.Rngs(0))), nnx.Param)
     model = nnx.merge(graphdef, params)
     log(f"loaded {workdir} step {step} ({'EMA' if ema else 'raw'} weights) in "

@@ -8,10 +8,11 @@ Backends: ``sentencepiece`` (default, light, picklable so it runs inside Grain w
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
+
+from stiv_jax.storage import paths
 
 PAD_ID = 0
 EOS_ID = 1
@@ -21,7 +22,7 @@ class T5Tokenizer:
     """Callable: ``tokenizer(texts) -> (ids [N, max_length] int32, mask [N, max_length] bool)``."""
 
     def __init__(self, model_path: str, max_length: int = 128, backend: str = "sentencepiece"):
-        if not os.path.exists(model_path):
+        if not paths.exists(model_path):  # local or gs://
             raise FileNotFoundError(f"SentencePiece model not found: {model_path}")
         if backend not in ("sentencepiece", "tensorflow_text"):
             raise ValueError(f"unknown tokenizer backend {backend!r}; use 'sentencepiece' or 'tensorflow_text'")
@@ -38,12 +39,11 @@ class T5Tokenizer:
             if self.backend == "sentencepiece":
                 import sentencepiece as spm
 
-                self._impl = spm.SentencePieceProcessor(model_file=self.model_path)
+                self._impl = spm.SentencePieceProcessor(model_proto=paths.read_bytes(self.model_path))
             else:
                 import tensorflow_text as tft
 
-                with open(self.model_path, "rb") as f:
-                    self._impl = tft.SentencepieceTokenizer(model=f.read(), add_eos=False)
+                self._impl = tft.SentencepieceTokenizer(model=paths.read_bytes(self.model_path), add_eos=False)
         return self._impl
 
     @property

@@ -7,8 +7,6 @@ written on one mesh restores onto any other mesh shape.
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any
 
 import grain
@@ -16,15 +14,17 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from stiv_jax.storage.workdir import Workdir, as_workdir
 
-def checkpoint_dir(workdir: str) -> str:
-    return os.path.join(os.path.abspath(workdir), "checkpoints")
+_READ = ocp.CheckpointManagerOptions(create=False)  # readers never create or clean anything
 
 
 class Checkpointer:
-    def __init__(self, workdir: str, *, max_to_keep: int = 3, async_save: bool = True):
+    """The orbax manager of ``WORKDIR/checkpoints`` (local or ``gs://``)."""
+
+    def __init__(self, workdir: str | Workdir, *, max_to_keep: int = 3, async_save: bool = True):
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True)
-        self.manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+        self.manager = ocp.CheckpointManager(as_workdir(workdir).checkpoints, options=options)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -50,23 +50,17 @@ class Checkpointer:
         self.manager.close()
 
 
-def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-    if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json(indent=2))
+def latest_step(workdir: str | Workdir) -> int | None:
+    """Step of the newest checkpoint (None if there is none); raises if there is no checkpoint
+    directory at all."""
+    wd = as_workdir(workdir)
+    if not wd.checkpoints.exists():
+        raise FileNotFoundError(f"{wd.checkpoints}: no checkpoint directory")
+    with ocp.CheckpointManager(wd.checkpoints, options=_READ) as manager:
+        return manager.latest_step()
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The training config a workdir was run with (``WORKDIR/config.json``)."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: is {workdir!r} a stiv-train workdir?")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
-def load_train_state(workdir: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, dict, int]:
+def load_train_state(workdir: str | Workdir, step: int | None = None) -> tuple[ml_collections.ConfigDict, dict, int]:
     """``(config, state, step)`` of a workdir's latest (or given) checkpoint, on one device.
 
     Used by the sampler, export and progressive init; the train state's structure is rebuilt
@@ -77,19 +71,20 @@ def load_train_state(workdir: str, step: int | None = None) -> tuple[ml_collecti
     from stiv_jax.train.optimizer import make_optimizer
     from stiv_jax.train.step import init_state
 
-    config = load_config(workdir)
+    wd = as_workdir(workdir)
+    config = wd.load_config()
     abstract = jax.eval_shape(functools.partial(init_state, config, make_optimizer(config)))
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)
-    with ocp.CheckpointManager(checkpoint_dir(workdir)) as manager:
+    with ocp.CheckpointManager(wd.checkpoints, options=_READ) as manager:
         step = manager.latest_step() if step is None else step
         if step is None:
-            raise FileNotFoundError(f"no checkpoint in {checkpoint_dir(workdir)}")
+            raise FileNotFoundError(f"no checkpoint in {wd.checkpoints}")
         state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
     return config, state, step
 
 
-def load_params(workdir: str, ema: bool = True, step: int | None = None) -> tuple[ml_collections.ConfigDict, dict, int]:
+def load_params(workdir: str | Workdir, ema: bool = True, step: int | None = None) -> tuple[ml_collections.ConfigDict, dict, int]:
     """``(config, params, step)``: the EMA (default) or raw parameters of a checkpoint, as numpy.
 
     A *partial* restore of just that subtree (structure from the item's metadata, arrays read as
@@ -99,13 +94,13 @@ def load_params(workdir: str, ema: bool = True, step: int | None = None) -> tupl
     """
     import numpy as np
 
-    config = load_config(workdir)
+    wd = as_workdir(workdir)
+    config = wd.load_config()
     key = "ema_params" if ema else "params"
-    ckpt_dir = checkpoint_dir(workdir)
-    if not os.path.isdir(ckpt_dir):
+    ckpt_dir = wd.checkpoints
+    if not ckpt_dir.exists():
         raise FileNotFoundError(f"{ckpt_dir}: no checkpoint directory")
-    options = ocp.CheckpointManagerOptions(create=False)  # never create or clean anything
-    with ocp.CheckpointManager(ckpt_dir, item_handlers={"state": ocp.PyTreeCheckpointHandler()}, options=options) as manager:
+    with ocp.CheckpointManager(ckpt_dir, item_handlers={"state": ocp.PyTreeCheckpointHandler()}, options=_READ) as manager:
         step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"{ckpt_dir}: no checkpoint found")

@@ -32,6 +32,11 @@ def base_config(size: str = "XL", **model_overrides) -> ml_collections.ConfigDic
     c.max_checkpoints_to_keep = 3
     c.async_checkpointing = True
     c.distributed = False  # call jax.distributed.initialize() (multi-host pods)
+    # Where the processes meet; unset: auto-detected (Cloud TPU, Slurm). stiv_jax/parallel/distributed.py
+    c.distributed_coordinator = config_dict.placeholder(str)  # "host:port" of process 0
+    c.distributed_num_processes = config_dict.placeholder(int)
+    c.distributed_process_id = config_dict.placeholder(int)
+    c.stop_check_every_steps = 10  # multi-process: how often a SIGINT/SIGTERM flag is agreed (a collective)
 
     c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
     c.sharding_rules = config_dict.placeholder(tuple)  # None → stiv_jax.parallel.rules.DEFAULT_RULES

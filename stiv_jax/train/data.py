@@ -1,20 +1,30 @@
-"""Training input: Grain iterators yielding per-process numpy batches, and their assembly into
-globally sharded ``jax.Array`` batches (``jax.make_array_from_process_local_data``).
+"""Training input: the global batch stream, each process's rows of it, and their assembly into
+globally sharded ``jax.Array`` batches.
+
+Global batch ``k`` is a pure function of the config and ``k``: the same examples in the same
+order whether 1, 2 or 64 processes read it. Each process reads only the rows that its devices hold
+under the batch sharding (:func:`process_rows`: a contiguous block on a data-parallel mesh, every
+row when the mesh replicates the batch), and :func:`to_global` places them on those devices. The
+data position of a run is its step, so a resumed run restarts the stream at the restored step,
+whatever its process count or number of data workers.
 
 ``data.kind='shards'`` streams ArrayRecord shards (stiv_jax/data/pipeline.py);
 ``data.kind='synthetic'`` is a small in-memory pool of moving-square clips for tests and smoke
-runs, built with Grain too so its iterator state checkpoints exactly like the real one.
+runs, built with Grain too.
 """
 
 from __future__ import annotations
 
-import os
+from typing import Sequence
 
+import chex
 import grain
 import jax
 import ml_collections
 import numpy as np
+from jax.sharding import Mesh
 
+from stiv_jax.data import pipeline, shards
 from stiv_jax.parallel.mesh import batch_sharding
 
 
@@ -43,38 +53,61 @@ class SyntheticClip:
         return dict(video=video, text_ids=ids, text_mask=mask, micro=micro)
 
 
-def synthetic_dataset(config: ml_collections.ConfigDict, per_process_batch: int, process_index: int, process_count: int) -> grain.IterDataset:
+def synthetic_dataset(config: ml_collections.ConfigDict, batch_size: int, rows: Sequence[int] | None = None, start: int = 0) -> grain.IterDataset:
     d = config.data
     ds = grain.MapDataset.range(d.synthetic_examples).repeat(None).seed(config.seed).shuffle()
-    ds = ds[process_index::process_count]
-    ds = ds.map(SyntheticClip(d.num_frames, d.resolution, d.max_text_length))
-    return ds.batch(per_process_batch, drop_remainder=True).to_iter_dataset()
+    ds = pipeline.batch_rows(ds.map(SyntheticClip(d.num_frames, d.resolution, d.max_text_length)), batch_size, rows)
+    return (ds[start:] if start else ds).to_iter_dataset()
 
 
-def make_iterator(config: ml_collections.ConfigDict, per_process_batch: int, process_index: int | None = None, process_count: int | None = None):
-    """A checkpointable Grain iterator of per-process batches (dicts of numpy arrays)."""
+def process_rows(mesh: Mesh, batch_size: int, process_index: int | None = None) -> np.ndarray:
+    """The rows of a global batch that ``process_index``'s devices hold (sorted)."""
     pi = jax.process_index() if process_index is None else process_index
-    pc = jax.process_count() if process_count is None else process_count
-    if config.data.kind == "synthetic":
-        return iter(synthetic_dataset(config, per_process_batch, pi, pc))
-    if config.data.kind == "shards":
-        from stiv_jax.data.pipeline import make_iterator as shard_iterator
+    sharding = batch_sharding(mesh, 1)
+    rows: set[int] = set()
+    for device, (index,) in sharding.devices_indices_map((batch_size,)).items():
+        if device.process_index == pi:
+            rows.update(range(*index.indices(batch_size)))
+    return np.array(sorted(rows), np.int64)
 
-        return shard_iterator(config, pi, pc, per_process_batch)
+
+def make_iterator(config: ml_collections.ConfigDict, batch_size: int | None = None, rows: Sequence[int] | None = None, start: int = 0):
+    """A Grain iterator over this process's ``rows`` of each global batch of ``batch_size``
+    (default ``config.batch_size``; default rows: all), from global batch ``start`` on."""
+    batch_size = config.batch_size if batch_size is None else batch_size
+    if config.data.kind == "synthetic":
+        return iter(synthetic_dataset(config, batch_size, rows, start))
+    if config.data.kind == "shards":
+        return pipeline.make_iterator(config, batch_size, rows, start)
     raise ValueError(f"config.data.kind={config.data.kind!r}; use 'shards' or 'synthetic'")
+
+
+def check_source(config: ml_collections.ConfigDict) -> None:
+    """Fails before anything compiles when the shards cannot be read (e.g. a ``gs://``
+    ``data.path`` whose bucket is not mounted: ``stiv_jax.storage.paths.MountError``)."""
+    if config.data.kind == "shards":
+        shards.shard_paths(config.data.path, "data.path")
 
 
 def null_text_for(config: ml_collections.ConfigDict) -> dict | None:
     """Latent-cache runs read the empty-prompt encoding written next to the cached shards."""
     if config.text.kind != "cached":
         return None
-    path = os.path.join(config.data.path, "null_text.npz")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: latent-cache runs need the null-text encoding written by stiv-encode-shards")
-    with np.load(path) as z:
-        return {k: z[k] for k in ("text", "text_mask", "pooled_text")}
+    return shards.load_null_text(config.data.path)
 
 
-def to_global(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
-    """Per-process numpy batch → global arrays sharded over ``('data', 'fsdp')``."""
-    return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, v.ndim), v) for k, v in batch.items() if isinstance(v, np.ndarray) and v.dtype != object}
+def to_global(batch: dict[str, np.ndarray], mesh: Mesh, rows: Sequence[int], batch_size: int) -> dict[str, jax.Array]:
+    """This process's ``rows`` of a global batch → global arrays of ``batch_size`` rows sharded
+    over ``('data', 'fsdp')``; each local device gets exactly the rows it holds."""
+    position = {int(r): i for i, r in enumerate(rows)}
+    out = {}
+    for k, v in batch.items():
+        if not isinstance(v, np.ndarray) or v.dtype == object or k == "key":
+            continue
+        chex.assert_axis_dimension(v, 0, len(position))
+        sharding = batch_sharding(mesh, v.ndim)
+        shape = (batch_size, *v.shape[1:])
+        arrays = [jax.device_put(v[[position[r] for r in range(*index[0].indices(batch_size))]], device)
+                  for device, index in sharding.addressable_devices_indices_map(shape).items()]
+        out[k] = jax.make_array_from_single_device_arrays(shape, sharding, arrays)
+    return out

@@ -13,6 +13,7 @@ import jax
 import ml_collections
 
 from stiv_jax.model.surgery import is_temporal
+from stiv_jax.parallel.distributed import log
 from stiv_jax.train.checkpoint import load_params
 
 
@@ -58,7 +59,7 @@ def apply_init_from(config: ml_collections.ConfigDict, state: dict, shardings: d
             continue
         src_cfg, src_params, step = load_params(workdir, ema=spec.use_ema)
         params, copied = merge_params(params, src_params, select)
-        print(f"init_from: {len(copied)} {what} parameter arrays from {workdir} (step {step}, {'EMA' if spec.use_ema else 'raw'}); RoPE reference grid {tuple(config.model.rope_ref_grid)} (source {tuple(src_cfg.model.rope_ref_grid)})", flush=True)
+        log(f"init_from: {len(copied)} {what} parameter arrays from {workdir} (step {step}, {'EMA' if spec.use_ema else 'raw'}); RoPE reference grid {tuple(config.model.rope_ref_grid)} (source {tuple(src_cfg.model.rope_ref_grid)})")
     if params is state["params"]:
         return state
     params = jax.device_put(params, shardings["params"])

@@ -76,8 +76,16 @@ def check_consistency(config: ml_collections.ConfigDict, conditioner: Conditione
         raise ValueError(f"config.model.text_dim={m.text_dim} but the text encoder ({config.text.kind}) outputs {enc_dim}")
     if config.batch_size % config.grad_accum_steps:
         raise ValueError(f"config.batch_size={config.batch_size} is not divisible by config.grad_accum_steps={config.grad_accum_steps}")
-    if config.batch_size % jax.process_count():
-        raise ValueError(f"config.batch_size={config.batch_size} is not divisible by {jax.process_count()} processes")
+
+
+def check_batch_fits_mesh(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
+    """Every (micro-)batch must split evenly over the batch axes ``('data', 'fsdp')``."""
+    per_step = config.batch_size // config.grad_accum_steps
+    ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    if per_step % ways:
+        raise ValueError(f"config.batch_size={config.batch_size} / grad_accum_steps={config.grad_accum_steps} "
+                         f"= {per_step} clips per step do not split over the batch axes: mesh data={mesh.shape['data']} "
+                         f"× fsdp={mesh.shape['fsdp']} = {ways} (tensor={mesh.shape['tensor']})")
 
 
 def build(config: ml_collections.ConfigDict, mesh: Mesh, *, abstract: bool = False) -> Training:
@@ -86,6 +94,7 @@ def build(config: ml_collections.ConfigDict, mesh: Mesh, *, abstract: bool = Fal
     tx = make_optimizer(config)
     conditioner = Conditioner(config, abstract=abstract)
     check_consistency(config, conditioner)
+    check_batch_fits_mesh(config, mesh)
     graphdef, abstract_params, p_sh = param_shardings(config.model, mesh, rules)
     init_fn = functools.partial(init_state, config, tx)
     abstract = jax.eval_shape(init_fn)
