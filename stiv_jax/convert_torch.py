@@ -24,10 +24,12 @@ import jax
 import numpy as np
 from flax import nnx
 
+from stiv_jax.errors import UserError
+
 StateDict = dict[str, np.ndarray]
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
     """A state dict does not match the model it is converted into."""
 
 

@@ -120,6 +120,9 @@ def sample_and_report(out: str, workdir: str, config, seed: int) -> dict:
 
 def main(argv) -> None:
     del argv
+    from stiv_jax.cli.errors import quiet_libraries, verbose_from_env
+
+    quiet_libraries(verbose_from_env())  # orbax logs dozens of INFO lines per checkpoint
     start = time.perf_counter()
     out = _OUT.value
     os.makedirs(out, exist_ok=True)

@@ -142,3 +142,45 @@ def captions_jsonl(path: str, entries: dict[str, str]) -> str:
     with open(path, "w") as f:
         f.writelines(json.dumps({"video": k, "caption": v}) + "\n" for k, v in entries.items())
     return path
+
+
+def rewrite_shards(src: str, out: str, data: dict[int, bytes] | None = None) -> str:
+    """A copy of shard folder ``src`` written record by record with ``ShardWriter`` (same shard
+    size and index), with the ``data`` bytes of the records keyed in ``data`` replaced."""
+    from stiv_jax.data import shards
+
+    manifest = shards.load_manifest(src)
+    index = shards.load_index(src)
+    writer = shards.ShardWriter(out, "clips", manifest["shards"][0]["records"])
+    for rec, row in zip(shards.read_records(src), index):
+        key = rec.pop("key")
+        rec["data"] = (data or {}).get(key, rec["data"])
+        writer.write(rec, {name: row[name] for name in shards.INDEX_DTYPE.names})
+    shards.write_manifest(out, {**manifest, "shards": writer.close()})
+    return out
+
+
+def corrupt_record_chunk(shard_dir: str, key: int) -> str:
+    """Zeroes 8 bytes inside record ``key``'s chunk of its (uncompressed) shard file; returns the
+    file. Reading that record then fails its chunk hash check; the other records still read."""
+    from stiv_jax.data import shards
+
+    data = shards.read_records(shard_dir)[key]["data"]
+    snippet = data[len(data) // 2 : len(data) // 2 + 64]
+    for path in shards.shard_paths(shard_dir):
+        raw = bytearray(open(path, "rb").read())
+        if raw.count(snippet) == 1:
+            at = raw.find(snippet) + 16
+            raw[at : at + 8] = bytes(8)
+            write_bytes(path, bytes(raw))
+            return path
+    raise AssertionError(f"record {key}'s bytes not found once in {shard_dir}")
+
+
+def png16(values: np.ndarray) -> bytes:
+    """A 16-bit grayscale PNG (Pillow mode ``I;16``) of ``uint16 [H, W]`` values."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(np.asarray(values, np.uint16)).save(out, format="PNG")
+    return out.getvalue()

@@ -56,7 +56,7 @@ def test_latents_match_encoded_pixels(tmp_path, dtype, atol):
     lcfg.path, lcfg.mode, lcfg.num_epochs = str(tmp_path), "latents", 1
     seen = set()
     for batch in pipeline.make_iterator(lcfg, batch_size=1):
-        assert set(batch) == {"latents", "text_emb", "pooled_text", "text_mask", "micro", "key"}
+        assert set(batch) == {"latents", "text_emb", "pooled_text", "text_mask", "micro", "key", "skipped"}
         assert batch["latents"].dtype == np.float32 and batch["text_mask"].dtype == np.bool_
         source_key = _source_keys(tmp_path)[int(batch["key"][0])]
         ref = reference[source_key]
@@ -83,12 +83,13 @@ def test_cli_without_text_encoder_keeps_token_ids(tmp_path, capsys):
         f"--tokenizer_path={demo_dir()}/spm.model", "--max_text_length=10", "--buckets=4x16x16",
         "--frame_strides=1",
     ])
-    assert capsys.readouterr().out.strip().endswith("shapes={'4x4x4x48': 20}")
+    assert capsys.readouterr().out.strip().endswith("skipped=0 shapes={'4x4x4x48': 20}")
     cfg = data_config.get_data_config()
     cfg.path, cfg.mode = str(tmp_path), "latents"
     batch = next(pipeline.make_iterator(cfg, batch_size=4))
     assert {k: v.shape for k, v in batch.items()} == {
-        "latents": (4, 4, 4, 4, 48), "text_ids": (4, 10), "text_mask": (4, 10), "micro": (4, 6), "key": (4,)
+        "latents": (4, 4, 4, 4, 48), "text_ids": (4, 10), "text_mask": (4, 10), "micro": (4, 6), "key": (4,),
+        "skipped": (4,),
     }
     assert np.all(batch["micro"][:, 4] == 1) and np.all(batch["micro"][:, 5] == 4)
     with pytest.raises(ValueError, match="data.mode='pixels'"):

@@ -50,8 +50,10 @@ def test_batch_shapes_and_dtypes():
         "text_mask": ((3, L), np.bool_),
         "micro": ((3, 6), np.float32),
         "key": ((3,), np.int32),
+        "skipped": ((3,), np.int32),  # bad records passed over (none here)
     }
     assert {k: (v.shape, v.dtype) for k, v in batch.items()} == expected
+    assert not batch["skipped"].any()
     assert batch["video"].min() >= -1.0 and batch["video"].max() <= 1.0
     assert batch["video"].min() < -0.8 and batch["video"].max() > 0.5  # dark background, bright shape
     # The tokens are the caption's: decode them back through SentencePiece.

@@ -223,14 +223,66 @@ def test_checkpoint_to_torch_through_the_cli(tmp_path, capsys):
     np.testing.assert_array_equal(model.mask_token.detach().float().numpy(), step1_ema.astype(ml_dtypes.bfloat16).astype(np.float32))
 
 
-def test_cli_errors_are_clear(tmp_path):
+STIV_EXPORT_TORCH = os.path.join(os.path.dirname(sys.executable), "stiv-export-torch")
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
     env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-m", "stiv_jax.cli.export_torch", f"--workdir={tmp_path}", f"--out={tmp_path}/m.safetensors"], capture_output=True, text=True, env=env)
-    assert proc.returncode != 0 and "config.json: no training config" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.startswith("stiv-export-torch: error: ") and "config.json: no training config" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
     cfg = get_model_config("tiny")
     write_trainer_checkpoint(tmp_path, cfg, pure_params(random_model(cfg, seed=0)), pure_params(random_model(cfg, seed=0)), step=2)
-    with pytest.raises(SystemExit, match="--out must end with .safetensors"):
+    with pytest.raises(SystemExit) as e:
         export_torch.run([f"--workdir={tmp_path}", f"--out={tmp_path}/m.pt"])
+    assert e.value.code == 2 and capsys.readouterr().err == f"stiv-export-torch: error: --out must end with .safetensors, got '{tmp_path}/m.pt'\n"
+
+
+def test_cli_missing_or_damaged_step_names_the_steps(tmp_path, capsys):
+    cfg = get_model_config("tiny")
+    for step in (1, 2):
+        write_trainer_checkpoint(tmp_path, cfg, pure_params(random_model(cfg, seed=0)), pure_params(random_model(cfg, seed=step)), step=step)
+    out = f"--out={tmp_path}/m.safetensors"
+    with pytest.raises(SystemExit) as e:
+        export_torch.run([f"--workdir={tmp_path}", out, "--step=5"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == f"stiv-export-torch: error: no checkpoint at step 5 in {tmp_path}/checkpoints; available steps: 1, 2\n"
+    os.remove(tmp_path / "checkpoints" / "2" / "state" / "_METADATA")  # a half-copied latest step
+    with pytest.raises(SystemExit) as e:
+        export_torch.run([f"--workdir={tmp_path}", out])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"stiv-export-torch: error: checkpoint step 2 in {tmp_path}/checkpoints cannot be read (")
+    assert err.endswith("; other steps: 1 (--step=N)\n") and not os.path.exists(tmp_path / "m.safetensors")
+    export_torch.run([f"--workdir={tmp_path}", out, "--step=1"])  # the older step still exports
+
+
+def test_cli_outputs_get_the_usual_file_mode(tmp_path):
+    """safetensors (and the atomic JSON write) create 0600 files; exports follow the umask."""
+    cfg = get_model_config("tiny")
+    write_trainer_checkpoint(tmp_path / "run", cfg, pure_params(random_model(cfg, seed=0)), pure_params(random_model(cfg, seed=1)), step=1)
+    out = tmp_path / "export" / "m.safetensors"
+    command = f"umask 027 && {STIV_EXPORT_TORCH} --workdir={tmp_path / 'run'} --out={out}"
+    proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 0 and proc.stdout == f"{out}\n", proc.stderr
+    for path in (out, tmp_path / "export" / "m.json"):
+        assert oct(os.stat(path).st_mode & 0o777) == oct(0o640), path
+
+
+@pytest.mark.parametrize("damage", ["text", "truncated"])
+def test_a_file_that_is_no_safetensors_is_named(tmp_path, damage):
+    cfg = get_model_config("tiny")
+    out, _ = convert.export(pure_params(random_model(cfg, seed=0)), cfg, tmp_path / "m.safetensors")
+    if damage == "text":
+        with open(out, "w") as f:
+            f.write("this is not a tensor file\n")
+    else:
+        os.truncate(out, os.path.getsize(out) // 2)
+    message = rf"^{out}: not a valid safetensors file \(Error while deserializing header: .*\)$"
+    with pytest.raises(convert.ConversionError, match=message):
+        convert.read_export(out)
+    with pytest.raises(ValueError, match=message):
+        torch_stiv.load_torch_stiv(out)
 
 
 _NO_JAX = """

@@ -183,7 +183,7 @@ def test_shards_written_to_gs_and_read_through_the_mount(cloud, tmp_path):
     unmounted = tmp_path / "no_mount"
     workdir = tmp_path / "run"
     failed = cloud.run("stiv-train", *args, f"--workdir={workdir}", STIV_GCSFUSE_ROOT=str(unmounted), timeout=120)
-    assert failed.returncode == 1
+    assert failed.returncode == 2
     last = failed.stderr.strip().splitlines()[-1]
     assert last.startswith(f"stiv-train: error: data.path=gs://{BUCKET}/shards is in a bucket"), failed.stderr
     assert f"gcsfuse -o ro --implicit-dirs {BUCKET} {unmounted}/{BUCKET}" in last

@@ -4,6 +4,9 @@ checked against the torch reference models; preset sizes against transformers / 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import jax
 import ml_collections
@@ -115,16 +118,51 @@ def test_import_vae_and_encode_frames(tmp_path):
     np.testing.assert_allclose(inside, ae.decode(ae.encode(video)), rtol=1e-5, atol=1e-5)
 
 
-def test_import_reports_bad_weights(tmp_path):
+def test_import_reports_bad_weights(tmp_path, capsys):
     hf_cfg = transformers.T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4)
     sd = transformers.T5EncoderModel(hf_cfg).state_dict()
     del sd["encoder.block.1.layer.1.DenseReluDense.wo.weight"]
     torch.save(sd, tmp_path / "w.pt")
     (tmp_path / "config.json").write_text(json.dumps(hf_cfg.to_dict()))
-    with pytest.raises(SystemExit, match=r"missing keys \(1\): encoder\.block\.1\.layer\.1\.DenseReluDense\.wo\.weight"):
+    with pytest.raises(SystemExit) as e:
         import_weights.run(["--kind=t5", f"--weights={tmp_path / 'w.pt'}", f"--config={tmp_path / 'config.json'}", f"--out={tmp_path / 'o'}"])
-    with pytest.raises(SystemExit, match="not-a-preset"):
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("stiv-import: error: ") and len(err.splitlines()) == 1, err
+    assert "missing keys (1): encoder.block.1.layer.1.DenseReluDense.wo.weight" in err
+    with pytest.raises(SystemExit) as e:
         import_weights.run(["--kind=vae", f"--weights={tmp_path / 'w.pt'}", "--config=not-a-preset", f"--out={tmp_path / 'o'}"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("stiv-import: error: ") and "not-a-preset" in err
+
+
+STIV_IMPORT = os.path.join(os.path.dirname(sys.executable), "stiv-import")
+
+
+@pytest.mark.parametrize("damage", ["text.safetensors", "truncated.safetensors", "text.bin"])
+def test_import_names_a_weight_file_that_is_not_one(tmp_path, damage):
+    """A renamed text file or a cut-short download: one line naming the file, exit 2 (it was a
+    safetensors/pickle traceback); --verbose shows the traceback."""
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "weights"
+    weights.mkdir()  # a directory of shards: a good one first, then the bad one
+    suffix = os.path.splitext(damage)[1]
+    good = {"shared.weight": torch.ones(64, 32)}
+    save_file(good, weights / "a.safetensors") if suffix == ".safetensors" else torch.save(good, weights / "a.bin")
+    bad = weights / f"b{suffix}"
+    if damage.startswith("text"):
+        bad.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 42\n")
+    else:
+        data = (weights / "a.safetensors").read_bytes()
+        bad.write_bytes(data[: len(data) // 2])
+    args = [STIV_IMPORT, "--kind=t5", f"--weights={weights}", "--config=t5-v1_1-base", f"--out={tmp_path / 'out'}"]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    what = "not a PyTorch checkpoint" if damage.endswith(".bin") else "not a valid safetensors file (Error while deserializing header: "
+    assert proc.returncode == 2 and not proc.stdout, proc.stderr
+    assert proc.stderr.startswith(f"stiv-import: error: {bad}: {what}") and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "out").exists()
+    verbose = subprocess.run([*args, "--verbose"], capture_output=True, text=True, timeout=300)
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr and f"{bad}: {what}" in verbose.stderr
 
 
 def test_load_state_dict_formats_and_half_precision(tmp_path):

@@ -3,6 +3,10 @@ trainer, then every task through the CLI, files decoded back, seeds, conditionin
 
 import itertools
 import os
+import shlex
+import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -17,17 +21,19 @@ from tests.train_utils import run as train, tiny_train_config
 
 T, R = 4, 16  # tiny_synthetic: 4 frames at 16x16
 FAST = ["--steps=3", "--emulated_steps=10"]
+STIV_SAMPLE = os.path.join(os.path.dirname(sys.executable), "stiv-sample")
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """A tiny STIV trained for 3 steps (EMA ≠ raw) with a SentencePiece tokenizer (T5 ids)."""
+    """A tiny STIV trained for 3 steps (EMA ≠ raw; checkpoints 1, 2, 3) with a SentencePiece
+    tokenizer (T5 ids)."""
     root = tmp_path_factory.mktemp("sample_cli")
     captions = [synthetic.caption_for(*c) for c in itertools.product(
         synthetic.COLORS, synthetic.SHAPES, synthetic.MOTIONS)]
     spm = synthetic.train_sentencepiece(captions, str(root / "spm.model"), vocab_size=64)
     wd = str(root / "run")
-    train(tiny_train_config(num_train_steps=3, **{"data.tokenizer_path": spm}), wd)
+    train(tiny_train_config(num_train_steps=3, checkpoint_every_steps=1, **{"data.tokenizer_path": spm}), wd)
     return wd
 
 
@@ -90,6 +96,16 @@ def test_ti2v_first_frame_is_exactly_the_image(sampler, pngs):
     for image in (clip[0], inputs.to_unit_range(clip[0])):
         np.testing.assert_array_equal(sampler.generate("a red circle moving right", image=image,
                                                        **options), video)
+
+
+def test_a_16_bit_png_conditions_like_its_8_bit_version(sampler, tmp_path):
+    """A 16-bit grayscale PNG (mode I;16) used to turn white: it is the 8-bit image ×257."""
+    gray8 = np.tile(np.linspace(0, 255, R).astype(np.uint8), (R, 1))
+    Image.fromarray(gray8.astype(np.uint16) * 257).save(tmp_path / "g16.png")  # PIL writes mode I;16
+    assert Image.open(tmp_path / "g16.png").mode.startswith("I;16")
+    options = dict(task="ti2v", guidance="sit", steps=3, emulated_steps=10, seed=0)
+    video = sampler.generate("a red circle moving right", image=str(tmp_path / "g16.png"), **options)
+    np.testing.assert_array_equal(video[0, 0], np.repeat(gray8[..., None], 3, axis=-1))
 
 
 def test_interpolate_keeps_both_ends(workdir, pngs, tmp_path):
@@ -164,7 +180,7 @@ def test_cli_no_ema_samples_the_raw_weights(workdir, tmp_path):
     assert np.abs(ema - raw).max() > 0
 
 
-def test_cached_text_run_needs_and_uses_a_text_encoder(workdir, tmp_path):
+def test_cached_text_run_needs_and_uses_a_text_encoder(workdir, tmp_path, capsys):
     """A run trained on cached text embeddings samples through the encoder given by --text_encoder."""
     import json
 
@@ -182,7 +198,7 @@ def test_cached_text_run_needs_and_uses_a_text_encoder(workdir, tmp_path):
     common = [f"--workdir={cached}", "--prompt=a red circle", *FAST]
     with pytest.raises(SystemExit) as e:
         cli.run([*common, f"--out={tmp_path / 'x.mp4'}"])
-    assert "--text_encoder" in str(e.value.code)
+    assert e.value.code == 2 and "--text_encoder" in capsys.readouterr().err
 
     clip_cfg = CLIPTextConfig(vocab_size=64, width=64, num_layers=1, num_heads=2, mlp_dim=128,
                               max_length=8, eos_token_id=1, pooling="last")
@@ -211,12 +227,13 @@ def test_fit_frames_covers_and_centre_crops():
     (["--out=video.avi"], "extension"),
     (["--schedule=linear_quadratic", "--steps=1"], "num_steps must be >= 2"),
 ])
-def test_bad_inputs_fail_clearly(workdir, tmp_path, args, message):
+def test_bad_inputs_fail_clearly(workdir, tmp_path, capsys, args, message):
     flags = {a.split("=")[0]: a for a in [f"--workdir={workdir}", f"--out={tmp_path / 'x.mp4'}",
                                           "--prompt=a red circle", *args]}
     with pytest.raises(SystemExit) as e:
         cli.run(list(flags.values()))
-    assert message in str(e.value.code)
+    err = capsys.readouterr().err.splitlines()
+    assert e.value.code == 2 and err[-1].startswith("stiv-sample: error: ") and message in err[-1]
 
 
 def test_help_prints_usage(capsys):
@@ -227,8 +244,82 @@ def test_help_prints_usage(capsys):
     assert "--task=t2v|ti2v|predict|interpolate|long|t2i|upsample" in out and "--prompts_file" in out
 
 
-def test_missing_tokenizer_is_named(workdir, tmp_path):
+def test_missing_tokenizer_is_named(workdir, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli.run([f"--workdir={workdir}", "--prompt=x", f"--out={tmp_path / 'x.mp4'}",
                  "--tokenizer_path=/nonexistent/spm.model"])
-    assert "/nonexistent/spm.model" in str(e.value.code)
+    assert e.value.code == 2 and "/nonexistent/spm.model" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------- the console script, as a subprocess
+
+
+def stiv_sample(*args: str, shell_suffix: str | None = None) -> subprocess.CompletedProcess:
+    """Runs the installed ``stiv-sample`` (through ``bash -c`` when ``shell_suffix`` is given)."""
+    if shell_suffix is None:
+        return subprocess.run([STIV_SAMPLE, *args], capture_output=True, text=True, timeout=300)
+    command = shlex.join([STIV_SAMPLE, *args]) + shell_suffix
+    return subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300)
+
+
+def assert_one_error_line(proc: subprocess.CompletedProcess, *parts: str) -> str:
+    """Exit status 2, nothing on stdout, one ``stiv-sample: error:`` line on stderr holding ``parts``."""
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2 and not proc.stdout, (proc.returncode, proc.stdout, proc.stderr)
+    assert len(lines) == 1 and lines[0].startswith("stiv-sample: error: "), proc.stderr
+    for part in parts:
+        assert part in lines[0], (part, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize("flag,out", [
+    ("--scale=nan", "x.mp4"), ("--scale=-inf", "x.mp4"), ("--image_scale=nan", "x.mp4"),
+    ("--fps=0", "x.mp4"), ("--fps=nan", "x.mp4"), ("--fps=-5", "x.gif"), ("--fps=200", "x.gif"),
+    ("--seed=-1", "x.mp4"),
+])
+def test_bad_number_flags_fail_before_loading_a_model(workdir, tmp_path, flag, out):
+    """NaN scales used to write an all-black video and bad frame rates crashed after sampling
+    (a .gif at --fps=-5 kept one frame): now one line naming the flag, and nothing is written."""
+    name = flag.split("=")[0]
+    proc = stiv_sample(f"--workdir={workdir}", "--prompt=a red circle", f"--out={tmp_path / out}",
+                       "--guidance=sit", *FAST, flag)
+    line = assert_one_error_line(proc, name)
+    assert "loaded" not in proc.stderr and not os.listdir(tmp_path), line
+
+
+def test_success_exits_0_in_a_shell_and_long_prompts_are_named_once(workdir, tmp_path):
+    """``stiv-sample … && echo ok`` prints ok; a prompt over data.max_text_length (8 here) tokens
+    is cut with one warning per distinct prompt, naming its first words and its token count."""
+    long_prompt = "a red circle moving right then a blue square moving left and a green triangle"
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(f"{long_prompt}\na blue square\n{long_prompt}\n")
+    out = str(tmp_path / "img.png")
+    proc = stiv_sample(f"--workdir={workdir}", f"--prompts_file={prompts}", f"--out={out}",
+                       "--task=t2i", *FAST, shell_suffix=" && echo ok")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.split()
+    assert lines[-1] == "ok" and lines[:-1] == [str(tmp_path / f"img_{i:03d}.png") for i in range(3)]
+    warnings = [line for line in proc.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1, proc.stderr
+    assert warnings[0].startswith("stiv-sample: warning: prompt 'a red circle moving right then …' has ")
+    assert "tokens (EOS included) but data.max_text_length is 8: the last " in warnings[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_step_and_damaged_checkpoint_name_the_steps(workdir, tmp_path):
+    proc = stiv_sample(f"--workdir={workdir}", "--prompt=a red circle", f"--out={tmp_path / 'x.mp4'}",
+                       "--step=7")
+    assert_one_error_line(proc, f"no checkpoint at step 7 in {workdir}/checkpoints; available steps: 1, 2, 3")
+
+    damaged = str(tmp_path / "damaged")
+    shutil.copytree(workdir, damaged)
+    data_dir = os.path.join(damaged, "checkpoints", "3", "state", "ocdbt.process_0", "d")
+    for name in os.listdir(data_dir):  # the array chunks of the latest step, cut short
+        with open(os.path.join(data_dir, name), "r+b") as f:
+            f.truncate(8)
+    args = (f"--workdir={damaged}", "--prompt=a red circle", f"--out={tmp_path / 'x.mp4'}")
+    assert_one_error_line(stiv_sample(*args), f"checkpoint step 3 in {damaged}/checkpoints cannot be read (",
+                          "); other steps: 1, 2 (--step=N)")
+    verbose = stiv_sample(*args, "--verbose")
+    assert verbose.returncode != 0 and "Traceback" in verbose.stderr and "CheckpointError" in verbose.stderr
+    assert not os.path.exists(tmp_path / "x.mp4")

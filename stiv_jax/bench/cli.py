@@ -36,18 +36,25 @@ def _entry(command: str):
 
 
 def run(argv: Sequence[str] | None = None) -> None:
+    from stiv_jax.cli.errors import reported, verbose_from_env
+    from stiv_jax.cli.flag_utils import fail
+
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] not in (*COMMANDS, "all"):
-        sys.exit(f"usage: stiv-bench {{{'|'.join(COMMANDS)}|all}} [flags]\n\n{__doc__}")
-    name, rest = args[0], args[1:]
-    if name == "all":
-        if rest:
-            sys.exit("stiv-bench all takes no flags; run a single benchmark to change its sizes")
-        for command in COMMANDS:
-            print(f"== stiv-bench {command}", flush=True)
-            _entry(command)([])
+    if args in (["-h"], ["--help"]):
+        print(f"usage: stiv-bench {{{'|'.join(COMMANDS)}|all}} [flags]\n\n{__doc__}")
         return
-    _entry(name)(rest)
+    if not args or args[0] not in (*COMMANDS, "all"):
+        fail("stiv-bench", f"the first argument must be one of {', '.join(COMMANDS)}, all (--help for more)")
+    name, rest = args[0], args[1:]
+    with reported("stiv-bench", verbose="--verbose" in rest or verbose_from_env()):
+        if name == "all":
+            if rest:
+                fail("stiv-bench", "stiv-bench all takes no flags; run a single benchmark to change its sizes")
+            for command in COMMANDS:
+                print(f"== stiv-bench {command}", flush=True)
+                _entry(command)([])
+            return
+        _entry(name)(rest)
 
 
 if __name__ == "__main__":

@@ -12,22 +12,30 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
+from stiv_jax.cli import errors
+
+PROG = "stiv-aot"
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _TOPOLOGY = flags.DEFINE_string("topology", "v5e:16x16", "TPU topology, e.g. v5e:16x16, v5e:2x2, v5p:4x4x8.")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Show tracebacks of known errors and the libraries' INFO logs.")
 
 
 def main(argv) -> None:
     del argv
+    verbose = _VERBOSE.value or errors.verbose_from_env()
+    errors.quiet_libraries(verbose)
     os.environ.pop("JAX_PLATFORMS", None)  # the TPU compiler plugin must be loadable
-    from stiv_jax.parallel.aot import compile_train_step, tpu_devices
+    with errors.reported(PROG, verbose):
+        config = errors.config_value(_CONFIG)
+        from stiv_jax.parallel.aot import compile_train_step, tpu_devices
 
-    report = compile_train_step(_CONFIG.value, tpu_devices(_TOPOLOGY.value), _TOPOLOGY.value)
+        report = compile_train_step(config, tpu_devices(_TOPOLOGY.value), _TOPOLOGY.value)
     print(report.render(), flush=True)
 
 
 def run(argv=None) -> None:
     flags.mark_flags_as_required(["config"])
-    app.run(main, argv=argv)
+    app.run(main, argv=argv, flags_parser=errors.absl_flags_parser(PROG))
 
 
 if __name__ == "__main__":

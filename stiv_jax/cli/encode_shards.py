@@ -6,6 +6,9 @@
 
 Uses centred crops and the first fitting stride of ``--frame_strides`` for each record, and writes
 ``latents-*.array_record`` + ``index.npy`` + ``manifest.json`` for ``data.mode='latents'``.
+Records that cannot be read or decoded are left out and counted (``skipped=N`` in the last line,
+``num_skipped`` and the reasons in the manifest). Bad input: one ``stiv-encode-shards: error:``
+line, exit status 2 (``--verbose`` for the traceback).
 """
 
 from __future__ import annotations
@@ -13,8 +16,12 @@ from __future__ import annotations
 from absl import flags
 
 from stiv_jax.cli import flag_utils
+from stiv_jax.cli.errors import quiet_libraries, reported
 from stiv_jax.data import config as data_config
 from stiv_jax.data import latent_cache
+from stiv_jax.errors import ConfigError
+
+PROG = "stiv-encode-shards"
 
 
 def _flag_values() -> flags.FlagValues:
@@ -43,29 +50,38 @@ def parse_buckets(items: list[str]) -> tuple[tuple[int, int, int], ...]:
     for item in items:
         parts = item.lower().split("x")
         if len(parts) != 3 or not all(p.isdigit() for p in parts):
-            raise ValueError(f"--buckets entry {item!r} is not TxHxW")
+            raise ConfigError(f"--buckets entry {item!r} is not TxHxW (e.g. 16x64x64)")
         out.append(tuple(int(p) for p in parts))
     return tuple(out)
 
 
+def parse_strides(items: list[str]) -> tuple[int, ...]:
+    if not items or not all(s.strip().isdigit() and int(s) > 0 for s in items):
+        raise ConfigError(f"--frame_strides must be positive integers, got {','.join(items)!r}")
+    return tuple(int(s) for s in items)
+
+
 def run(argv: list[str] | None = None) -> None:
-    fv = flag_utils.parse(_flag_values(), argv, "stiv-encode-shards")
-    cfg = data_config.get_data_config()
-    cfg.path, cfg.tokenizer_path, cfg.max_text_length = fv.input, fv.tokenizer_path, fv.max_text_length
-    cfg.num_frames, cfg.resolution, cfg.num_workers = fv.num_frames, fv.resolution, fv.num_workers
-    cfg.buckets = parse_buckets(fv.buckets)
-    cfg.frame_strides = tuple(int(s) for s in fv.frame_strides)
-    manifest = latent_cache.encode_shards(
-        cfg,
-        fv.out,
-        latent_cache.resolve_autoencoder(fv.autoencoder),
-        latent_cache.resolve_text_encoder(fv.text_encoder),
-        batch_size=fv.batch_size,
-        dtype=fv.dtype,
-        records_per_shard=fv.records_per_shard,
-        settings={"autoencoder": fv.autoencoder, "text_encoder": fv.text_encoder},
-    )
-    print(f"encoded={manifest['num_records']} shapes={manifest['latent_shapes']}")
+    fv = flag_utils.parse(_flag_values(), argv, PROG)
+    verbose = fv["verbose"].value if "verbose" in fv else False
+    quiet_libraries(verbose)
+    with reported(PROG, verbose):
+        cfg = data_config.get_data_config()
+        cfg.path, cfg.tokenizer_path, cfg.max_text_length = fv.input, fv.tokenizer_path, fv.max_text_length
+        cfg.num_frames, cfg.resolution, cfg.num_workers = fv.num_frames, fv.resolution, fv.num_workers
+        cfg.buckets = parse_buckets(fv.buckets)
+        cfg.frame_strides = parse_strides(fv.frame_strides)
+        manifest = latent_cache.encode_shards(
+            cfg,
+            fv.out,
+            latent_cache.resolve_autoencoder(fv.autoencoder),
+            latent_cache.resolve_text_encoder(fv.text_encoder),
+            batch_size=fv.batch_size,
+            dtype=fv.dtype,
+            records_per_shard=fv.records_per_shard,
+            settings={"autoencoder": fv.autoencoder, "text_encoder": fv.text_encoder},
+        )
+    print(f"encoded={manifest['num_records']} skipped={manifest['num_skipped']} shapes={manifest['latent_shapes']}")
 
 
 if __name__ == "__main__":

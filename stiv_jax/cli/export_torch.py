@@ -16,6 +16,9 @@ from typing import Sequence
 
 from absl import flags
 
+from stiv_jax.cli import flag_utils
+from stiv_jax.cli.errors import reported
+
 PROG = "stiv-export-torch"
 
 
@@ -31,31 +34,26 @@ def _flags() -> flags.FlagValues:
 
 
 def run(argv: Sequence[str] | None = None) -> str:
-    """Parses ``argv`` (default ``sys.argv[1:]``), exports, prints and returns the output path."""
-    fv = _flags()
+    """Parses ``argv`` (default ``sys.argv[1:]``), exports, prints and returns the output path.
+
+    Known errors (no checkpoint, a bad ``--out``, params that do not fit the config) end the
+    process with one ``stiv-export-torch: error:`` line and exit status 2.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     args = ["--noema" if a == "--no-ema" else a for a in args]  # absl spells it --noema
-    try:
-        rest = fv([PROG, *args])
-    except flags.Error as e:
-        sys.exit(f"{PROG}: {e}\n{__doc__}")
-    if len(rest) > 1:
-        sys.exit(f"{PROG}: unexpected arguments {rest[1:]}")
+    fv = flag_utils.parse(_flags(), args, PROG, __doc__)
+    with reported(PROG, fv["verbose"].value if "verbose" in fv else False):
+        from stiv_jax.export import checkpoint, convert
+        from stiv_jax.train import checkpoint as train_checkpoint
+        from stiv_jax.storage.workdir import Workdir
 
-    from stiv_jax.export import checkpoint, convert
-    from stiv_jax.storage.workdir import Workdir
-
-    try:
         out = fv.out or Workdir(fv.workdir).export_path()
-        checkpoint.read_model_config(fv.workdir)  # fail early on a directory that is no workdir
-        step = fv.step if fv.step is not None else checkpoint.latest_step(fv.workdir)
-        if step is None:
-            raise FileNotFoundError(f"{fv.workdir}: no checkpoint to export")
-        cfg, params = checkpoint.load_params(fv.workdir, ema=fv.ema, step=step)
+        if not out.endswith(".safetensors"):
+            raise ValueError(f"--out must end with .safetensors, got {out!r}")
+        cfg = checkpoint.read_model_config(fv.workdir)  # fail early on a directory that is no workdir
+        params, step = train_checkpoint.restore_params(fv.workdir, ema=fv.ema, step=fv.step)
         meta = {"step": str(step), "params": "ema_params" if fv.ema else "params", "workdir": fv.workdir}
         out, _ = convert.export(params, cfg, out, dtype=fv.dtype, metadata=meta)
-    except (FileNotFoundError, ValueError) as e:  # ConversionError is a ValueError
-        sys.exit(f"{PROG}: {e}")
     print(out)
     return out
 

@@ -1,8 +1,10 @@
-"""Flag parsing shared by the data CLIs.
+"""Flag parsing shared by the console scripts.
 
 Each CLI keeps its flags in a private ``absl.flags.FlagValues`` so several CLIs can be imported in
 one process (tests) without duplicate-flag errors, and ``run(argv)`` accepts the arguments with or
-without the program name in front.
+without the program name in front. Every CLI gets ``--verbose`` (tracebacks of known errors and the
+libraries' INFO logs: ``stiv_jax/cli/errors.py``); a bad flag is one ``prog: error:`` line and
+exit status 2.
 """
 
 from __future__ import annotations
@@ -12,9 +14,14 @@ from typing import Sequence
 
 from absl import flags
 
+from stiv_jax.cli.errors import EXIT_KNOWN, quiet_libraries, verbose_from_env
+
 
 def parse(fv: flags.FlagValues, argv: Sequence[str] | None, prog: str, usage: str = "") -> flags.FlagValues:
-    """Parses ``argv`` (default ``sys.argv``) into ``fv``; exits with usage on bad flags or --help."""
+    """Parses ``argv`` (default ``sys.argv``) into ``fv``; exits with usage on --help, with one
+    error line (status 2) on a bad flag; quiets library logs unless ``--verbose``."""
+    if "verbose" not in fv:
+        flags.DEFINE_bool("verbose", False, "Show tracebacks of known errors and the libraries' INFO logs.", flag_values=fv)
     args = list(sys.argv[1:] if argv is None else argv)
     if args and not args[0].startswith("-"):
         args = args[1:]
@@ -24,7 +31,14 @@ def parse(fv: flags.FlagValues, argv: Sequence[str] | None, prog: str, usage: st
     try:
         rest = fv([prog, *args])
     except flags.Error as e:
-        sys.exit(f"{prog}: {e}\n\nFlags:\n{fv.get_help()}")
+        fail(prog, f"{e} (--help lists the flags)")
     if len(rest) > 1:
-        sys.exit(f"{prog}: unexpected arguments {rest[1:]}")
+        fail(prog, f"unexpected arguments {rest[1:]} (--help lists the flags)")
+    quiet_libraries(fv.verbose or verbose_from_env())
     return fv
+
+
+def fail(prog: str, message: str) -> None:
+    """One ``prog: error: message`` line on stderr, exit status 2."""
+    print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_KNOWN)

@@ -14,12 +14,20 @@ training or sampling config point at (stiv_jax.pretrained.load_pretrained).
 
 from __future__ import annotations
 
+import glob
+import os
 import sys
+import zipfile
 from typing import Sequence
 
 from absl import flags
 
-from stiv_jax.convert_torch import ConversionError
+from stiv_jax.cli import flag_utils
+from stiv_jax.cli.errors import reported
+from stiv_jax.errors import UserError
+
+PROG = "stiv-import"
+_TORCH_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 
 def _flags() -> flags.FlagValues:
@@ -34,30 +42,51 @@ def _flags() -> flags.FlagValues:
     return fv
 
 
+def check_weight_files(weights: str) -> None:
+    """Raises :class:`UserError` naming the first weight file under ``weights`` that is not what
+    its suffix says (a renamed text file, a truncated download), before any of them is read."""
+    if os.path.isdir(weights):
+        files = sorted(glob.glob(os.path.join(weights, "*.safetensors"))) or sorted(glob.glob(os.path.join(weights, "*.bin")))
+    else:
+        files = [weights] if os.path.isfile(weights) else []
+    for path in files:
+        if path.endswith(".safetensors"):
+            from safetensors import SafetensorError, safe_open
+
+            try:
+                with safe_open(path, "np"):  # parses the header, checks it covers the file
+                    pass
+            except SafetensorError as e:
+                raise UserError(f"{path}: not a valid safetensors file ({e})") from e
+        elif path.endswith(_TORCH_SUFFIXES):
+            with open(path, "rb") as f:
+                legacy_pickle = f.read(1) == b"\x80"
+            if not (legacy_pickle or zipfile.is_zipfile(path)):
+                raise UserError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
+
+
 def run(argv: Sequence[str] | None = None) -> str:
-    """Parses ``argv`` (defaults to ``sys.argv[1:]``), converts, saves; returns the output directory."""
-    fv = _flags()
-    try:
-        fv(["stiv-import", *(sys.argv[1:] if argv is None else argv)])
-    except flags.Error as e:
-        sys.exit(f"stiv-import: {e}\n{__doc__}")
+    """Parses ``argv`` (defaults to ``sys.argv[1:]``), converts, saves; returns the output directory.
 
-    from stiv_jax.pretrained import Pretrained, import_weights, num_params, save_pretrained
+    Known errors (missing or damaged weight files, a config that does not fit them) end the
+    process with one ``stiv-import: error:`` line and exit status 2.
+    """
+    fv = flag_utils.parse(_flags(), sys.argv[1:] if argv is None else argv, PROG, __doc__)
+    with reported(PROG, fv["verbose"].value if "verbose" in fv else False):
+        from stiv_jax.pretrained import Pretrained, import_weights, num_params, save_pretrained
 
-    try:
+        check_weight_files(fv.weights)
         pretrained = import_weights(fv.kind, fv.weights, fv.config)
-    except (ConversionError, FileNotFoundError, ValueError) as e:
-        sys.exit(f"stiv-import: {e}")
-    if fv.param_dtype != "float32":
-        import jax
-        from flax import nnx
+        if fv.param_dtype != "float32":
+            import jax
+            from flax import nnx
 
-        cfg = pretrained.config.replace(param_dtype=fv.param_dtype)
-        graphdef, state = nnx.split(pretrained.model)
-        state = jax.tree.map(lambda x: x.astype(fv.param_dtype), state)
-        pretrained = Pretrained(pretrained.kind, cfg, nnx.merge(graphdef, state))
-    out = save_pretrained(fv.out, pretrained, source=fv.weights)
-    print(f"stiv-import: kind={pretrained.kind} params={num_params(pretrained.model)} out={out}")
+            cfg = pretrained.config.replace(param_dtype=fv.param_dtype)
+            graphdef, state = nnx.split(pretrained.model)
+            state = jax.tree.map(lambda x: x.astype(fv.param_dtype), state)
+            pretrained = Pretrained(pretrained.kind, cfg, nnx.merge(graphdef, state))
+        out = save_pretrained(fv.out, pretrained, source=fv.weights)
+    print(f"{PROG}: kind={pretrained.kind} params={num_params(pretrained.model)} out={out}")
     return out
 
 

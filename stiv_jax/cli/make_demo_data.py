@@ -13,7 +13,11 @@ import os
 from absl import flags
 
 from stiv_jax.cli import flag_utils
+from stiv_jax.cli.errors import reported
 from stiv_jax.data import synthetic
+from stiv_jax.errors import ConfigError
+
+PROG = "stiv-make-demo-data"
 
 
 def _flag_values() -> flags.FlagValues:
@@ -29,9 +33,22 @@ def _flag_values() -> flags.FlagValues:
     return fv
 
 
+def check_flags(fv: flags.FlagValues) -> None:
+    """:class:`ConfigError` naming the first flag that cannot work (before anything is written)."""
+    from stiv_jax.sampling.inputs import check_fps
+
+    for name in ("num_videos", "num_frames", "size"):
+        if fv[name].value < 1:
+            raise ConfigError(f"--{name} must be >= 1, got {fv[name].value}")
+    check_fps(fv.fps)
+
+
 def run(argv: list[str] | None = None) -> None:
-    fv = flag_utils.parse(_flag_values(), argv, "stiv-make-demo-data")
-    entries = synthetic.make_demo_data(fv.out, fv.num_videos, fv.seed, fv.size, fv.num_frames, fv.fps)
+    """Parses flags and writes the dataset; known errors: one ``error:`` line, exit status 2."""
+    fv = flag_utils.parse(_flag_values(), argv, PROG, __doc__)
+    with reported(PROG, fv["verbose"].value if "verbose" in fv else False):
+        check_flags(fv)
+        entries = synthetic.make_demo_data(fv.out, fv.num_videos, fv.seed, fv.size, fv.num_frames, fv.fps)
     captions, spm_model = os.path.join(fv.out, "captions.jsonl"), os.path.join(fv.out, "spm.model")
     print(f"wrote {len(entries)} videos, {captions} and {spm_model}")
 

@@ -10,7 +10,10 @@ Uses the EMA weights of the latest checkpoint (``--noema`` / ``--no_ema`` for th
 ``--out``. Without ``--out``, outputs go to ``DIR/samples/TASK_PROMPT_sSEED.mp4`` (``.png`` for
 t2i); ``DIR`` and ``--out`` may be ``gs://`` URLs. Progress and stage timings (load, encode, compile, sample, decode, write) go to stderr;
 each written path is printed to stdout (for one output, the last line is its path). The output is
-a pure function of the flags: the same seed gives the same file bytes.
+a pure function of the flags: the same seed gives the same file bytes. Prompts longer than
+``data.max_text_length`` tokens are cut, with a warning on stderr. Bad flags and inputs (checked
+before any model is loaded), a missing or damaged checkpoint: one ``stiv-sample: error:`` line,
+exit status 2 (``--verbose`` shows the traceback).
 Library equivalent: ``stiv_jax.sampling.pipeline.load_sampler(DIR).generate(...)``.
 """
 
@@ -24,8 +27,10 @@ import time
 from absl import flags
 
 from stiv_jax.cli import flag_utils
-from stiv_jax.sampling import pipeline
+from stiv_jax.cli.errors import reported
+from stiv_jax.sampling import inputs, pipeline
 
+PROG = "stiv-sample"
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".webm", ".gif")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
@@ -48,8 +53,9 @@ def _flag_values() -> flags.FlagValues:
     flags.DEFINE_integer("emulated_steps", o.emulated_steps, "linear_quadratic: emulated linear steps N.", **d)
     flags.DEFINE_enum("solver", o.solver, ["euler", "heun"], "ODE solver.", **d)
     flags.DEFINE_enum("guidance", o.guidance, ["jit", "sit", "cfg", "none"], "Classifier-free guidance.", **d)
-    flags.DEFINE_float("scale", o.scale, "Guidance scale (sit: the text scale).", **d)
-    flags.DEFINE_float("image_scale", o.image_scale, "sit: image guidance scale s_img.", **d)
+    flags.DEFINE_float("scale", o.scale, "Guidance scale (sit: the text scale); 1 = none, 0 = "
+                       f"unconditional, < 0 away from the prompt; |s| <= {pipeline.MAX_SCALE:g}.", **d)
+    flags.DEFINE_float("image_scale", o.image_scale, "sit: image guidance scale s_img (as --scale).", **d)
     flags.DEFINE_enum("renorm", o.renorm, ["none", "rescale", "clip"], "CFG-renorm.", **d)
     flags.DEFINE_integer("num_frames", None, "Clip length T (default: the training config's).", **d)
     flags.DEFINE_integer("height", None, "Height in pixels (default: data.resolution).", **d)
@@ -59,7 +65,8 @@ def _flag_values() -> flags.FlagValues:
     flags.DEFINE_integer("long_keyframes", None, "long: number of keyframes K (default: T).", **d)
     flags.DEFINE_integer("seed", o.seed, "Random seed.", **d)
     flags.DEFINE_integer("batch_size", None, "Prompts per program run (default: all at once).", **d)
-    flags.DEFINE_float("fps", 8.0, "Frame rate of the written video.", **d)
+    flags.DEFINE_float("fps", 8.0, f"Frame rate of the written video, in [{inputs.FPS_RANGE[0]:g}, "
+                       f"{inputs.FPS_RANGE[1]:g}] ({inputs.GIF_MAX_FPS:g} for .gif).", **d)
     flags.DEFINE_bool("ema", True, "Use the EMA weights (--noema: the raw ones).", **d)
     flags.DEFINE_bool("no_ema", False, "Same as --noema.", **d)
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", **d)
@@ -125,11 +132,9 @@ def _options(fv: flags.FlagValues) -> pipeline.SampleOptions:
 
 def run(argv: list[str] | None = None) -> list[str]:
     """Parses flags, samples, writes; returns the written paths (also printed to stdout)."""
-    fv = flag_utils.parse(_flag_values(), argv, "stiv-sample", __doc__)
-    from stiv_jax.data.video_io import MediaError
-
-    log = lambda msg: print(f"stiv-sample: {msg}", file=sys.stderr, flush=True)  # noqa: E731
-    try:
+    fv = flag_utils.parse(_flag_values(), argv, PROG, __doc__)
+    log = lambda msg: print(f"{PROG}: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    with reported(PROG, fv["verbose"].value if "verbose" in fv else False):
         options = _options(fv)
         options.validate()  # cheap checks first: no model is loaded for a bad command line
         given = dict(image=fv.image, last_image=fv.last_image, video=fv.video)
@@ -137,16 +142,15 @@ def run(argv: list[str] | None = None) -> list[str]:
         prompts = read_prompts(fv.prompt, fv.prompts_file)
         out = fv.out or default_out(fv.workdir, prompts[0], options.task, options.seed)
         paths = output_paths(out, len(prompts), options.task)
+        inputs.check_fps(fv.fps, gif=out.lower().endswith(".gif"))
         sampler = pipeline.load_sampler(
             fv.workdir, ema=fv.ema and not fv.no_ema, step=fv.step,
             tokenizer_path=fv.tokenizer_path, text_checkpoint=fv.text_encoder, log=log)
         videos = sampler.generate(prompts, options, **given)
-    except (ValueError, FileNotFoundError, MediaError) as e:
-        sys.exit(f"stiv-sample: error: {e}")
-    start = time.perf_counter()
-    for path, video in zip(paths, videos):
-        write_output(path, video, fv.fps)
-    log(f"write={time.perf_counter() - start:.2f}s")
+        start = time.perf_counter()
+        for path, video in zip(paths, videos):
+            write_output(path, video, fv.fps)
+        log(f"write={time.perf_counter() - start:.2f}s")
     for path in paths:
         print(path, flush=True)
     return paths

@@ -15,14 +15,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from stiv_jax.data import scenes, video_io
 from stiv_jax.data.shards import KINDS
 from stiv_jax.data.video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaError
+from stiv_jax.errors import ConfigError
+
+
+_EIGHT_BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,31 +67,48 @@ def find_media(root: str, exclude: str | None = None) -> list[str]:
 
 
 def load_captions(path: str) -> dict[str, str]:
-    """Reads ``{"video": "rel/path", "caption": "..."}`` lines; errors name the file and line."""
+    """Reads ``{"video": "rel/path", "caption": "..."}`` lines (UTF-8, a BOM allowed); a line that
+    is not such an object raises ``ConfigError`` naming the file and line."""
     captions = {}
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise ConfigError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start})") from e
             if not line.strip():
                 continue
             try:
                 entry = json.loads(line)
                 rel, caption = entry["video"], entry["caption"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{lineno}: expected {{\"video\": ..., \"caption\": ...}}: {e}") from e
+            except (json.JSONDecodeError, KeyError, TypeError, IndexError) as e:
+                raise ConfigError(f"{path}:{lineno}: expected {{\"video\": ..., \"caption\": ...}}: {e}") from e
             if not isinstance(rel, str) or not isinstance(caption, str):
-                raise ValueError(f"{path}:{lineno}: 'video' and 'caption' must be strings")
+                raise ConfigError(f"{path}:{lineno}: 'video' and 'caption' must be strings")
             captions[os.path.normpath(rel)] = caption
     return captions
 
 
-def caption_for(root: str, rel: str, captions: dict[str, str]) -> str | None:
+def read_caption_file(path: str, warn: Callable[[str], None] = logging.warning) -> str:
+    """A ``.txt`` caption: UTF-8 (a BOM allowed), else cp1252 with a warning naming the file."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("cp1252", errors="replace")
+        warn(f"caption {path} is not UTF-8; read it as Windows-1252 (Latin-1): {text.strip()[:60]!r}")
+    return text.strip()
+
+
+def caption_for(root: str, rel: str, captions: dict[str, str],
+                warn: Callable[[str], None] = logging.warning) -> str | None:
     """Caption from the JSONL map, else from ``same_name.txt`` beside the file, else None."""
     if os.path.normpath(rel) in captions:
         return captions[os.path.normpath(rel)]
     txt = os.path.join(root, os.path.splitext(rel)[0] + ".txt")
     if os.path.exists(txt):
-        with open(txt, encoding="utf-8", errors="replace") as f:
-            return f.read().strip()
+        return read_caption_file(txt, warn)
     return None
 
 
@@ -218,6 +240,7 @@ def _process_image(path: str, rel: str, caption: str, opts: CurationOptions) -> 
     size = target_size(h, w, opts.resize_short_side)
     with Image.open(path) as original:
         unchanged = original.format in ("JPEG", "PNG", "WEBP") and original.size == image.size
+        unchanged = unchanged and original.mode in _EIGHT_BIT_MODES  # 16-bit PNGs: stored as 8 bits
         unchanged = unchanged and original.getexif().get(0x0112, 1) == 1  # no EXIF orientation
     if unchanged and size == (h, w):
         data = raw

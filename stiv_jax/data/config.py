@@ -5,9 +5,9 @@ Keys (unknown keys fail fast because the dict is locked):
 * ``path`` — shard folder: ``stiv-make-shards`` output (mode 'pixels') or ``stiv-encode-shards``
   output (mode 'latents').
 * ``mode`` — 'pixels': decode clips in the workers and yield the pixel batch
-  (``video, text_ids, text_mask, micro, key``); 'latents': read cached latents and text embeddings
-  (``latents, text_emb, pooled_text, text_mask, micro, key``, or ``text_ids`` instead of
-  ``text_emb``/``pooled_text`` when the cache was written without a text encoder).
+  (``video, text_ids, text_mask, micro, key, skipped``); 'latents': read cached latents and text
+  embeddings (``latents, text_emb, pooled_text, text_mask, micro, key, skipped``, or ``text_ids``
+  instead of ``text_emb``/``pooled_text`` when the cache was written without a text encoder).
 * ``num_frames``, ``resolution`` — the single square bucket ``(num_frames, resolution,
   resolution)`` used when ``buckets`` is empty. ``num_frames=1`` makes a T2I pipeline (images,
   and single frames of videos).
@@ -24,6 +24,9 @@ Keys (unknown keys fail fast because the dict is locked):
 * ``prefetch`` — batches buffered per worker / ahead of the consumer.
 * ``tokenizer_path`` — SentencePiece model (T5 ids); required unless latents carry embeddings.
 * ``max_text_length`` — token length L (padded/truncated, EOS included).
+* ``max_skipped_fraction`` — bad records (unreadable or undecodable; each is replaced by the next
+  record of the stream and counted in the batch's ``skipped``) the trainer tolerates, as a
+  fraction of the examples read so far; past it training stops.
 Latent mode reads shapes and micro-conditions from the cache, so ``num_frames``, ``resolution``,
 ``buckets``, ``frame_strides`` and ``random_crop`` apply when the cache is written
 (``stiv-encode-shards``), not when it is read.
@@ -50,6 +53,7 @@ def get_data_config() -> ml_collections.ConfigDict:
     config.prefetch = 2
     config.tokenizer_path = ""
     config.max_text_length = 64
+    config.max_skipped_fraction = 0.01
     config.lock()
     return config
 
@@ -70,6 +74,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"data.{key} must be >= 0, got {config[key]}")
     if config.max_text_length < 2:
         raise ValueError(f"data.max_text_length must be >= 2, got {config.max_text_length}")
+    if not 0.0 <= config.max_skipped_fraction <= 1.0:
+        raise ValueError(f"data.max_skipped_fraction must be in [0, 1], got {config.max_skipped_fraction}")
 
 
 def buckets(config: ml_collections.ConfigDict) -> list[tuple[int, int, int]]:

@@ -9,7 +9,9 @@ each record keeps the micro-conditions of the crop it was encoded from.
 Record payload (``shards`` schema, ``kind='latent'``): ``latents [T, h, w, C]``, ``micro [6]``,
 ``text_mask [L]`` and either ``text_emb [L, D]`` + ``pooled_text [D]`` (with a text encoder) or
 ``text_ids [L]`` (``text_encoder='none'``: the trainer encodes text itself); float arrays are
-stored as ``float16`` by default. ``source_key`` points back to the clip record.
+stored as ``float16`` by default. ``source_key`` points back to the clip record. Records that
+cannot be read or decoded are left out, listed in the manifest (``num_skipped``, ``skipped``:
+``{"key", "reason"}``) and reported through ``log``.
 
 Pluggable parts: the autoencoder is any object with ``encode(frames [B,T,H,W,3]) -> latents``
 ('pixel[:factor]' is the identity ``PixelAutoencoder``); the text encoder is any function
@@ -29,6 +31,7 @@ import numpy as np
 
 from stiv_jax.data import config as data_config
 from stiv_jax.data import pipeline, shards
+from stiv_jax.errors import UserError
 from stiv_jax.text.tokenizer import null_text_ids
 from stiv_jax.vae.pixel import PixelAutoencoder
 
@@ -81,42 +84,66 @@ def encode_shards(
     settings: dict | None = None,
     log=print,
 ) -> dict:
-    """Encodes every record of ``config.path`` (a clip shard folder) into ``out_dir``."""
+    """Encodes every record of ``config.path`` (a clip shard folder) into ``out_dir``; returns the
+    manifest. ``UserError`` when no record can be encoded (no manifest is written then)."""
     cfg = ml_collections.ConfigDict(pipeline.resolve_data_config(config).to_dict())
     cfg.mode, cfg.random_crop = "pixels", False
     data_config.validate(cfg)
     store_dtype = np.dtype(dtype)
+    shards.load_manifest(cfg.path)  # a clear error when --input is not a shard folder
     source_index = shards.load_index(cfg.path)
     encode = jax.jit(autoencoder.encode)
     writer = shards.ShardWriter(out_dir, "latents", records_per_shard)
     shape_counts: dict[str, int] = {}
+    skipped: list[dict] = []
+
+    def write_batch(elements: list[dict]) -> None:
+        batch = {k: np.stack([e[k] for e in elements]) for k in elements[0]}
+        latents = np.asarray(encode(batch["video"]))
+        text = {"text_mask": batch["text_mask"]}
+        if encode_text is None:
+            text["text_ids"] = batch["text_ids"]
+        else:
+            tokens, pooled = encode_text(batch["text_ids"], batch["text_mask"])
+            text.update(text_emb=np.asarray(tokens), pooled_text=np.asarray(pooled))
+        for i, key in enumerate(batch["key"]):
+            src = source_index[int(key)]
+            record = {"kind": "latent", "source_key": int(key), "latents": _store(latents[i], store_dtype),
+                      "micro": batch["micro"][i]}
+            record.update({k: _store(v[i], store_dtype) for k, v in text.items()})
+            t, h, w, c = latents[i].shape
+            writer.write(record, dict(kind=src["kind"], num_frames=t, height=h, width=w, channels=c,
+                                      fps=src["fps"], motion=src["motion"]))
+            name = "x".join(map(str, latents[i].shape))
+            shape_counts[name] = shape_counts.get(name, 0) + 1
+
     for shape, count, ds in pipeline.bucket_datasets(cfg, training=False):
-        batches = ds.batch(batch_size, drop_remainder=False).to_iter_dataset(
+        elements = ds.to_iter_dataset(
             grain.ReadOptions(num_threads=max(1, cfg.read_threads), prefetch_buffer_size=cfg.prefetch)
         )
         if cfg.num_workers > 0:
             pipeline.ensure_absl_flags_parsed()
-            batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers))
-        for batch in batches:
-            latents = np.asarray(encode(batch["video"]))
-            text = {"text_mask": batch["text_mask"]}
-            if encode_text is None:
-                text["text_ids"] = batch["text_ids"]
-            else:
-                tokens, pooled = encode_text(batch["text_ids"], batch["text_mask"])
-                text.update(text_emb=np.asarray(tokens), pooled_text=np.asarray(pooled))
-            for i, key in enumerate(batch["key"]):
-                src = source_index[int(key)]
-                record = {"kind": "latent", "source_key": int(key), "latents": _store(latents[i], store_dtype),
-                          "micro": batch["micro"][i]}
-                record.update({k: _store(v[i], store_dtype) for k, v in text.items()})
-                t, h, w, c = latents[i].shape
-                writer.write(record, dict(kind=src["kind"], num_frames=t, height=h, width=w, channels=c,
-                                          fps=src["fps"], motion=src["motion"]))
-                name = "x".join(map(str, latents[i].shape))
-                shape_counts[name] = shape_counts.get(name, 0) + 1
-        log(f"bucket {shape}: encoded {count} records")
+            elements = elements.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers))
+        pending, bad = [], 0
+        for element in elements:
+            if "error" in element:  # unreadable/undecodable: left out, counted, reported
+                bad += 1
+                skipped.append({"key": int(element["key"]), "reason": str(element["error"])})
+                log(f"skipped {element['error']}")
+                continue
+            pending.append(element)
+            if len(pending) == batch_size:
+                write_batch(pending)
+                pending = []
+        if pending:
+            write_batch(pending)
+        log(f"bucket {shape}: encoded {count - bad} records" + (f", skipped {bad}" if bad else ""))
     shard_list = writer.close()
+    if not sum(shape_counts.values()):
+        raise UserError(
+            f"nothing encoded: none of the records of {cfg.path} could be read or decoded "
+            f"(the first: {skipped[0]['reason'] if skipped else '?'}); {out_dir} has no manifest"
+        )
     if encode_text is not None:  # the empty prompt's encoding, for text dropout in training
         null_ids, null_mask = null_text_ids(cfg.max_text_length)
         tokens, pooled = encode_text(null_ids, null_mask)
@@ -125,6 +152,8 @@ def encode_shards(
         "format": pipeline.LATENT_FORMAT,
         "num_records": sum(s["records"] for s in shard_list),
         "latent_shapes": dict(sorted(shape_counts.items())),
+        "num_skipped": len(skipped),
+        "skipped": skipped,
         "total_bytes": sum(s["bytes"] for s in shard_list),
         "source": cfg.path,
         "shards": shard_list,

@@ -1,10 +1,11 @@
 """Grain input pipeline over clip shards (pixels) or latent-cache shards (latents).
 
-Per bucket ``b`` (one batch shape), with the record indices that ``index.npy`` assigns to it::
+Per bucket ``b`` (one batch shape), over the positions ``0..n-1`` of the ``n`` records that
+``index.npy`` assigns to it::
 
-    MapDataset.source(records of b)                    # every record: one global stream
+    MapDataset.range(n)                                # record positions: one global stream
       .seed(seed_b).shuffle().repeat()                 # reshuffled every epoch
-      .random_map(SampleClip(...))                     # decode/sample/crop/tokenize (lazily)
+    Elements(.., BucketReader(...))                    # read + decode/sample/crop/tokenize (lazily)
     batch_rows(.., batch_size, rows)                   # this process's rows of each global batch
 
 and the buckets are interleaved by ``MapDataset.mix`` in proportion to their sizes, so every
@@ -16,12 +17,24 @@ stream is a pure function of the config and ``make_dataset(..., start=k)`` begin
 ``k``: the trainer resumes the data from the restored step, on any process count or
 ``num_workers``. ``to_iter_dataset`` adds read-ahead threads and ``mp_prefetch`` moves the
 decoding into ``num_workers`` processes.
+
+**Bad records.** When the record at stream position ``j`` cannot be read (a damaged shard chunk)
+or decoded (a broken video), element ``j`` is made from the record at position ``j+1`` (then
+``j+2``, …) of the same bucket stream, with the random crop/stride generator of position ``j``:
+every process and every resume makes the same substitute. Each element carries ``skipped``
+(``int32``): how many bad records were passed over to make it (0 normally), so a run of ``r``
+consecutive bad positions counts ``r + (r-1) + … + 1`` over its ``r`` elements. A warning names
+the shard file, the record key and the error (once per record and process). More than
+``MAX_CONSECUTIVE_BAD`` failures in a row (or all of a small bucket's records) stop with a
+``UserError``. The evaluation pass (``training=False``, used by the latent cache) does not
+substitute: a bad record's element is ``{"key", "skipped": 1, "error": reason}`` for the caller
+to leave out and report.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Callable, Sequence
 
 import grain
 import ml_collections
@@ -29,25 +42,102 @@ import numpy as np
 
 from stiv_jax.data import config as data_config
 from stiv_jax.data import shards, transforms
+from stiv_jax.errors import ConfigError, UserError
 
 LATENT_FORMAT = "stiv_jax.latents.v1"
 CLIP_FORMAT = "stiv_jax.clips.v1"
+MAX_CONSECUTIVE_BAD = 64  # bad records in a row (per bucket stream) before the pipeline gives up
+_WARNED: set[tuple[str, int]] = set()  # (shard, key) already warned about in this process
 
 
-class SubsetSource:
-    """Random-access view of ``source`` restricted to ``indices`` (picklable for workers)."""
+class BucketReader:
+    """Reads record ``members[i]`` of ``source`` and turns it into an element with ``fn``
+    (``fn(raw, rng)`` when ``random``, else ``fn(raw)``); picklable for Grain workers."""
 
-    def __init__(self, source, indices: np.ndarray):
-        self.source, self.indices = source, np.asarray(indices, np.int64)
+    def __init__(self, source, members: np.ndarray, keys: np.ndarray, shard_files: Sequence[str],
+                 shard_starts: np.ndarray, fn: Callable[..., dict], random: bool, label: str):
+        self.source, self.members, self.keys = source, np.asarray(members, np.int64), np.asarray(keys, np.int64)
+        self.shard_files, self.shard_starts = list(shard_files), np.asarray(shard_starts, np.int64)
+        self.fn, self.random, self.label = fn, random, label
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.members)
 
-    def __getitem__(self, i: int) -> bytes:
-        return self.source[int(self.indices[i])]
+    def __call__(self, i: int, rng: np.random.Generator | None) -> dict:
+        raw = self.source[int(self.members[i])]
+        return self.fn(raw, rng) if self.random else self.fn(raw)
+
+    def locate(self, i: int) -> tuple[str, int]:
+        """``(shard file, record key)`` of position ``i`` (from the index: no read needed)."""
+        g = int(self.members[i])
+        shard = int(np.searchsorted(self.shard_starts, g, side="right")) - 1
+        return self.shard_files[max(shard, 0)], int(self.keys[i])
 
     def __repr__(self) -> str:  # grain logs this; keep it short and stable
-        return f"SubsetSource({len(self.indices)} of {len(self.source)} records)"
+        return f"BucketReader({self.label}: {len(self.members)} of {len(self.source)} records)"
+
+
+def _rng(seed: int | None, index: int) -> np.random.Generator | None:
+    """The generator ``random_map`` gives element ``index`` for ``seed`` (Philox counter reset)."""
+    if seed is None:
+        return None
+    rng = np.random.Generator(np.random.Philox(seed))
+    state = rng.bit_generator.state
+    state["state"]["counter"] = np.array([0, 0, 0, index], dtype=np.uint64)
+    state["buffer"] = np.array([0, 0, 0, 0], dtype=np.uint64)
+    state.update(buffer_pos=4, has_uint32=0, uinteger=0)
+    rng.bit_generator.state = state
+    return rng
+
+
+def _reason(e: BaseException) -> str:
+    return f"{type(e).__name__}: {' '.join(str(e).split())}"
+
+
+class Elements(grain.MapDataset):
+    """Element ``j`` is ``reader(parent[j], rng_j)`` plus ``skipped``; a record that fails is
+    replaced by the one at ``parent[j+1]``, ``parent[j+2]``, … (``substitute``), else reported
+    as ``{"key", "skipped", "error"}`` (see the module doc). ``rng_j`` is what ``random_map`` in
+    this place would pass, so a stream without bad records equals ``.random_map(fn)``'s."""
+
+    def __init__(self, parent: grain.MapDataset, reader: BucketReader, substitute: bool = True):
+        super().__init__(parent)
+        self.reader, self.substitute = reader, substitute
+        self.seed = int(self._default_seed) if reader.random else None
+        self.max_tries = min(MAX_CONSECUTIVE_BAD, 2 * len(reader)) if substitute else 1
+
+    def __len__(self) -> int:
+        return len(self._parent)
+
+    def __getitem__(self, j):
+        if isinstance(j, slice):
+            return self.slice(j)
+        j, n = int(j), len(self._parent)
+        error: Exception | None = None
+        for skipped in range(self.max_tries):
+            i = int(self._parent[(j + skipped) % n])
+            try:
+                element = self.reader(i, _rng(self.seed, j))
+            except Exception as e:  # noqa: BLE001 - any bad record is skipped, named and counted
+                shard, key = self.reader.locate(i)
+                error, reason = e, f"record key={key} in {shard}: {_reason(e)}"
+                if not self.substitute:
+                    return {"key": np.int32(key), "skipped": np.int32(1), "error": reason}
+                if (shard, key) not in _WARNED:
+                    _WARNED.add((shard, key))
+                    logging.warning("%s: skipping bad %s (using the next record of the stream)",
+                                    self.reader.label, reason)
+                continue
+            element["skipped"] = np.int32(skipped)
+            return element
+        raise UserError(
+            f"{self.reader.label}: {self.max_tries} records in a row could not be read or decoded "
+            f"(the last: {reason}); the shard folder looks damaged: rebuild it (stiv-make-shards) "
+            "or point data.path at another"
+        ) from error
+
+    def __str__(self) -> str:
+        return f"Elements({self.reader!r}, substitute={self.substitute})"
 
 
 def assign_pixel_buckets(
@@ -140,14 +230,21 @@ def bucket_datasets(
 ) -> list[tuple[tuple[int, ...], int, grain.MapDataset]]:
     """``[(shape, global_count, element MapDataset)]`` per non-empty bucket, unbatched.
 
-    ``training`` shuffles and repeats (``num_epochs``); otherwise one pass in key order.
+    ``training`` shuffles and repeats (``num_epochs``) and substitutes bad records; otherwise one
+    pass in key order, centred crops, bad records reported as ``{"key", "skipped", "error"}``.
     """
     cfg = resolve_data_config(config)
     data_config.validate(cfg)
+    manifest = shards.load_manifest(cfg.path)  # names data.path when it is not a shard folder
     index = shards.load_index(cfg.path)
-    source = grain.sources.ArrayRecordDataSource(shards.shard_paths(cfg.path))
+    if not len(index):
+        raise UserError(f"data.path={cfg.path}: the shard folder holds no records{_empty_detail(manifest)}")
+    files = shards.shard_paths(cfg.path)
+    source = grain.sources.ArrayRecordDataSource(files)
     if len(source) != len(index):
         raise ValueError(f"{cfg.path}: index.npy has {len(index)} rows but the shards hold {len(source)} records")
+    counts = [int(s.get("records", 0)) for s in manifest["shards"]]
+    starts = np.cumsum([0, *counts[:-1]]) if sum(counts) == len(index) else np.zeros(1, np.int64)
     shapes, assignment, fns, random = _element_fns(cfg, cfg.path, index)
     unused = int(np.sum(assignment < 0))
     if unused:
@@ -157,18 +254,27 @@ def bucket_datasets(
         members = np.flatnonzero(assignment == b)
         if not len(members):
             continue
-        ds = grain.MapDataset.source(SubsetSource(source, members))
+        label = f"data.path={cfg.path} bucket {tuple(shape)}"
+        reader = BucketReader(source, members, index["key"][members], files, starts, fn, random and training, label)
+        ds = grain.MapDataset.range(len(members))
         if training:
             # The trailing 0 (once the process index) keeps the stream of earlier runs.
             seed = np.random.SeedSequence([int(cfg.seed), b, 0]).generate_state(1)[0]
             ds = ds.seed(int(seed)).shuffle().repeat(cfg.num_epochs or None)
-            ds = ds.random_map(fn) if random else ds.map(fn)
-        else:
-            ds = ds.map(fn)
-        out.append((shape, len(members), ds))
+        out.append((shape, len(members), Elements(ds, reader, substitute=training)))
     if not out:
-        raise ValueError(f"{cfg.path}: no records fit the configured buckets {shapes}")
+        raise ConfigError(
+            f"data.path={cfg.path}: no records fit the configured buckets {shapes} (of {len(index)} records; "
+            "see data.buckets, data.num_frames, data.frame_strides)"
+        )
     return out
+
+
+def _empty_detail(manifest: dict) -> str:
+    skipped = manifest.get("num_skipped")
+    if skipped:
+        return f" (all {skipped} inputs were skipped when it was written: see 'skipped' in its {shards.MANIFEST})"
+    return " (rebuild it with stiv-make-shards or stiv-encode-shards)"
 
 
 def ensure_absl_flags_parsed() -> None:

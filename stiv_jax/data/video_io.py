@@ -22,13 +22,15 @@ import chex
 import numpy as np
 from PIL import Image, ImageOps
 
+from stiv_jax.errors import UserError
+
 Source = Union[str, os.PathLike, bytes]
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
-class MediaError(Exception):
+class MediaError(UserError):
     """A file that cannot be used as a clip; ``str(err)`` is a short human-readable reason."""
 
 
@@ -164,12 +166,21 @@ def decode_video(
     return out
 
 
+def to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit (``I;16*``) and 32-bit integer (``I``: 16-bit PNG/TIFF samples, clipped to
+    0..65535) grayscale -> 8-bit ``L`` by ``value >> 8``; Pillow's ``convert`` would clip them."""
+    if image.mode != "I" and not image.mode.startswith("I;16"):
+        return image
+    values = np.asarray(image).astype(np.int64)
+    return Image.fromarray((np.clip(values, 0, 65535) >> 8).astype(np.uint8), mode="L")
+
+
 def open_image(src: Source) -> Image.Image:
-    """Opens and fully loads an image in display orientation (EXIF transposed) as RGB."""
+    """Opens and fully loads an image in display orientation (EXIF transposed) as 8-bit RGB."""
     try:
         image = Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else os.fspath(src))
         image.load()
-        return ImageOps.exif_transpose(image).convert("RGB")
+        return to_8bit(ImageOps.exif_transpose(image)).convert("RGB")
     except Image.UnidentifiedImageError as e:
         raise MediaError("unreadable image: not a known image format") from e
     except (OSError, ValueError, Image.DecompressionBombError) as e:

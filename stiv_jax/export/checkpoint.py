@@ -1,10 +1,11 @@
-"""Read the model params of a training run's checkpoint, on CPU, as numpy (for export).
+"""Read the model config and params of a training run's checkpoint, on CPU, as numpy (export).
 
 The run directory's layout is :mod:`stiv_jax.storage.workdir`'s; the read itself is
-``stiv_jax.train.checkpoint.load_params``: a *partial* restore of just the wanted params
+``stiv_jax.train.checkpoint.restore_params``: a *partial* restore of just the wanted params
 subtree (structure from the item's metadata, arrays as host numpy), so a checkpoint written by a
 sharded multi-host TPU run, local or in a ``gs://`` bucket, loads the same way on a laptop and
-the optimizer state is never read.
+the optimizer state is never read; a missing or unreadable step is a ``CheckpointError`` naming
+the steps there are.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from typing import Any
 
 import ml_collections
 
-from stiv_jax.export.convert import model_config
 from stiv_jax.storage.workdir import Workdir, as_workdir
 from stiv_jax.train import checkpoint as train_checkpoint
 
-
 def read_model_config(workdir: str | os.PathLike | Workdir) -> ml_collections.ConfigDict:
     """The model config (key ``model`` of ``WORKDIR/config.json``)."""
+    from stiv_jax.export.convert import model_config  # torch and the model code: only for export
+
     return model_config(as_workdir(workdir).model_config_dict())
 
 
@@ -31,7 +32,7 @@ def load_params(workdir: str | os.PathLike | Workdir, ema: bool = True, step: in
     or ``nnx.replace_by_pure_dict``.
     """
     cfg = read_model_config(workdir)
-    _, params, _ = train_checkpoint.load_params(as_workdir(workdir), ema=ema, step=step)
+    params, _ = train_checkpoint.restore_params(workdir, ema=ema, step=step)
     return cfg, params
 
 

@@ -27,6 +27,7 @@ import ml_dtypes
 import numpy as np
 from flax import nnx, traverse_util
 
+from stiv_jax.errors import UserError
 from stiv_jax.export.torch_stiv import mismatches
 from stiv_jax.model.config import get_model_config, resolve
 from stiv_jax.model.dit import abstract_model
@@ -44,7 +45,7 @@ _PERMUTATIONS: dict[Path, tuple[int, ...]] = {
 }
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
     """Parameters do not match the model config (names each offending key)."""
 
 
@@ -161,22 +162,41 @@ def export(params: Mapping[str, Any], config, out: str | os.PathLike, *, dtype: 
         save_file(tensors, local, metadata={"format": "pt", "source": "stiv_jax", **(metadata or {})})
     cfg_path = out[: -len(".safetensors")] + ".json"
     paths.write_text(cfg_path, json.dumps(cfg, indent=2, sort_keys=True))
+    if not paths.is_remote(out):  # safetensors writes 0600 files; give it the usual mode
+        os.chmod(out, paths.default_file_mode())
     return out, cfg_path
+
+
+def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """``{key: numpy array}`` of a safetensors file; :class:`ConversionError` naming the file if
+    it is not one (a renamed or truncated file)."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return load_file(path)
+    except SafetensorError as e:
+        raise ConversionError(f"{path}: not a valid safetensors file ({e})") from e
 
 
 def read_export(path: str | os.PathLike) -> tuple[ml_collections.ConfigDict, dict]:
     """``(model config, Flax pure params)`` from ``FILE.safetensors`` + ``FILE.json``: the
     PyTorch → Flax direction for files (e.g. weights fine-tuned in PyTorch and saved with
     ``safetensors.torch.save_file(model.state_dict(), ...)`` beside the same JSON)."""
-    from safetensors.numpy import load_file
-
     path = os.fspath(path)
     cfg_path = os.path.splitext(path)[0] + ".json"
     if not os.path.exists(cfg_path):
         raise FileNotFoundError(f"{cfg_path}: model config missing (expected beside {path})")
     with open(cfg_path) as f:
-        cfg = model_config(json.load(f))
+        try:
+            cfg = model_config(json.load(f))
+        except json.JSONDecodeError as e:
+            raise ConversionError(f"{cfg_path}: not a JSON model config ({e})") from e
+    state = load_safetensors(path)
     try:
-        return cfg, torch_to_flax(load_file(path), cfg)
+        return cfg, torch_to_flax(state, cfg)
     except ConversionError as e:
         raise ConversionError(f"{path}: {e}") from None

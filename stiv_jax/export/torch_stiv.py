@@ -493,14 +493,21 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source
 def load_torch_stiv(path: str | os.PathLike, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> STIV:
     """Rebuilds the module from ``FILE.safetensors`` and ``FILE.json`` (written by
     ``stiv-export-torch``); parameters in ``dtype`` (default: as stored), in eval mode."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     cfg_file = config_path(path)
     if not os.path.exists(cfg_file):
         raise FileNotFoundError(f"{cfg_file}: model config missing (expected beside {os.fspath(path)})")
     with open(cfg_file) as f:
-        config = json.load(f)
-    state = load_file(os.fspath(path), device=str(device))
+        try:
+            config = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{cfg_file}: not a JSON model config ({e})") from e
+    try:
+        state = load_file(os.fspath(path), device=str(device))
+    except SafetensorError as e:  # a renamed text file, a truncated download, ...
+        raise ValueError(f"{os.fspath(path)}: not a valid safetensors file ({e})") from e
     model = STIV(config)
     check_state_dict(model, state, os.fspath(path))
     stored = {v.dtype for v in state.values()}

@@ -47,3 +47,11 @@ def any_process(flag: bool) -> bool:
     from jax.experimental import multihost_utils
 
     return bool(np.any(multihost_utils.process_allgather(np.array([flag], np.bool_))))
+
+
+def barrier(name: str) -> None:
+    """Every process waits here until all have arrived."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)

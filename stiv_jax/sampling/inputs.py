@@ -9,6 +9,7 @@ on the way in and out; the model sees [-1, 1] (``to_unit_range``) and produces [
 
 from __future__ import annotations
 
+import math
 import os
 
 import chex
@@ -18,8 +19,16 @@ from PIL import Image
 
 from stiv_jax.data import video_io
 from stiv_jax.data.transforms import crop_geometry, to_unit_range
+from stiv_jax.errors import ConfigError
 
-__all__ = ["as_model_pixels", "fit_frames", "load_image", "load_video", "to_uint8", "to_unit_range"]
+__all__ = ["as_model_pixels", "check_fps", "fit_frames", "load_image", "load_video", "to_uint8",
+           "to_unit_range"]
+
+# Frame rates video_io's writers handle: H.264/VP9 time bases (denominator <= 1001; above ~2000
+# fps the written file has no decodable frame); GIF frame delays are whole centiseconds (players
+# show a delay under 1 cs at 10 fps).
+FPS_RANGE = (0.01, 1000.0)
+GIF_MAX_FPS = 100.0
 
 
 def fit_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -72,6 +81,15 @@ def load_video(path: str, num_frames: int, height: int, width: int, *, stride: i
     except video_io.MediaError as e:
         raise ValueError(f"{flag} {path!r}: {e}") from e
     return fit_frames(frames, height, width)
+
+
+def check_fps(fps: float, flag: str = "--fps", *, gif: bool = False) -> float:
+    """``fps`` when the video writers can use it, else :class:`ConfigError` naming ``flag``."""
+    lo, hi = FPS_RANGE[0], (GIF_MAX_FPS if gif else FPS_RANGE[1])
+    if not (math.isfinite(fps) and lo <= fps <= hi):
+        raise ConfigError(f"{flag} must be a frame rate in [{lo:g}, {hi:g}]{' for a GIF' if gif else ''}, "
+                          f"got {fps}")
+    return fps
 
 
 def to_uint8(video: jnp.ndarray) -> jnp.ndarray:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import sys
 import time
@@ -42,6 +43,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from stiv_jax.errors import ConfigError
 from stiv_jax.model.config import resolve as resolve_model
 from stiv_jax.model.dit import STIV
 from stiv_jax.sampling import inputs, long, ode, schedules, tasks
@@ -59,13 +61,16 @@ _REQUIRED = {"ti2v": ("image",), "interpolate": ("image", "last_image"),
              "predict": ("video",), "upsample": ("video",)}
 _OPTIONAL = {"long": ("image",)}
 _FLAG = {"image": "--image", "last_image": "--last_image", "video": "--video"}
+MAX_SCALE = 1e3  # |guidance scale|: far beyond any useful value, and well inside float32
 
 Pixels = str | np.ndarray | None  # a file path, uint8 pixels, or float32 pixels in [-1, 1]
 
 
 @dataclasses.dataclass(frozen=True)
 class SampleOptions:
-    """Everything that shapes a sample; ``None`` fields default from the training config."""
+    """Everything that shapes a sample; ``None`` fields default from the training config. Guidance
+    scales: any finite ``|s| <= MAX_SCALE`` (1: no guidance, 0: unconditional, < 0: away from the
+    prompt or image)."""
 
     task: str = "t2v"
     num_frames: int | None = None  # clip length T (data.num_frames; 1 for t2i)
@@ -98,6 +103,13 @@ class SampleOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        for name in ("scale", "image_scale"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and abs(value) <= MAX_SCALE):
+                raise ConfigError(f"{name} (--{name}) must be a finite number in [-{MAX_SCALE:g}, "
+                                  f"{MAX_SCALE:g}], got {value}")
+        if not 0 <= self.seed < 2**32:  # jax.random.key keeps 32 bits: larger seeds alias
+            raise ConfigError(f"seed (--seed) must be in [0, 2**32), got {self.seed}")
         if self.steps < 1 or self.video_stride < 1:
             raise ValueError(f"steps and video_stride must be >= 1, got {self.steps}, {self.video_stride}")
         schedules.get(self.schedule, self.steps, self.emulated_steps)  # raises on bad step counts
@@ -180,6 +192,7 @@ class Sampler:
         self.config, self.model, self.conditioner = config, model, conditioner
         self.frozen, self.tokenizer, self.step, self.ema = frozen, tokenizer, step, ema
         self.log = log or (lambda msg: None)
+        self.warn = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._encode_text = jax.jit(conditioner.encode_text)
         tokens, mask, pooled = conditioner.null_text(frozen, tokenizer.max_length)
         self.null_cond = dict(text=tokens, text_mask=mask, pooled_text=pooled)
@@ -220,6 +233,16 @@ class Sampler:
         tasks.given_frame_indices(task if task != "long" else "t2v", num_frames, num_given)
         stride = options.frame_stride or int(tuple(c.data.frame_strides)[0])
         return Plan(task, num_frames, height, width, stride, num_given, keyframes, options.solver)
+
+    def warn_truncated(self, prompts: Sequence[str]) -> None:
+        """Warns once per distinct prompt that has more tokens than the text length (it is cut)."""
+        unique, limit = list(dict.fromkeys(prompts)), self.tokenizer.max_length
+        for prompt, count in zip(unique, self.tokenizer.token_counts(unique)):
+            if count > limit:
+                words = prompt.split()
+                head = " ".join(words[:6]) + (" …" if len(words) > 6 else "")
+                self.warn(f"warning: prompt {head!r} has {count} tokens (EOS included) but "
+                          f"data.max_text_length is {limit}: the last {count - limit} are cut")
 
     def encode_prompts(self, prompts: Sequence[str]) -> dict[str, jax.Array]:
         """Token embeddings, mask and pooled embedding of ``prompts`` (the training encoder)."""
@@ -284,6 +307,7 @@ class Sampler:
             raise ValueError("no prompts given")
         check_inputs(options.task, image=image, last_image=last_image, video=video)
         plan = self.plan(options)
+        self.warn_truncated(prompts)
         given = self.given_frames(plan, image=image, last_image=last_image, video=video,
                                   video_stride=options.video_stride)
         if given is not None and given.shape[0] not in (1, len(prompts)):
@@ -358,6 +382,7 @@ def load_sampler(workdir: str, ema: bool = True, *, step: int | None = None,
     if config.text.kind == "embedding" and tokenizer.vocab_size > config.text.vocab_size:
         raise ValueError(f"tokenizer {tokenizer_path} has {tokenizer.vocab_size} pieces but "
                          f"config.text.vocab_size is {config.text.vocab_size}")
+    params, step = checkpoint.restore_params(wd, ema=ema, step=step)  # names the available steps on failure
     conditioner = Conditioner(config, with_autoencoder=True)
     check_consistency(config, conditioner)  # names the key when e.g. --text_encoder's width is off
     null_text = None
@@ -370,7 +395,6 @@ def load_sampler(workdir: str, ema: bool = True, *, step: int | None = None,
             null_text = None
     frozen = conditioner.frozen_params(null_text)
 
-    _, params, step = checkpoint.load_params(wd, ema=ema, step=step)
     graphdef, _ = nnx.split(jax.eval_shape(lambda: STIV(config.model, rngs=nnx.Rngs(0))), nnx.Param)
     model = nnx.merge(graphdef, params)
     log(f"loaded {workdir} step {step} ({'EMA' if ema else 'raw'} weights) in "

@@ -28,13 +28,15 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 from etils import epath  # noqa: E402  (after the environment defaults above)
 
+from stiv_jax.errors import UserError  # noqa: E402
+
 PathLike = str | os.PathLike
 REMOTE_PREFIXES = ("gs://",)
 GCSFUSE_ROOT_ENV = "STIV_GCSFUSE_ROOT"
 DEFAULT_GCSFUSE_ROOT = "/tmp/gcsfuse"
 
 
-class MountError(FileNotFoundError):
+class MountError(UserError, FileNotFoundError):
     """A ``gs://`` path whose files must be read through a FUSE mount that is not there."""
 
 
@@ -79,8 +81,16 @@ def write_bytes(path: PathLike, data: bytes) -> str:
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.fspath(p)), prefix=f".{p.name}.")
     with os.fdopen(fd, "wb") as f:
         f.write(data)
+    os.chmod(tmp, default_file_mode())  # mkstemp makes 0600
     os.replace(tmp, os.fspath(p))
     return os.fspath(p)
+
+
+def default_file_mode() -> int:
+    """``0o666 & ~umask``: the mode ``open(path, "w")`` gives a new file."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def write_text(path: PathLike, text: str) -> str:
@@ -91,6 +101,23 @@ def upload(local: str, path: PathLike) -> str:
     """Copies the local file ``local`` to ``path`` (overwriting)."""
     with open(local, "rb") as f:
         return write_bytes(path, f.read())
+
+
+def move(src: PathLike, dst: PathLike) -> str:
+    """Moves a file or folder (a folder of objects, for ``gs://``); ``dst`` must not exist."""
+    if is_remote(src) != is_remote(dst):
+        raise ValueError(f"cannot move {src} to {dst}: one is local, the other remote")
+    d = as_path(dst)
+    if d.exists():
+        raise FileExistsError(f"{d} exists already")
+    if is_remote(src):
+        import fsspec
+
+        fsspec.filesystem("gs").mv(os.fspath(src), os.fspath(dst), recursive=True)
+    else:
+        os.makedirs(os.path.dirname(os.fspath(d)), exist_ok=True)
+        os.replace(os.fspath(as_path(src)), os.fspath(d))
+    return os.fspath(d)
 
 
 @contextlib.contextmanager

@@ -3,7 +3,9 @@
     WORKDIR/config.json            the training config (written by process 0 before training)
     WORKDIR/metrics.jsonl          one JSON row per log step
     WORKDIR/tb/                    TensorBoard event files
-    WORKDIR/checkpoints/<step>/    orbax: train state + Grain iterator state (train/checkpoint.py)
+    WORKDIR/checkpoints/<step>/    orbax: the train state (train/checkpoint.py)
+    WORKDIR/damaged_checkpoints/   checkpoints that could not be restored, moved aside (kept)
+    WORKDIR/lock.json              the training process that holds the workdir (storage/lock.py)
     WORKDIR/samples/               stiv-sample's outputs when no --out is given
     WORKDIR/export/                stiv-export-torch's output when no --out is given
 
@@ -36,6 +38,8 @@ CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tb"
 CHECKPOINTS = "checkpoints"
+DAMAGED = "damaged_checkpoints"
+LOCK = "lock.json"
 SAMPLES = "samples"
 EXPORT = "export"
 
@@ -92,13 +96,28 @@ class Workdir:
         path = self.file(METRICS)
         if not paths.exists(path):
             return []
-        return [json.loads(line) for line in paths.read_text(path).splitlines() if line.strip()]
+        return [json.loads(line) for line in paths.read_text(path).splitlines() if _step(line) is not None]
+
+    def damaged_checkpoint(self, step: int) -> str:
+        """Where an unreadable checkpoint is moved (a new name if that step was moved before)."""
+        path, n = self.file(DAMAGED, str(step)), 1
+        while paths.exists(path):
+            path, n = self.file(DAMAGED, f"{step}.{n}"), n + 1
+        return path
 
     def sample_path(self, name: str) -> str:
         return self.file(SAMPLES, name)
 
     def export_path(self, name: str = "stiv.safetensors") -> str:
         return self.file(EXPORT, name)
+
+
+def _step(row: str) -> int | None:
+    """The step of a ``metrics.jsonl`` line (None for a torn or foreign line)."""
+    try:
+        return int(json.loads(row)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def as_workdir(workdir: str | os.PathLike | Workdir) -> Workdir:
@@ -110,10 +129,12 @@ class RunLog:
 
     Local workdir: written in place, appended. ``gs://`` workdir: written to a local buffer that
     :meth:`sync` uploads (see the module docstring); an earlier ``metrics.jsonl`` in the bucket
-    (a resumed run) is downloaded first, so the uploaded file keeps every row.
+    (a resumed run) is downloaded first, so the uploaded file keeps every row. ``keep_until``
+    (the step a run resumes from) drops the rows logged after that checkpoint by a run that was
+    killed, which are logged again.
     """
 
-    def __init__(self, workdir: Workdir, *, sync_every_secs: float = 60.0):
+    def __init__(self, workdir: Workdir, *, sync_every_secs: float = 60.0, keep_until: int | None = None):
         from tensorboardX import SummaryWriter
 
         self.workdir, self.sync_every_secs = workdir, sync_every_secs
@@ -125,9 +146,12 @@ class RunLog:
             local_root = workdir.path
             os.makedirs(local_root, exist_ok=True)
         self._jsonl_path = os.path.join(local_root, METRICS)
-        if workdir.remote and paths.exists(workdir.file(METRICS)):
-            with open(self._jsonl_path, "wb") as f:
-                f.write(paths.read_bytes(workdir.file(METRICS)))
+        rows = paths.read_text(workdir.file(METRICS)).splitlines(keepends=True) if paths.exists(workdir.file(METRICS)) else []
+        if keep_until is not None:  # a resumed run: rows after its checkpoint are logged again
+            rows = [r for r in rows if _step(r) is not None and _step(r) <= keep_until]
+        if workdir.remote or keep_until is not None:
+            with open(self._jsonl_path, "w") as f:
+                f.writelines(rows)
         self._tb_dir = os.path.join(local_root, TENSORBOARD)
         # A unique suffix: two sessions started within a second would share tensorboardX's name.
         self.tb = SummaryWriter(self._tb_dir, filename_suffix=f".{uuid.uuid4().hex[:8]}")

@@ -51,17 +51,22 @@ class T5Tokenizer:
         impl = self._load()
         return int(impl.vocab_size() if self.backend == "sentencepiece" else impl.vocab_size())
 
-    def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """Unpadded ids with EOS appended (truncated so EOS always fits)."""
+    def _pieces(self, texts: Sequence[str]) -> list[list[int]]:
         impl = self._load()
         if self.backend == "sentencepiece":
-            pieces = impl.encode(list(texts), out_type=int)
-        else:
-            import tensorflow as tf
+            return impl.encode(list(texts), out_type=int)
+        import tensorflow as tf
 
-            # An explicit string dtype: tf.constant([]) would be float32 and fail in the op.
-            pieces = impl.tokenize(tf.constant(list(texts), dtype=tf.string)).to_list()
-        return [p[: self.max_length - 1] + [EOS_ID] for p in pieces]
+        # An explicit string dtype: tf.constant([]) would be float32 and fail in the op.
+        return impl.tokenize(tf.constant(list(texts), dtype=tf.string)).to_list()
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Unpadded ids with EOS appended (truncated so EOS always fits)."""
+        return [p[: self.max_length - 1] + [EOS_ID] for p in self._pieces(texts)]
+
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Ids each text needs, EOS included, before truncation (> ``max_length``: cut)."""
+        return [len(p) + 1 for p in self._pieces(texts)]
 
     def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         rows = self.encode(texts)

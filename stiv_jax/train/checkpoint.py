@@ -1,46 +1,76 @@
 """Orbax checkpoints: one composite checkpoint per step holding the train state (params, EMA,
-optimizer state, step, RNG) and the Grain data-iterator state, saved asynchronously.
+optimizer state, step, RNG), saved asynchronously. The data position is the step itself
+(stiv_jax/train/data.py), so no data-iterator state is stored.
 
 Restoring takes an abstract state whose leaves carry the *target* shardings, so a checkpoint
-written on one mesh restores onto any other mesh shape.
+written on one mesh restores onto any other mesh shape. A checkpoint that cannot be restored
+(a truncated array file, missing metadata) is moved, never deleted, to
+``WORKDIR/damaged_checkpoints/<step>`` with a warning, and the next older one is tried.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
-import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from stiv_jax.storage.workdir import Workdir, as_workdir
+from stiv_jax.errors import UserError, one_line
+from stiv_jax.parallel import distributed
+from stiv_jax.storage import paths
+from stiv_jax.storage.workdir import CHECKPOINTS, Workdir, as_workdir
 
 _READ = ocp.CheckpointManagerOptions(create=False)  # readers never create or clean anything
+_REASON_CHARS = 240  # tensorstore errors carry a JSON spec of several KB
+
+
+class CheckpointError(UserError):
+    """A checkpoint step that does not exist or cannot be read (names the available steps)."""
 
 
 class Checkpointer:
     """The orbax manager of ``WORKDIR/checkpoints`` (local or ``gs://``)."""
 
     def __init__(self, workdir: str | Workdir, *, max_to_keep: int = 3, async_save: bool = True):
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True)
-        self.manager = ocp.CheckpointManager(as_workdir(workdir).checkpoints, options=options)
+        self.workdir = as_workdir(workdir)
+        self._options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True)
+        self.manager = ocp.CheckpointManager(self.workdir.checkpoints, options=self._options)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state: dict, data_iter: Any | None = None) -> None:
-        items = dict(state=ocp.args.StandardSave(state))
-        if data_iter is not None:
-            items["data"] = grain.checkpoint.CheckpointSave(data_iter)
-        self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+    def save(self, step: int, state: dict) -> None:
+        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
 
-    def restore(self, step: int, abstract_state: Any, data_iter: Any | None = None) -> dict:
-        """Restores ``state`` onto the shardings in ``abstract_state``; ``data_iter`` in place."""
-        items = dict(state=ocp.args.StandardRestore(abstract_state))
-        if data_iter is not None:
-            items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
-        return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+    def restore(self, step: int, abstract_state: Any) -> dict:
+        """Restores ``state`` onto the shardings in ``abstract_state``."""
+        return self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))["state"]
+
+    def restore_newest_readable(self, abstract_state: Any) -> tuple[int | None, dict | None]:
+        """``(step, state)`` of the newest checkpoint every process can restore, moving each
+        unreadable newer one aside (see the module docstring); ``(None, None)`` if none is left."""
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            error = None
+            try:
+                state = self.restore(step, abstract_state)
+            except Exception as e:  # noqa: BLE001 - any failure to read makes the step unusable
+                error = e
+                _quiet_closed_loop_callbacks()
+            if not distributed.any_process(error is not None):
+                return step, state
+            moved = self.workdir.damaged_checkpoint(step)
+            if distributed.is_primary():
+                why = one_line(error) if error else "on another process"
+                print(f"Warning: checkpoint step {step} cannot be restored ({why}); moved to {moved} "
+                      "(not deleted); trying the one before.", file=sys.stderr, flush=True)
+                paths.move(self.workdir.file(CHECKPOINTS, str(step)), moved)
+            distributed.barrier("damaged_checkpoint")
+            self.manager.close()
+            self.manager = ocp.CheckpointManager(self.workdir.checkpoints, options=self._options)
+        return None, None
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -113,3 +143,62 @@ def load_params(workdir: str | Workdir, ema: bool = True, step: int | None = Non
         args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
         restored = manager.restore(step, args=ocp.args.Composite(state=args))
     return config, restored["state"][key], step
+
+
+def available_steps(workdir: str | os.PathLike | Workdir) -> list[int]:
+    """Steps of the checkpoints in ``WORKDIR/checkpoints``, oldest first (raises if none)."""
+    wd = as_workdir(workdir)
+    if not wd.checkpoints.exists():
+        raise FileNotFoundError(f"{wd.checkpoints}: no checkpoint directory")
+    with ocp.CheckpointManager(wd.checkpoints, options=_READ) as manager:
+        steps = sorted(manager.all_steps())
+    if not steps:
+        raise CheckpointError(f"{wd.checkpoints}: no checkpoint")
+    return steps
+
+
+def _steps_text(steps: list[int]) -> str:
+    return ", ".join(map(str, steps)) if len(steps) <= 12 else f"{steps[0]}, …, {', '.join(map(str, steps[-10:]))}"
+
+
+def _reason(e: BaseException) -> str:
+    text = f"{type(e).__name__}: {one_line(e).split(' [tensorstore_spec=')[0]}"
+    return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 1] + "…"
+
+
+def _quiet_closed_loop_callbacks() -> None:
+    """After a failed restore, tensorstore reads still in flight complete into orbax's closed
+    asyncio loop and each prints an unraisable ``RuntimeError: Event loop is closed``; drop those."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_stiv_quiet", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        if not (unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook._stiv_quiet = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
+def restore_params(workdir: str | os.PathLike | Workdir, ema: bool = True, step: int | None = None) -> tuple[dict[str, Any], int]:
+    """``(pure params as numpy, step)`` of the latest (or given) checkpoint; EMA params by default.
+
+    Raises :class:`CheckpointError` naming the step and the available ones when ``step`` is not
+    there or its files cannot be read (a damaged or half-copied checkpoint).
+    """
+    wd = as_workdir(workdir)
+    steps = available_steps(wd)
+    chosen = steps[-1] if step is None else int(step)
+    if chosen not in steps:
+        raise CheckpointError(f"no checkpoint at step {chosen} in {wd.checkpoints}; "
+                              f"available steps: {_steps_text(steps)}")
+    try:
+        _, params, _ = load_params(wd, ema=ema, step=chosen)
+    except Exception as e:  # noqa: BLE001 - orbax/tensorstore report damage as ValueError, KeyError, OSError, …
+        _quiet_closed_loop_callbacks()
+        others = [s for s in steps if s != chosen]
+        hint = f"other steps: {_steps_text(others)} (--step=N)" if others else "there is no other step"
+        raise CheckpointError(f"checkpoint step {chosen} in {wd.checkpoints} cannot be read "
+                              f"({_reason(e)}); {hint}") from e
+    return params, chosen

@@ -13,6 +13,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from stiv_jax.data.config import get_data_config
+from stiv_jax.errors import ConfigError
 from stiv_jax.model.config import get_model_config
 from stiv_jax.train.optimizer import optimizer_config
 
@@ -112,3 +113,48 @@ def fit_16gib_chips(c: ml_collections.ConfigDict, grad_accum_steps: int = 4) -> 
     c.model.attention_impl = "splash"
     c.model.remat_policy = "full"
     return c
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+    """Fails before anything is written or compiled, naming the key, on values that cannot work."""
+    positive = ("num_train_steps", "batch_size", "grad_accum_steps", "checkpoint_every_steps",
+                "log_every_steps", "max_checkpoints_to_keep", "stop_check_every_steps")
+    for key in positive:
+        if not int(c[key]) >= 1:
+            raise ConfigError(f"config.{key}={c[key]} must be >= 1")
+    if not 0.0 <= float(c.data.get("max_skipped_fraction", 0.0)) <= 1.0:
+        raise ConfigError(f"config.data.max_skipped_fraction={c.data.max_skipped_fraction} must be in [0, 1]")
+    if not float(c.learning_rate) >= 0.0:  # also rejects NaN
+        raise ConfigError(f"config.learning_rate={c.learning_rate} must be a number >= 0")
+
+
+# What a resumed run may not change: the train state's structure and what the model was fed.
+FIXED_ON_RESUME = ("model.", "optimizer.", "text.kind", "text.model", "text.vocab_size", "text.use_projection",
+                   "autoencoder.kind", "autoencoder.model", "autoencoder.downsample", "data.mode",
+                   "data.max_text_length")
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, object]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def resume_changes(saved: ml_collections.ConfigDict, new: ml_collections.ConfigDict, where: str = "the workdir") -> list[str]:
+    """``key: old → new`` for every setting that differs from the workdir's ``config.json``;
+    raises :class:`ConfigError` listing them when one of ``FIXED_ON_RESUME`` changed."""
+    a, b = _flat(saved.to_dict()), _flat(new.to_dict())
+    norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731  (JSON turns tuples into lists)
+    # Keys the saved config lacks are settings added since it was written: not a change.
+    changed = sorted(k for k in a if norm(a[k]) != norm(b.get(k)))
+    lines = [f"{k}: {a.get(k)!r} → {b.get(k)!r}" for k in changed]
+    fixed = [line for k, line in zip(changed, lines) if k.startswith(FIXED_ON_RESUME)]
+    if fixed:
+        raise ConfigError(f"{where} holds a run with another model or encoders, so it cannot resume "
+                          f"with this config ({'; '.join(fixed)}); use a new --workdir, or the run's own settings "
+                          "(its config.json is unchanged)")
+    return lines

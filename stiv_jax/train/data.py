@@ -86,6 +86,9 @@ def check_source(config: ml_collections.ConfigDict) -> None:
     """Fails before anything compiles when the shards cannot be read (e.g. a ``gs://``
     ``data.path`` whose bucket is not mounted: ``stiv_jax.storage.paths.MountError``)."""
     if config.data.kind == "shards":
+        from stiv_jax.data import config as data_config
+
+        data_config.validate(config.data)  # e.g. an empty data.path, named
         shards.shard_paths(config.data.path, "data.path")
 
 

@@ -142,6 +142,8 @@ def make_train_step(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, c
             first_bad_step=bad,
         )
         metrics = dict(loss=loss, grad_norm=grad_norm, learning_rate=schedule(state["step"]), **{f"loss_{k}": v for k, v in parts.items()})
+        if "skipped" in batch:  # records the input pipeline could not read (stiv_jax/data/pipeline.py)
+            metrics["skipped_records"] = jnp.sum(batch["skipped"])
         return new_state, metrics
 
     return train_step
