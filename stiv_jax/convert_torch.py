@@ -18,6 +18,7 @@ import dataclasses
 import glob
 import os
 import re
+import zipfile
 from typing import Callable, Iterable, Mapping, Sequence
 
 import jax
@@ -79,12 +80,33 @@ def _to_numpy(t) -> np.ndarray:
     return t.detach().cpu().numpy()
 
 
+_TORCH_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def _check_one(path: str) -> None:
+    """:class:`ConversionError` naming ``path`` when it is not what its suffix says (a renamed
+    text file, a truncated download): the header is parsed, no tensor is read."""
+    if path.endswith(".safetensors"):
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(path, "np"):  # parses the header, checks it covers the file
+                pass
+        except SafetensorError as e:
+            raise ConversionError(f"{path}: not a valid safetensors file ({e})") from e
+    elif path.endswith(_TORCH_SUFFIXES):
+        with open(path, "rb") as f:
+            legacy_pickle = f.read(1) == b"\x80"
+        if not (legacy_pickle or zipfile.is_zipfile(path)):
+            raise ConversionError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
+
+
 def _load_one(path: str) -> StateDict:
     if path.endswith(".safetensors"):
         from safetensors.numpy import load_file
 
         return dict(load_file(path))
-    if path.endswith((".bin", ".pt", ".pth", ".ckpt")):
+    if path.endswith(_TORCH_SUFFIXES):
         import torch
 
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -112,6 +134,8 @@ def load_state_dict(path: str) -> StateDict:
         files = [path]
     else:
         raise FileNotFoundError(f"weights not found: {path}")
+    for f in files:  # every file is checked before any is read
+        _check_one(f)
     out: StateDict = {}
     for f in files:
         out.update(_load_one(f))

@@ -16,7 +16,7 @@ from __future__ import annotations
 from absl import flags
 
 from stiv_jax.cli import flag_utils
-from stiv_jax.cli.errors import quiet_libraries, reported
+from stiv_jax.cli.errors import reported
 from stiv_jax.data import config as data_config
 from stiv_jax.data import latent_cache
 from stiv_jax.errors import ConfigError
@@ -63,9 +63,7 @@ def parse_strides(items: list[str]) -> tuple[int, ...]:
 
 def run(argv: list[str] | None = None) -> None:
     fv = flag_utils.parse(_flag_values(), argv, PROG)
-    verbose = fv["verbose"].value if "verbose" in fv else False
-    quiet_libraries(verbose)
-    with reported(PROG, verbose):
+    with reported(PROG, fv.verbose):
         cfg = data_config.get_data_config()
         cfg.path, cfg.tokenizer_path, cfg.max_text_length = fv.input, fv.tokenizer_path, fv.max_text_length
         cfg.num_frames, cfg.resolution, cfg.num_workers = fv.num_frames, fv.resolution, fv.num_workers

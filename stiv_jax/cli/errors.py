@@ -46,6 +46,12 @@ def is_known(e: BaseException) -> bool:
     return isinstance(e, (ValueError, KeyError, FileNotFoundError)) and _raised_by_stiv_jax(e)
 
 
+def fail(prog: str, message: str) -> None:
+    """One ``prog: error: message`` line on stderr, exit status 2."""
+    print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_KNOWN)
+
+
 def quiet_libraries(verbose: bool = False) -> None:
     """Library INFO logs (orbax's dozens of lines per checkpoint) only with ``--verbose``."""
     level = logging.INFO if verbose else logging.WARNING
@@ -73,8 +79,7 @@ def absl_flags_parser(prog: str) -> Callable[[list[str]], list[str]]:
             message = one_line(e)
             if isinstance(e, (AttributeError, KeyError)):  # ml_collections: an unknown --config.KEY
                 message = f"--config.{message.strip(chr(34) + chr(39))}: no such key in the config"
-            print(f"{prog}: error: {message} (--help lists the flags)", file=sys.stderr, flush=True)
-            sys.exit(EXIT_KNOWN)
+            fail(prog, f"{message} (--help lists the flags)")
 
     return parse
 
@@ -101,5 +106,4 @@ def reported(prog: str, verbose: bool = False) -> Iterator[None]:
     except Exception as e:  # noqa: BLE001 - re-raised unless known
         if verbose or verbose_from_env() or not is_known(e):
             raise
-        print(f"{prog}: error: {one_line(e)}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_KNOWN)
+        fail(prog, one_line(e))

@@ -42,7 +42,7 @@ def run(argv: Sequence[str] | None = None) -> str:
     args = list(sys.argv[1:] if argv is None else argv)
     args = ["--noema" if a == "--no-ema" else a for a in args]  # absl spells it --noema
     fv = flag_utils.parse(_flags(), args, PROG, __doc__)
-    with reported(PROG, fv["verbose"].value if "verbose" in fv else False):
+    with reported(PROG, fv.verbose):
         from stiv_jax.export import checkpoint, convert
         from stiv_jax.train import checkpoint as train_checkpoint
         from stiv_jax.storage.workdir import Workdir

@@ -14,7 +14,7 @@ from typing import Sequence
 
 from absl import flags
 
-from stiv_jax.cli.errors import EXIT_KNOWN, quiet_libraries, verbose_from_env
+from stiv_jax.cli.errors import fail, quiet_libraries, verbose_from_env
 
 
 def parse(fv: flags.FlagValues, argv: Sequence[str] | None, prog: str, usage: str = "") -> flags.FlagValues:
@@ -36,9 +36,3 @@ def parse(fv: flags.FlagValues, argv: Sequence[str] | None, prog: str, usage: st
         fail(prog, f"unexpected arguments {rest[1:]} (--help lists the flags)")
     quiet_libraries(fv.verbose or verbose_from_env())
     return fv
-
-
-def fail(prog: str, message: str) -> None:
-    """One ``prog: error: message`` line on stderr, exit status 2."""
-    print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
-    sys.exit(EXIT_KNOWN)

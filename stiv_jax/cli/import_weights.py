@@ -14,20 +14,15 @@ training or sampling config point at (stiv_jax.pretrained.load_pretrained).
 
 from __future__ import annotations
 
-import glob
-import os
 import sys
-import zipfile
 from typing import Sequence
 
 from absl import flags
 
 from stiv_jax.cli import flag_utils
 from stiv_jax.cli.errors import reported
-from stiv_jax.errors import UserError
 
 PROG = "stiv-import"
-_TORCH_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 
 def _flags() -> flags.FlagValues:
@@ -42,29 +37,6 @@ def _flags() -> flags.FlagValues:
     return fv
 
 
-def check_weight_files(weights: str) -> None:
-    """Raises :class:`UserError` naming the first weight file under ``weights`` that is not what
-    its suffix says (a renamed text file, a truncated download), before any of them is read."""
-    if os.path.isdir(weights):
-        files = sorted(glob.glob(os.path.join(weights, "*.safetensors"))) or sorted(glob.glob(os.path.join(weights, "*.bin")))
-    else:
-        files = [weights] if os.path.isfile(weights) else []
-    for path in files:
-        if path.endswith(".safetensors"):
-            from safetensors import SafetensorError, safe_open
-
-            try:
-                with safe_open(path, "np"):  # parses the header, checks it covers the file
-                    pass
-            except SafetensorError as e:
-                raise UserError(f"{path}: not a valid safetensors file ({e})") from e
-        elif path.endswith(_TORCH_SUFFIXES):
-            with open(path, "rb") as f:
-                legacy_pickle = f.read(1) == b"\x80"
-            if not (legacy_pickle or zipfile.is_zipfile(path)):
-                raise UserError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
-
-
 def run(argv: Sequence[str] | None = None) -> str:
     """Parses ``argv`` (defaults to ``sys.argv[1:]``), converts, saves; returns the output directory.
 
@@ -72,10 +44,9 @@ def run(argv: Sequence[str] | None = None) -> str:
     process with one ``stiv-import: error:`` line and exit status 2.
     """
     fv = flag_utils.parse(_flags(), sys.argv[1:] if argv is None else argv, PROG, __doc__)
-    with reported(PROG, fv["verbose"].value if "verbose" in fv else False):
+    with reported(PROG, fv.verbose):
         from stiv_jax.pretrained import Pretrained, import_weights, num_params, save_pretrained
 
-        check_weight_files(fv.weights)
         pretrained = import_weights(fv.kind, fv.weights, fv.config)
         if fv.param_dtype != "float32":
             import jax

@@ -46,7 +46,7 @@ def check_flags(fv: flags.FlagValues) -> None:
 def run(argv: list[str] | None = None) -> None:
     """Parses flags and writes the dataset; known errors: one ``error:`` line, exit status 2."""
     fv = flag_utils.parse(_flag_values(), argv, PROG, __doc__)
-    with reported(PROG, fv["verbose"].value if "verbose" in fv else False):
+    with reported(PROG, fv.verbose):
         check_flags(fv)
         entries = synthetic.make_demo_data(fv.out, fv.num_videos, fv.seed, fv.size, fv.num_frames, fv.fps)
     captions, spm_model = os.path.join(fv.out, "captions.jsonl"), os.path.join(fv.out, "spm.model")

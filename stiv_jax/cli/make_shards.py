@@ -24,7 +24,7 @@ import numpy as np
 from absl import flags
 
 from stiv_jax.cli import flag_utils
-from stiv_jax.cli.errors import quiet_libraries, reported
+from stiv_jax.cli.errors import reported
 from stiv_jax.data import clips, scenes, shards
 from stiv_jax.data.video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from stiv_jax.errors import UserError
@@ -146,9 +146,7 @@ def make_shards(
 
 def run(argv: list[str] | None = None) -> None:
     fv = flag_utils.parse(_flag_values(), argv, PROG)
-    verbose = fv["verbose"].value if "verbose" in fv else False
-    quiet_libraries(verbose)
-    with reported(PROG, verbose):
+    with reported(PROG, fv.verbose):
         names = [f.name for f in dataclasses.fields(clips.CurationOptions)]
         options = clips.CurationOptions(**{n: fv[n].value for n in names})
         manifest = make_shards(

@@ -134,7 +134,7 @@ def run(argv: list[str] | None = None) -> list[str]:
     """Parses flags, samples, writes; returns the written paths (also printed to stdout)."""
     fv = flag_utils.parse(_flag_values(), argv, PROG, __doc__)
     log = lambda msg: print(f"{PROG}: {msg}", file=sys.stderr, flush=True)  # noqa: E731
-    with reported(PROG, fv["verbose"].value if "verbose" in fv else False):
+    with reported(PROG, fv.verbose):
         options = _options(fv)
         options.validate()  # cheap checks first: no model is loaded for a bad command line
         given = dict(image=fv.image, last_image=fv.last_image, video=fv.video)

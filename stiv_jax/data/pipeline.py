@@ -177,9 +177,8 @@ def _tokenizer(cfg: ml_collections.ConfigDict):
     return T5Tokenizer(cfg.tokenizer_path, cfg.max_text_length)
 
 
-def _element_fns(cfg: ml_collections.ConfigDict, shard_dir: str, index: np.ndarray):
+def _element_fns(cfg: ml_collections.ConfigDict, shard_dir: str, index: np.ndarray, fmt: str | None):
     """``(shapes, assignment, [per-bucket transform], random)`` for the shard folder's format."""
-    fmt = shards.load_manifest(shard_dir).get("format")
     if cfg.mode == "latents":
         if fmt != LATENT_FORMAT:
             raise ValueError(f"data.mode='latents' but {shard_dir} holds {fmt!r} (run stiv-encode-shards)")
@@ -239,13 +238,13 @@ def bucket_datasets(
     index = shards.load_index(cfg.path)
     if not len(index):
         raise UserError(f"data.path={cfg.path}: the shard folder holds no records{_empty_detail(manifest)}")
-    files = shards.shard_paths(cfg.path)
+    files = shards.shard_paths(cfg.path, manifest=manifest)
     source = grain.sources.ArrayRecordDataSource(files)
     if len(source) != len(index):
         raise ValueError(f"{cfg.path}: index.npy has {len(index)} rows but the shards hold {len(source)} records")
     counts = [int(s.get("records", 0)) for s in manifest["shards"]]
     starts = np.cumsum([0, *counts[:-1]]) if sum(counts) == len(index) else np.zeros(1, np.int64)
-    shapes, assignment, fns, random = _element_fns(cfg, cfg.path, index)
+    shapes, assignment, fns, random = _element_fns(cfg, cfg.path, index, manifest.get("format"))
     unused = int(np.sum(assignment < 0))
     if unused:
         logging.warning("%s: %d of %d records fit no bucket in %s; not used", cfg.path, unused, len(index), shapes)

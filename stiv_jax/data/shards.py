@@ -148,10 +148,11 @@ def load_manifest(shard_dir: str) -> dict:
     return json.loads(paths.read_text(path))
 
 
-def shard_paths(shard_dir: str, what: str = "data.path") -> list[str]:
-    """Local (or FUSE-mounted) shard paths in record order, as listed by the manifest; ``what``
-    names the setting in errors (``paths.MountError`` when a bucket is not mounted)."""
-    names = [s["name"] for s in load_manifest(shard_dir)["shards"]]
+def shard_paths(shard_dir: str, what: str = "data.path", manifest: Mapping[str, Any] | None = None) -> list[str]:
+    """Local (or FUSE-mounted) shard paths in record order, as listed by the manifest (read here
+    unless given); ``what`` names the setting in errors (``paths.MountError`` when a bucket is
+    not mounted)."""
+    names = [s["name"] for s in (manifest if manifest is not None else load_manifest(shard_dir))["shards"]]
     local_dir = paths.local_file(shard_dir, what)
     local = [os.path.join(local_dir, n) for n in names]
     missing = [p for p in local if not os.path.exists(p)]

@@ -86,11 +86,18 @@ def write_bytes(path: PathLike, data: bytes) -> str:
     return os.fspath(p)
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it: set and restore
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once, at import: toggling it later would race other threads' files
+
+
 def default_file_mode() -> int:
     """``0o666 & ~umask``: the mode ``open(path, "w")`` gives a new file."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
+    return 0o666 & ~_UMASK
 
 
 def write_text(path: PathLike, text: str) -> str:

@@ -74,21 +74,21 @@ class Workdir:
     def save_config(self, config: ml_collections.ConfigDict) -> str:
         return paths.write_text(self.file(CONFIG), config.to_json(indent=2))
 
-    def load_config(self) -> ml_collections.ConfigDict:
-        """The training config the run was started with."""
-        path = self.file(CONFIG)
-        if not paths.exists(path):
-            raise FileNotFoundError(f"{path} not found: is {self.path!r} a stiv-train workdir?")
-        return ml_collections.ConfigDict(json.loads(paths.read_text(path)))
-
-    def model_config_dict(self) -> dict:
-        """The ``model`` entry of ``config.json`` as a plain dict (no JAX needed)."""
+    def _config_json(self) -> dict:
         path = self.file(CONFIG)
         if not paths.exists(path):
             raise FileNotFoundError(f"{path}: no training config (is {self.path!r} a stiv-train workdir?)")
-        full = json.loads(paths.read_text(path))
+        return json.loads(paths.read_text(path))
+
+    def load_config(self) -> ml_collections.ConfigDict:
+        """The training config the run was started with."""
+        return ml_collections.ConfigDict(self._config_json())
+
+    def model_config_dict(self) -> dict:
+        """The ``model`` entry of ``config.json`` as a plain dict (no JAX needed)."""
+        full = self._config_json()
         if "model" not in full:
-            raise ValueError(f"{path}: no 'model' key (found {sorted(full)})")
+            raise ValueError(f"{self.file(CONFIG)}: no 'model' key (found {sorted(full)})")
         return full["model"]
 
     def metrics(self) -> list[dict[str, Any]]:

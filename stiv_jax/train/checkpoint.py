@@ -80,14 +80,21 @@ class Checkpointer:
         self.manager.close()
 
 
-def latest_step(workdir: str | Workdir) -> int | None:
-    """Step of the newest checkpoint (None if there is none); raises if there is no checkpoint
-    directory at all."""
+def available_steps(workdir: str | os.PathLike | Workdir) -> list[int]:
+    """Steps of the checkpoints in ``WORKDIR/checkpoints``, oldest first; raises if there is no
+    checkpoint directory at all."""
     wd = as_workdir(workdir)
     if not wd.checkpoints.exists():
         raise FileNotFoundError(f"{wd.checkpoints}: no checkpoint directory")
     with ocp.CheckpointManager(wd.checkpoints, options=_READ) as manager:
-        return manager.latest_step()
+        return sorted(manager.all_steps())
+
+
+def latest_step(workdir: str | Workdir) -> int | None:
+    """Step of the newest checkpoint (None if there is none); raises if there is no checkpoint
+    directory at all."""
+    steps = available_steps(workdir)
+    return steps[-1] if steps else None
 
 
 def load_train_state(workdir: str | Workdir, step: int | None = None) -> tuple[ml_collections.ConfigDict, dict, int]:
@@ -112,49 +119,6 @@ def load_train_state(workdir: str | Workdir, step: int | None = None) -> tuple[m
             raise FileNotFoundError(f"no checkpoint in {wd.checkpoints}")
         state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
     return config, state, step
-
-
-def load_params(workdir: str | Workdir, ema: bool = True, step: int | None = None) -> tuple[ml_collections.ConfigDict, dict, int]:
-    """``(config, params, step)``: the EMA (default) or raw parameters of a checkpoint, as numpy.
-
-    A *partial* restore of just that subtree (structure from the item's metadata, arrays read as
-    host numpy): no mesh, devices or optimizer state are needed, so a checkpoint written by a
-    sharded multi-host run loads the same way on a laptop. Used by the sampler, export and
-    progressive init.
-    """
-    import numpy as np
-
-    wd = as_workdir(workdir)
-    config = wd.load_config()
-    key = "ema_params" if ema else "params"
-    ckpt_dir = wd.checkpoints
-    if not ckpt_dir.exists():
-        raise FileNotFoundError(f"{ckpt_dir}: no checkpoint directory")
-    with ocp.CheckpointManager(ckpt_dir, item_handlers={"state": ocp.PyTreeCheckpointHandler()}, options=_READ) as manager:
-        step = manager.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"{ckpt_dir}: no checkpoint found")
-        tree = manager.item_metadata(step)["state"]
-        tree = getattr(tree, "tree", tree)
-        if tree is None or key not in tree:
-            raise ValueError(f"{ckpt_dir}/{step}/state: no {key!r} subtree (found {sorted(tree) if tree else []})")
-        target = {key: tree[key]}
-        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
-        args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
-        restored = manager.restore(step, args=ocp.args.Composite(state=args))
-    return config, restored["state"][key], step
-
-
-def available_steps(workdir: str | os.PathLike | Workdir) -> list[int]:
-    """Steps of the checkpoints in ``WORKDIR/checkpoints``, oldest first (raises if none)."""
-    wd = as_workdir(workdir)
-    if not wd.checkpoints.exists():
-        raise FileNotFoundError(f"{wd.checkpoints}: no checkpoint directory")
-    with ocp.CheckpointManager(wd.checkpoints, options=_READ) as manager:
-        steps = sorted(manager.all_steps())
-    if not steps:
-        raise CheckpointError(f"{wd.checkpoints}: no checkpoint")
-    return steps
 
 
 def _steps_text(steps: list[int]) -> str:
@@ -182,23 +146,42 @@ def _quiet_closed_loop_callbacks() -> None:
 
 
 def restore_params(workdir: str | os.PathLike | Workdir, ema: bool = True, step: int | None = None) -> tuple[dict[str, Any], int]:
-    """``(pure params as numpy, step)`` of the latest (or given) checkpoint; EMA params by default.
+    """``(params, step)``: the EMA (default) or raw parameters of the latest (or given) checkpoint,
+    as numpy.
 
-    Raises :class:`CheckpointError` naming the step and the available ones when ``step`` is not
-    there or its files cannot be read (a damaged or half-copied checkpoint).
+    A *partial* restore of just that subtree (structure from the item's metadata, arrays read as
+    host numpy): no mesh, devices or optimizer state are needed, so a checkpoint written by a
+    sharded multi-host run loads the same way on a laptop. Used by the sampler, export and
+    progressive init. Raises :class:`CheckpointError` naming the step and the available ones when
+    ``step`` is not there or its files cannot be read (a damaged or half-copied checkpoint).
     """
+    import numpy as np
+
     wd = as_workdir(workdir)
-    steps = available_steps(wd)
-    chosen = steps[-1] if step is None else int(step)
-    if chosen not in steps:
-        raise CheckpointError(f"no checkpoint at step {chosen} in {wd.checkpoints}; "
-                              f"available steps: {_steps_text(steps)}")
-    try:
-        _, params, _ = load_params(wd, ema=ema, step=chosen)
-    except Exception as e:  # noqa: BLE001 - orbax/tensorstore report damage as ValueError, KeyError, OSError, …
-        _quiet_closed_loop_callbacks()
-        others = [s for s in steps if s != chosen]
-        hint = f"other steps: {_steps_text(others)} (--step=N)" if others else "there is no other step"
-        raise CheckpointError(f"checkpoint step {chosen} in {wd.checkpoints} cannot be read "
-                              f"({_reason(e)}); {hint}") from e
+    if not wd.checkpoints.exists():
+        raise FileNotFoundError(f"{wd.checkpoints}: no checkpoint directory")
+    key = "ema_params" if ema else "params"
+    with ocp.CheckpointManager(wd.checkpoints, item_handlers={"state": ocp.PyTreeCheckpointHandler()}, options=_READ) as manager:
+        steps = sorted(manager.all_steps())
+        if not steps:
+            raise CheckpointError(f"{wd.checkpoints}: no checkpoint")
+        chosen = steps[-1] if step is None else int(step)
+        if chosen not in steps:
+            raise CheckpointError(f"no checkpoint at step {chosen} in {wd.checkpoints}; "
+                                  f"available steps: {_steps_text(steps)}")
+        try:
+            tree = manager.item_metadata(chosen)["state"]
+            tree = getattr(tree, "tree", tree)
+            if tree is None or key not in tree:
+                raise ValueError(f"{wd.checkpoints}/{chosen}/state: no {key!r} subtree (found {sorted(tree) if tree else []})")
+            target = {key: tree[key]}
+            restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+            args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
+            params = manager.restore(chosen, args=ocp.args.Composite(state=args))["state"][key]
+        except Exception as e:  # noqa: BLE001 - orbax/tensorstore report damage as ValueError, KeyError, OSError, …
+            _quiet_closed_loop_callbacks()
+            others = [s for s in steps if s != chosen]
+            hint = f"other steps: {_steps_text(others)} (--step=N)" if others else "there is no other step"
+            raise CheckpointError(f"checkpoint step {chosen} in {wd.checkpoints} cannot be read "
+                                  f"({_reason(e)}); {hint}") from e
     return params, chosen

@@ -14,7 +14,8 @@ import ml_collections
 
 from stiv_jax.model.surgery import is_temporal
 from stiv_jax.parallel.distributed import log
-from stiv_jax.train.checkpoint import load_params
+from stiv_jax.storage.workdir import Workdir
+from stiv_jax.train.checkpoint import restore_params
 
 
 def _flatten(tree: dict, prefix: tuple = ()) -> dict:
@@ -57,7 +58,8 @@ def apply_init_from(config: ml_collections.ConfigDict, state: dict, shardings: d
     for workdir, select, what in sources:
         if not workdir:
             continue
-        src_cfg, src_params, step = load_params(workdir, ema=spec.use_ema)
+        src_cfg = Workdir(workdir).load_config()
+        src_params, step = restore_params(workdir, ema=spec.use_ema)
         params, copied = merge_params(params, src_params, select)
         log(f"init_from: {len(copied)} {what} parameter arrays from {workdir} (step {step}, {'EMA' if spec.use_ema else 'raw'}); RoPE reference grid {tuple(config.model.rope_ref_grid)} (source {tuple(src_cfg.model.rope_ref_grid)})")
     if params is state["params"]:
