@@ -35,7 +35,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow tests
 
 demo: $(CORE)
-	$(BIN)/python -m stiv_jax.demo --out=outputs/demo $(DEMO_ARGS)
+	$(BIN)/python -m stiv_jax.apps.demo --out=outputs/demo $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/stiv-bench all

@@ -41,7 +41,7 @@ must output the velocity x1 − ε has to carry the noise ε through to its outp
 blobs; predicting the clean frame it draws the shape. Same data, same 1600 steps: T2V shape 47%
 → 78%, T2V motion 72% → 100% over all 60 captions (README ablation table), though the velocity
 loss over the last 400 steps barely moves (0.040 vs 0.042). Those figures are at JIT-CFG s = 7.5;
-the demo samples at s = 2 (`stiv_jax/demo.py` SAMPLING), which draws cleaner edges: colour 100%,
+the demo samples at s = 2 (`stiv_jax/apps/demo.py` SAMPLING), which draws cleaner edges: colour 100%,
 T2V shape 88%, T2V motion 98%, TI2V direction and shape 48/48 (fresh clone, 2026-11-23).
 """
 

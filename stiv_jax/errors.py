@@ -2,7 +2,7 @@
 
 A :class:`UserError` (a bad flag or config value, data that cannot be read, a checkpoint or input
 file that is not what it should be) carries a message meant for the user; the console scripts
-print it as one line (``stiv_jax/cli/errors.py``). Anything else is a bug and keeps its traceback.
+print it as one line (``stiv_jax/console/errors.py``). Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from stiv_jax.cli.make_shards import make_shards
+from stiv_jax.data.ingest import make_shards
 from stiv_jax.data import clips, synthetic, video_io
 
 ROOT = tempfile.mkdtemp(prefix="stiv_data_tests_")

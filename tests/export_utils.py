@@ -19,7 +19,7 @@ import torch
 from flax import nnx
 
 from stiv_jax.cli import export_torch
-from stiv_jax.export import checkpoint
+from stiv_jax.export import convert
 from stiv_jax.export.torch_stiv import load_torch_stiv
 from stiv_jax.model.dit import abstract_model
 from tests.model_utils import make_inputs
@@ -76,7 +76,7 @@ def assert_trainer_export_runs_in_torch(workdir, out_dir, *, ema: bool = True, f
     out = os.path.join(os.fspath(out_dir), "stiv.safetensors")
     assert export_torch.run([f"--workdir={workdir}", f"--out={out}", "--ema" if ema else "--no-ema"]) == out
     torch_model = load_torch_stiv(out, dtype=torch.float32)
-    cfg, params = checkpoint.load_params(workdir, ema=ema)
+    cfg, params, _ = convert.load_run(workdir, ema=ema)
     cfg = cfg.copy_and_resolve_references()
     with cfg.unlocked():
         cfg.dtype = "float32"

@@ -51,7 +51,7 @@ def test_what_counts_as_a_known_error():
     """Disk and permission errors are the user's; a ValueError from a library is a bug; ours is not."""
     import errno
 
-    from stiv_jax.cli.errors import is_known
+    from stiv_jax.console.errors import is_known
     from stiv_jax.errors import ConfigError
 
     for code in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.ENOTDIR, errno.ENOENT):

@@ -96,16 +96,54 @@ def test_cli_without_text_encoder_keeps_token_ids(tmp_path, capsys):
         pipeline.make_dataset(pixel_config(str(tmp_path)))
 
 
-def test_resolvers(tmp_path, monkeypatch):
-    assert latent_cache.resolve_autoencoder("pixel:2") == PixelAutoencoder(2)
-    assert latent_cache.resolve_text_encoder("none") is None
-    (tmp_path / "my_encoders.py").write_text(
-        "from stiv_jax.vae.pixel import PixelAutoencoder\n"
-        "def make_ae():\n    return PixelAutoencoder(4)\n"
-        "def encode_text(ids, mask):\n    return ids, mask\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    assert latent_cache.resolve_autoencoder("my_encoders:make_ae") == PixelAutoencoder(4)
-    assert latent_cache.resolve_text_encoder("my_encoders:encode_text").__name__ == "encode_text"
-    with pytest.raises(ValueError, match="package.module:attribute"):
-        latent_cache.resolve_text_encoder("nocolon")
+def test_encode_shards_script_uses_the_projects_own_clip_and_vae(tmp_path):
+    """stiv-encode-shards --autoencoder=kl:DIR --text_encoder=clip:DIR (stiv-import directories)
+    caches exactly what the trainer's encoders (stiv_jax.encoders.build) give for the same batch."""
+    import os
+    import subprocess
+    import sys
+
+    from stiv_jax.encoders.build import build_autoencoder, build_text_encoder, from_spec
+    from stiv_jax.encoders.pretrained import Pretrained, random_init, save_pretrained
+    from stiv_jax.text.clip import CLIPTextConfig
+    from stiv_jax.vae.autoencoder_kl import AutoencoderKLConfig
+
+    clip_cfg = CLIPTextConfig(vocab_size=512, width=16, num_layers=1, num_heads=2, mlp_dim=32,
+                              max_length=10, eos_token_id=1, pooling="last")
+    vae_cfg = AutoencoderKLConfig(block_out_channels=(8, 8), layers_per_block=1, norm_num_groups=4, latent_channels=4)
+    clip = save_pretrained(str(tmp_path / "clip"), Pretrained("clip", clip_cfg, random_init("clip", clip_cfg)))
+    vae = save_pretrained(str(tmp_path / "vae"), Pretrained("vae", vae_cfg, random_init("vae", vae_cfg)))
+    out = tmp_path / "latents"
+    script = os.path.join(os.path.dirname(sys.executable), "stiv-encode-shards")
+    proc = subprocess.run([
+        script, f"--input={coded_shards()}", f"--out={out}", f"--autoencoder=kl:{vae}", f"--text_encoder=clip:{clip}",
+        f"--tokenizer_path={demo_dir()}/spm.model", "--max_text_length=10", "--buckets=4x16x16", "--frame_strides=2,1",
+        "--dtype=float32",
+    ], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("skipped=0 shapes={'4x8x8x4': 4}")
+
+    reference = reference_elements(pixel_config(coded_shards(), buckets=((4, 16, 16),)))
+    ae = build_autoencoder(from_spec(f"kl:{vae}", what="autoencoder"))
+    text = build_text_encoder(from_spec(f"clip:{clip}", what="text"))
+    source = _source_keys(out)
+    lcfg = data_config.get_data_config()
+    lcfg.path, lcfg.mode, lcfg.num_epochs = str(out), "latents", 1
+    for batch in pipeline.make_iterator(lcfg, batch_size=1):
+        ref = reference[source[int(batch["key"][0])]]
+        np.testing.assert_allclose(batch["latents"], np.asarray(ae.encode(ref["video"][None])), atol=1e-5)
+        tokens, pooled = text.encode(ref["text_ids"][None], ref["text_mask"][None].astype(bool))
+        np.testing.assert_allclose(batch["text_emb"], tokens, atol=1e-5)
+        np.testing.assert_allclose(batch["pooled_text"], pooled, atol=1e-5)
+
+
+def test_encoder_specs_are_checked():
+    from stiv_jax.encoders.build import from_spec
+    from stiv_jax.errors import ConfigError
+
+    assert from_spec("pixel:2", what="autoencoder") == {"kind": "pixel", "downsample": 2}
+    assert from_spec("none", what="text") == {"kind": "cached"}
+    with pytest.raises(ConfigError, match="--autoencoder='my_encoders:make_ae'"):
+        from_spec("my_encoders:make_ae", what="autoencoder")
+    with pytest.raises(ConfigError, match="--text_encoder='clip'"):
+        from_spec("clip", what="text")

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from stiv_jax import demo_report
+from stiv_jax.apps import report as demo_report
 from stiv_jax.data.synthetic import COLORS, MOTIONS, SHAPES, caption_for, render_clip
 
 

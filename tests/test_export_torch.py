@@ -15,7 +15,7 @@ from flax import nnx, traverse_util
 from safetensors.numpy import load_file
 
 from stiv_jax.cli import export_torch
-from stiv_jax.export import checkpoint, convert, torch_stiv
+from stiv_jax.export import convert, torch_stiv
 from stiv_jax.model import maskdit
 from stiv_jax.model.config import get_model_config, resolve
 from tests.export_utils import (
@@ -202,7 +202,7 @@ def test_checkpoint_to_torch_through_the_cli(tmp_path, capsys):
     raw, ema = random_model(cfg, seed=10), random_model(cfg, seed=11)
     write_trainer_checkpoint(workdir, cfg, pure_params(raw), pure_params(ema), step=3)
 
-    restored_cfg, restored = checkpoint.load_params(workdir)  # latest step, EMA
+    restored_cfg, restored, _ = convert.load_run(workdir)  # latest step, EMA
     assert restored_cfg.to_dict() == resolve(cfg).to_dict()
     jax.tree.map(np.testing.assert_array_equal, restored, pure_params(ema))
 

@@ -154,10 +154,10 @@ def _export_matches_checkpoint(cloud: Cloud, exported: Path) -> None:
     """The exported tensors are the run's EMA weights, read here in-process from the emulator."""
     from safetensors.numpy import load_file
 
-    from stiv_jax.export import checkpoint, convert
+    from stiv_jax.export import convert
 
     with cloud.in_process():
-        cfg, params = checkpoint.load_params(f"gs://{BUCKET}/run")
+        cfg, params, _ = convert.load_run(f"gs://{BUCKET}/run")
     tensors = load_file(exported)
     expected = convert.flax_to_torch(params, cfg)
     assert sorted(tensors) == sorted(expected)

@@ -6,7 +6,7 @@ import numpy as np
 
 from stiv_jax.parallel.mesh import make_mesh
 from stiv_jax.storage.workdir import Workdir
-from stiv_jax.train.checkpoint import Checkpointer
+from stiv_jax.storage.checkpoints import Checkpointer
 from stiv_jax.train.init_from import _flatten, apply_init_from
 from stiv_jax.train.setup import build
 from tests.model_utils import forward, make_inputs

@@ -18,11 +18,11 @@ transformers = pytest.importorskip("transformers", reason="needs the torch extra
 diffusers = pytest.importorskip("diffusers", reason="needs the torch extra")
 
 from stiv_jax.cli import import_weights  # noqa: E402
-from stiv_jax.pretrained import abstract_model, load_pretrained, num_params  # noqa: E402
+from stiv_jax.encoders.pretrained import abstract_model, load_pretrained, num_params  # noqa: E402
 from stiv_jax.text.clip import CLIPTextConfig  # noqa: E402
-from stiv_jax.text.encoder import build_text_encoder, load_text_encoder  # noqa: E402
+from stiv_jax.encoders.build import build_text_encoder, load_autoencoder, load_text_encoder  # noqa: E402
 from stiv_jax.text.t5 import T5EncoderConfig  # noqa: E402
-from stiv_jax.vae import AutoencoderKLConfig, load_autoencoder  # noqa: E402
+from stiv_jax.vae import AutoencoderKLConfig  # noqa: E402
 
 RTOL = 1e-4
 
@@ -168,7 +168,7 @@ def test_import_names_a_weight_file_that_is_not_one(tmp_path, damage):
 def test_load_state_dict_formats_and_half_precision(tmp_path):
     from safetensors.torch import save_file
 
-    from stiv_jax.convert_torch import ConversionError, load_state_dict
+    from stiv_jax.weights.torch_state import ConversionError, load_state_dict
 
     torch.manual_seed(0)
     sd = {"a.weight": torch.randn(3, 4, dtype=torch.bfloat16), "b.bias": torch.randn(5, dtype=torch.float16),

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stiv_jax import probe
+from stiv_jax.apps import probe
 from tests.model_utils import make_inputs, random_model, tiny_config
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 from stiv_jax.cli import sample as cli
 from stiv_jax.data import synthetic, video_io
 from stiv_jax.sampling import inputs, pipeline
-from stiv_jax.train.checkpoint import load_train_state
+from stiv_jax.train.setup import load_train_state
 from tests.train_utils import run as train, tiny_train_config
 
 T, R = 4, 16  # tiny_synthetic: 4 frames at 16x16
@@ -184,7 +184,7 @@ def test_cached_text_run_needs_and_uses_a_text_encoder(workdir, tmp_path, capsys
     """A run trained on cached text embeddings samples through the encoder given by --text_encoder."""
     import json
 
-    from stiv_jax.pretrained import Pretrained, random_init, save_pretrained
+    from stiv_jax.encoders.pretrained import Pretrained, random_init, save_pretrained
     from stiv_jax.text.clip import CLIPTextConfig
 
     cached = tmp_path / "cached_run"

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from stiv_jax.model.attention import ATTENTION_PROBS, softmax_attention
+from stiv_jax.model.softmax_attention import ATTENTION_PROBS, softmax_attention
 from stiv_jax.model.dit import remat_policy
 
 

@@ -10,10 +10,10 @@ import pytest
 torch = pytest.importorskip("torch", reason="parity tests need the torch extra: pip install stiv_jax[torch]")
 transformers = pytest.importorskip("transformers", reason="parity tests need the torch extra")
 
-from stiv_jax.convert_torch import ConversionError  # noqa: E402
+from stiv_jax.weights.torch_state import ConversionError  # noqa: E402
 from stiv_jax.text.clip import CLIPTextConfig  # noqa: E402
 from stiv_jax.text.convert import convert_clip, convert_t5  # noqa: E402
-from stiv_jax.text.encoder import build_text_encoder  # noqa: E402
+from stiv_jax.encoders.build import build_text_encoder  # noqa: E402
 from stiv_jax.text.t5 import T5EncoderConfig, relative_position_bucket  # noqa: E402
 
 RTOL = 1e-4

@@ -10,7 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from stiv_jax.train.checkpoint import Checkpointer, load_train_state
+from stiv_jax.storage.checkpoints import Checkpointer
+from stiv_jax.train.setup import load_train_state
 from stiv_jax.train.loop import NonFiniteLossError
 from tests.train_utils import losses, run, tiny_train_config
 
@@ -114,7 +115,7 @@ def test_gradient_accumulation_averages_microbatch_gradients():
     import jax.numpy as jnp
     from flax import nnx
 
-    from stiv_jax.train.conditioner import Conditioner
+    from stiv_jax.encoders.conditioner import Conditioner
     from stiv_jax.train.data import SyntheticClip
     from stiv_jax.train.step import accumulate_gradients, init_state, make_loss_fn, split_microbatches
     from stiv_jax.train.optimizer import make_optimizer

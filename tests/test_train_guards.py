@@ -81,7 +81,7 @@ def test_resume_with_another_model_is_refused_and_the_workdir_kept(env, run4, tm
     line = one_error_line(train(env, wd, "--config.num_train_steps=6", "--config.model.size=small"), str(wd))
     assert "model.size: 'tiny' → 'small'" in line and "use a new --workdir" in line
     assert (wd / "config.json").read_bytes() == before
-    from stiv_jax.train.checkpoint import load_train_state
+    from stiv_jax.train.setup import load_train_state
 
     assert load_train_state(str(wd))[2] == 4  # the run is as good as before
 

@@ -12,8 +12,9 @@ import pytest
 torch = pytest.importorskip("torch", reason="parity tests need the torch extra: pip install stiv_jax[torch]")
 diffusers = pytest.importorskip("diffusers", reason="parity tests need the torch extra")
 
-from stiv_jax.convert_torch import ConversionError  # noqa: E402
-from stiv_jax.vae import AutoencoderKLConfig, FrameAutoencoder, PixelAutoencoder, build_autoencoder  # noqa: E402
+from stiv_jax.weights.torch_state import ConversionError  # noqa: E402
+from stiv_jax.encoders.build import build_autoencoder  # noqa: E402
+from stiv_jax.vae import AutoencoderKLConfig, FrameAutoencoder, PixelAutoencoder  # noqa: E402
 from stiv_jax.vae.convert import convert_vae  # noqa: E402
 
 RTOL = 1e-4

@@ -36,7 +36,7 @@ def _entry(command: str):
 
 
 def run(argv: Sequence[str] | None = None) -> None:
-    from stiv_jax.cli.errors import fail, reported, verbose_from_env
+    from stiv_jax.console.errors import fail, reported, verbose_from_env
 
     args = list(sys.argv[1:] if argv is None else argv)
     if args in (["-h"], ["--help"]):

@@ -17,8 +17,8 @@ import time
 
 from absl import flags
 
-from stiv_jax.cli import flag_utils
-from stiv_jax.cli.make_shards import make_shards
+from stiv_jax.console import flag_utils
+from stiv_jax.data.ingest import make_shards
 from stiv_jax.data import config as data_config
 from stiv_jax.data import pipeline, synthetic
 

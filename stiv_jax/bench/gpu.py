@@ -74,7 +74,7 @@ def _config(shape: Shape, arch: Arch, fv, *, mask_ratio: float):
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    from stiv_jax.cli import flag_utils
+    from stiv_jax.console import flag_utils
 
     fv = flag_utils.parse(_flag_values(), argv, "stiv_jax.bench.gpu")
     dev = jax.devices()[0]

@@ -150,7 +150,7 @@ def compare(shape: Shape, arch: Arch, mask_ratios: list[float], repeats: int) ->
 
 
 def main(argv: list[str] | None = None) -> float:
-    from stiv_jax.cli import flag_utils
+    from stiv_jax.console import flag_utils
 
     fv = flag_utils.parse(_flag_values(), argv, "stiv-bench latte")
     shape, arch = workload(fv)

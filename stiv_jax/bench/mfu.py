@@ -51,7 +51,7 @@ def measure(step: StivStep, *, matmul_size: int, matmul_calls: int, repeats: int
 
 
 def main(argv: list[str] | None = None) -> float:
-    from stiv_jax.cli import flag_utils
+    from stiv_jax.console import flag_utils
 
     fv = flag_utils.parse(_flag_values(), argv, "stiv-bench mfu")
     shape, arch = workload(fv, Arch(temporal_patch=fv.temporal_patch))

@@ -43,7 +43,7 @@ def measure(steps: dict[str, StivStep], repeats: int) -> dict[str, dict[str, flo
 
 
 def main(argv: list[str] | None = None) -> float:
-    from stiv_jax.cli import flag_utils
+    from stiv_jax.console import flag_utils
 
     fv = flag_utils.parse(_flag_values(), argv, "stiv-bench remat")
     policies = list(fv.policies)

@@ -185,7 +185,7 @@ def _flag_values() -> flags.FlagValues:
 def main(argv: list[str] | None = None) -> None:
     """Prints the schedule distances, the CFG batching timing and the STIV sampling benchmark
     (``key=value`` lines)."""
-    from stiv_jax.cli import flag_utils
+    from stiv_jax.console import flag_utils
 
     fv = flag_utils.parse(_flag_values(), argv, "stiv-bench sampler")
     print(timing.machine())

@@ -77,7 +77,7 @@ def _growth(rows: list[dict], key: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    from stiv_jax.cli import flag_utils
+    from stiv_jax.console import flag_utils
 
     fv = flag_utils.parse(_flag_values(), argv, "stiv-bench scaling")
     arch = Arch(layers=fv.layers, width=fv.width, heads=fv.heads, temporal_patch=fv.temporal_patch)

@@ -12,7 +12,7 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from stiv_jax.cli import errors
+from stiv_jax.console import errors
 
 PROG = "stiv-aot"
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
@@ -27,7 +27,7 @@ def main(argv) -> None:
     os.environ.pop("JAX_PLATFORMS", None)  # the TPU compiler plugin must be loadable
     with errors.reported(PROG, verbose):
         config = errors.config_value(_CONFIG)
-        from stiv_jax.parallel.aot import compile_train_step, tpu_devices
+        from stiv_jax.train.aot import compile_train_step, tpu_devices
 
         report = compile_train_step(config, tpu_devices(_TOPOLOGY.value), _TOPOLOGY.value)
     print(report.render(), flush=True)

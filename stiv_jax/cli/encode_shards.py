@@ -1,7 +1,7 @@
 """stiv-encode-shards: clip shards -> latent-cache shards (autoencoder + text encoder run once).
 
-  stiv-encode-shards --input=SHARDS --out=DIR --autoencoder=pixel[:factor] \
-      [--text_encoder=none|package.module:encode_text] --tokenizer_path=spm.model \
+  stiv-encode-shards --input=SHARDS --out=DIR --autoencoder=pixel[:factor]|kl:DIR \
+      [--text_encoder=none|clip:DIR|t5:DIR] --tokenizer_path=spm.model \
       [--num_frames=16 --resolution=64 | --buckets=16x64x64,1x64x64] [--frame_strides=1,2,3]
 
 Uses centred crops and the first fitting stride of ``--frame_strides`` for each record, and writes
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from absl import flags
 
-from stiv_jax.cli import flag_utils
-from stiv_jax.cli.errors import reported
+from stiv_jax.console import flag_utils
+from stiv_jax.console.errors import reported
 from stiv_jax.data import config as data_config
 from stiv_jax.data import latent_cache
 from stiv_jax.errors import ConfigError
@@ -29,8 +29,8 @@ def _flag_values() -> flags.FlagValues:
     d = dict(flag_values=fv)
     flags.DEFINE_string("input", None, "Clip shard folder (stiv-make-shards output).", **d)
     flags.DEFINE_string("out", None, "Output folder for the latent shards (local or gs://).", **d)
-    flags.DEFINE_string("autoencoder", "pixel", "'pixel', 'pixel:F' or 'package.module:attr'.", **d)
-    flags.DEFINE_string("text_encoder", "none", "'none' (store token ids) or 'package.module:encode_text'.", **d)
+    flags.DEFINE_string("autoencoder", "pixel", "'pixel', 'pixel:F' or 'kl:DIR' (stiv-import --kind=vae).", **d)
+    flags.DEFINE_string("text_encoder", "none", "'none' (store token ids), 'clip:DIR' or 't5:DIR' (stiv-import).", **d)
     flags.DEFINE_string("tokenizer_path", None, "SentencePiece model for the captions.", **d)
     flags.DEFINE_integer("max_text_length", 64, "Token length L.", **d)
     flags.DEFINE_integer("num_frames", 16, "Frames per clip (single-bucket mode).", **d)
@@ -69,11 +69,12 @@ def run(argv: list[str] | None = None) -> None:
         cfg.num_frames, cfg.resolution, cfg.num_workers = fv.num_frames, fv.resolution, fv.num_workers
         cfg.buckets = parse_buckets(fv.buckets)
         cfg.frame_strides = parse_strides(fv.frame_strides)
+        autoencoder, encode_text = latent_cache.encoders_from_specs(fv.autoencoder, fv.text_encoder)
         manifest = latent_cache.encode_shards(
             cfg,
             fv.out,
-            latent_cache.resolve_autoencoder(fv.autoencoder),
-            latent_cache.resolve_text_encoder(fv.text_encoder),
+            autoencoder,
+            encode_text,
             batch_size=fv.batch_size,
             dtype=fv.dtype,
             records_per_shard=fv.records_per_shard,

@@ -16,8 +16,8 @@ from typing import Sequence
 
 from absl import flags
 
-from stiv_jax.cli import flag_utils
-from stiv_jax.cli.errors import reported
+from stiv_jax.console import flag_utils
+from stiv_jax.console.errors import reported
 
 PROG = "stiv-export-torch"
 
@@ -43,15 +43,13 @@ def run(argv: Sequence[str] | None = None) -> str:
     args = ["--noema" if a == "--no-ema" else a for a in args]  # absl spells it --noema
     fv = flag_utils.parse(_flags(), args, PROG, __doc__)
     with reported(PROG, fv.verbose):
-        from stiv_jax.export import checkpoint, convert
-        from stiv_jax.train import checkpoint as train_checkpoint
+        from stiv_jax.export import convert
         from stiv_jax.storage.workdir import Workdir
 
         out = fv.out or Workdir(fv.workdir).export_path()
         if not out.endswith(".safetensors"):
             raise ValueError(f"--out must end with .safetensors, got {out!r}")
-        cfg = checkpoint.read_model_config(fv.workdir)  # fail early on a directory that is no workdir
-        params, step = train_checkpoint.restore_params(fv.workdir, ema=fv.ema, step=fv.step)
+        cfg, params, step = convert.load_run(fv.workdir, ema=fv.ema, step=fv.step)
         meta = {"step": str(step), "params": "ema_params" if fv.ema else "params", "workdir": fv.workdir}
         out, _ = convert.export(params, cfg, out, dtype=fv.dtype, metadata=meta)
     print(out)

@@ -9,7 +9,7 @@
 ``--weights`` is a .safetensors/.bin/.pt file or a directory of shards; ``--config`` a preset name,
 our JSON, or the Hugging Face / diffusers config.json next to the weights. The output directory
 (``config.json`` + orbax ``params/``) is what ``text_encoder.checkpoint`` / ``vae.checkpoint`` in a
-training or sampling config point at (stiv_jax.pretrained.load_pretrained).
+training or sampling config point at (stiv_jax.encoders.pretrained.load_pretrained).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Sequence
 
 from absl import flags
 
-from stiv_jax.cli import flag_utils
-from stiv_jax.cli.errors import reported
+from stiv_jax.console import flag_utils
+from stiv_jax.console.errors import reported
 
 PROG = "stiv-import"
 
@@ -45,7 +45,7 @@ def run(argv: Sequence[str] | None = None) -> str:
     """
     fv = flag_utils.parse(_flags(), sys.argv[1:] if argv is None else argv, PROG, __doc__)
     with reported(PROG, fv.verbose):
-        from stiv_jax.pretrained import Pretrained, import_weights, num_params, save_pretrained
+        from stiv_jax.encoders.pretrained import Pretrained, import_weights, num_params, save_pretrained
 
         pretrained = import_weights(fv.kind, fv.weights, fv.config)
         if fv.param_dtype != "float32":

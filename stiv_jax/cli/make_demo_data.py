@@ -12,8 +12,8 @@ import os
 
 from absl import flags
 
-from stiv_jax.cli import flag_utils
-from stiv_jax.cli.errors import reported
+from stiv_jax.console import flag_utils
+from stiv_jax.console.errors import reported
 from stiv_jax.data import synthetic
 from stiv_jax.errors import ConfigError
 

@@ -26,8 +26,8 @@ import time
 
 from absl import flags
 
-from stiv_jax.cli import flag_utils
-from stiv_jax.cli.errors import reported
+from stiv_jax.console import flag_utils
+from stiv_jax.console.errors import reported
 from stiv_jax.sampling import inputs, pipeline
 
 PROG = "stiv-sample"

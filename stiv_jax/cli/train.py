@@ -17,7 +17,7 @@ from __future__ import annotations
 from absl import app, flags
 from ml_collections import config_flags
 
-from stiv_jax.cli import errors
+from stiv_jax.console import errors
 
 PROG = "stiv-train"
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/NAME.py).", lock_config=True)

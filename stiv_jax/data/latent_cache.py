@@ -13,15 +13,13 @@ stored as ``float16`` by default. ``source_key`` points back to the clip record.
 cannot be read or decoded are left out, listed in the manifest (``num_skipped``, ``skipped``:
 ``{"key", "reason"}``) and reported through ``log``.
 
-Pluggable parts: the autoencoder is any object with ``encode(frames [B,T,H,W,3]) -> latents``
-('pixel[:factor]' is the identity ``PixelAutoencoder``); the text encoder is any function
-``encode_text(ids [B,L] int32, mask [B,L] bool) -> (tokens [B,L,D], pooled [B,D])``; both can be
-named as ``'package.module:attribute'``.
+The encoders are the ones training and sampling use (``stiv_jax.encoders.build``); from Python,
+the autoencoder may be any object with ``encode(frames [B,T,H,W,3]) -> latents`` and the text
+encoder any ``encode_text(ids [B,L] int32, mask [B,L] bool) -> (tokens [B,L,D], pooled [B,D])``.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable
 
 import grain
@@ -31,40 +29,19 @@ import numpy as np
 
 from stiv_jax.data import config as data_config
 from stiv_jax.data import pipeline, shards
+from stiv_jax.encoders.build import build_autoencoder, build_text_encoder, from_spec
 from stiv_jax.errors import UserError
 from stiv_jax.text.tokenizer import null_text_ids
-from stiv_jax.vae.pixel import PixelAutoencoder
 
 TextEncoder = Callable[[np.ndarray, np.ndarray], tuple[Any, Any]]
 
 
-def _import(spec: str) -> Any:
-    module, _, attr = spec.partition(":")
-    if not module or not attr:
-        raise ValueError(f"expected 'package.module:attribute', got {spec!r}")
-    return getattr(importlib.import_module(module), attr)
-
-
-def resolve_autoencoder(spec: str) -> Any:
-    """'pixel' / 'pixel:F' (space-to-depth factor F) / 'module:attr' (object or zero-arg factory)."""
-    name, _, arg = spec.partition(":")
-    if name == "pixel":
-        return PixelAutoencoder(downsample=int(arg or 1))
-    obj = _import(spec)
-    obj = obj if hasattr(obj, "encode") else obj()
-    if not hasattr(obj, "encode"):
-        raise ValueError(f"autoencoder {spec!r} has no encode() method")
-    return obj
-
-
-def resolve_text_encoder(spec: str) -> TextEncoder | None:
-    """'none' (store token ids) or 'module:attr' naming ``encode_text(ids, mask)``."""
-    if spec in ("", "none"):
-        return None
-    fn = _import(spec)
-    if not callable(fn):
-        raise ValueError(f"text encoder {spec!r} is not callable")
-    return fn
+def encoders_from_specs(autoencoder: str, text_encoder: str) -> tuple[Any, TextEncoder | None]:
+    """The project's own encoders named by command-line specs (``stiv_jax.encoders.build.from_spec``):
+    ``pixel[:F]`` or ``kl:DIR``; ``none``, ``clip:DIR`` or ``t5:DIR``."""
+    ae = build_autoencoder(from_spec(autoencoder, what="autoencoder"))
+    text = build_text_encoder(from_spec(text_encoder, what="text"))
+    return ae, (None if text is None else text.encode)
 
 
 def _store(x, dtype: np.dtype) -> np.ndarray:
@@ -169,3 +146,11 @@ def encode_shards(
     }
     shards.write_manifest(out_dir, manifest)
     return manifest
+
+
+def null_text_for(config: ml_collections.ConfigDict) -> dict | None:
+    """Latent-cache runs (``text.kind='cached'``) read the empty-prompt encoding written next to the
+    cached shards; other runs encode it themselves (``None``)."""
+    if config.text.kind != "cached":
+        return None
+    return shards.load_null_text(config.data.path)

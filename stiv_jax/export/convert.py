@@ -27,11 +27,12 @@ import ml_dtypes
 import numpy as np
 from flax import nnx, traverse_util
 
-from stiv_jax.errors import UserError
 from stiv_jax.export.torch_stiv import mismatches
 from stiv_jax.model.config import get_model_config, resolve
 from stiv_jax.model.dit import abstract_model
-from stiv_jax.storage import paths
+from stiv_jax.storage import checkpoints, paths
+from stiv_jax.storage.workdir import Workdir, as_workdir
+from stiv_jax.weights.torch_state import ConversionError
 
 Path = tuple[str, ...]
 STACKED = ("blocks", "decoder_blocks")
@@ -43,10 +44,6 @@ _PERMUTATIONS: dict[Path, tuple[int, ...]] = {
     ("unpatchify", "kernel"): (0, 4, 1, 2, 3),
     ("unpatchify", "bias"): (2, 0, 1),
 }
-
-
-class ConversionError(UserError, ValueError):
-    """Parameters do not match the model config (names each offending key)."""
 
 
 def model_config(config: Mapping[str, Any] | ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -63,6 +60,15 @@ def model_config(config: Mapping[str, Any] | ml_collections.ConfigDict) -> ml_co
         raise ConversionError(f"model.attention_layout={c.attention_layout!r}: the PyTorch STIV implements the "
                               "paper's factorised spatial/temporal attention only; the 'joint' ablation cannot be exported")
     return c
+
+
+def load_run(workdir: str | os.PathLike | Workdir, ema: bool = True, step: int | None = None) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
+    """``(model config, pure numpy params, step)`` of a run's latest (or given) checkpoint, EMA by
+    default: the model config is checked first (a directory that is no run fails early), then only
+    the params subtree is read (``stiv_jax.storage.checkpoints.restore_params``)."""
+    cfg = model_config(as_workdir(workdir).model_config_dict())
+    params, step = checkpoints.restore_params(workdir, ema=ema, step=step)
+    return cfg, params, step
 
 
 def _layout(path: Path) -> tuple[str, tuple[int, ...] | None]:

@@ -27,7 +27,7 @@ from flax import nnx
 
 from stiv_jax.flow.interpolant import velocity_from_data
 from stiv_jax.model import maskdit
-from stiv_jax.model.attention import ATTENTION_PROBS
+from stiv_jax.model.softmax_attention import ATTENTION_PROBS
 from stiv_jax.model.block import SPATIAL_ATTN, TEMPORAL_ATTN, STIVBlock
 from stiv_jax.model.conditioning import SharedAdaLN, SingletonCondition
 from stiv_jax.model.config import resolve

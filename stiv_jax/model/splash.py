@@ -12,7 +12,7 @@ with the attention batch sharded like the logical ``batch`` axis and heads like 
 (stiv_jax/parallel/rules.py): every device attends over its own clips and heads. A key padding
 mask ``[N, 1, 1, Sk]`` (cross-attention to text) becomes segment ids (padding keys get a segment
 no query has). Sequences the kernel cannot tile (lengths not a multiple of 128, e.g. temporal
-attention over 10 patches, where the scores are tiny anyway) fall back to ``attention.softmax_attention``, the ``xla`` path.
+attention over 10 patches, where the scores are tiny anyway) fall back to ``softmax_attention.softmax_attention``, the ``xla`` path.
 Off TPU the kernel runs in Pallas' interpreter (tests/test_splash.py compares it with XLA).
 """
 
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as splash_mask
 
-from stiv_jax.model.attention import softmax_attention
+from stiv_jax.model.softmax_attention import softmax_attention
 from stiv_jax.parallel.rules import logical_to_spec
 
 TILE = 128  # lane width: both sequence lengths must be multiples of it

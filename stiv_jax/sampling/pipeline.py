@@ -51,9 +51,9 @@ from stiv_jax.sampling.guidance import GUIDANCE_KINDS, RENORM_MODES, Guidance
 from stiv_jax.storage import paths
 from stiv_jax.storage.workdir import Workdir
 from stiv_jax.text.tokenizer import T5Tokenizer
-from stiv_jax.train import checkpoint
-from stiv_jax.train.conditioner import Conditioner
-from stiv_jax.train.setup import check_consistency
+from stiv_jax.storage import checkpoints as checkpoint
+from stiv_jax.data.latent_cache import null_text_for
+from stiv_jax.encoders.conditioner import Conditioner, check_consistency
 
 ALL_TASKS = (*tasks.TASKS, "long")
 # Conditioning pixels each task needs (required) and accepts (optional), by argument name.
@@ -387,8 +387,6 @@ def load_sampler(workdir: str, ema: bool = True, *, step: int | None = None,
     check_consistency(config, conditioner)  # names the key when e.g. --text_encoder's width is off
     null_text = None
     if source_config.text.kind == "cached":
-        from stiv_jax.train.data import null_text_for
-
         try:  # the empty-prompt encoding the run was trained with, when still available
             null_text = null_text_for(source_config)
         except FileNotFoundError:

@@ -1,7 +1,7 @@
 """stiv_jax.text: the T5 tokenizer and the frozen prompt encoders (CLIP text, T5), in Flax NNX.
 
 Modules: ``tokenizer`` (T5Tokenizer), ``clip`` / ``t5`` (the encoders), ``encoder``
-(``build_text_encoder`` → ``TextEncoder.encode(ids, mask) -> (tokens, pooled)``), ``convert``
+(``TextEncoder.encode(ids, mask) -> (tokens, pooled)``, built by ``stiv_jax.encoders.build``), ``convert``
 (Hugging Face state dicts → our parameters). Nothing is imported here, so the tokenizer can be
 used in data workers without importing JAX.
 """

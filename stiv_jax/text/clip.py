@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from stiv_jax.pretrained_config import PretrainedConfig
+from stiv_jax.weights.config import PretrainedConfig
 from stiv_jax.text import layers
 
 POOLINGS = ("last", "eos", "argmax")

@@ -1,7 +1,7 @@
 """Hugging Face ``CLIPTextModel`` / ``CLIPTextModelWithProjection`` / ``T5EncoderModel`` state dicts
 → our Flax NNX text encoders (stiv_jax/text/clip.py, stiv_jax/text/t5.py).
 
-Key matching and error reporting live in stiv_jax/convert_torch.py; this module only lists, per
+Key matching and error reporting live in stiv_jax/weights/torch_state.py; this module only lists, per
 parameter, where it comes from. Per-block weights are stacked on the ``layers`` axis.
 """
 
@@ -12,7 +12,7 @@ from typing import Mapping
 import numpy as np
 from flax import nnx
 
-from stiv_jax.convert_torch import Rule, convert, identity, linear
+from stiv_jax.weights.torch_state import Rule, convert, identity, linear
 from stiv_jax.text.clip import CLIPTextConfig, CLIPTextModel
 from stiv_jax.text.t5 import T5Encoder, T5EncoderConfig
 

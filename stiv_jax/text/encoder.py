@@ -9,16 +9,13 @@ Both come out in float32 with padding positions of ``tokens`` zeroed.
 
 from __future__ import annotations
 
-from typing import Any
-
 import chex
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from stiv_jax.pretrained_config import config_get
-from stiv_jax.text.clip import CLIPTextConfig, CLIPTextModel
-from stiv_jax.text.t5 import T5Encoder, T5EncoderConfig
+from stiv_jax.text.clip import CLIPTextModel
+from stiv_jax.text.t5 import T5Encoder
 
 
 class TextEncoder(nnx.Module):
@@ -65,39 +62,3 @@ class TextEncoder(nnx.Module):
 
 
 _encode_jit = jax.jit(TextEncoder.__call__)
-
-_CONFIGS = {"clip": CLIPTextConfig, "t5": T5EncoderConfig}
-
-
-def build_text_encoder(config: Any) -> TextEncoder:
-    """The text encoder a config names (a dict, ``ml_collections.ConfigDict`` or object).
-
-    Keys: ``checkpoint`` (a directory written by ``stiv-import --kind=clip|t5``) or else ``kind``
-    (``"clip"`` | ``"t5"``) and ``model`` (preset name, JSON path or dict; randomly initialised from
-    ``seed`` — for tests and toy runs); ``use_projection`` (CLIP pooled through text_projection);
-    ``dtype`` (compute dtype override, e.g. ``"bfloat16"``).
-    """
-    from stiv_jax.pretrained import load_pretrained, random_init
-
-    overrides = {"dtype": config_get(config, "dtype")} if config_get(config, "dtype") else {}
-    checkpoint = config_get(config, "checkpoint")
-    if checkpoint:
-        loaded = load_pretrained(checkpoint, **overrides)
-        kind = config_get(config, "kind")
-        if loaded.kind not in _CONFIGS or (kind in _CONFIGS and kind != loaded.kind):
-            raise ValueError(f"{checkpoint} holds a {loaded.kind!r} model, not a {kind or 'text'} encoder")
-        model = loaded.model
-    else:
-        kind = config_get(config, "kind", "clip")
-        if kind not in _CONFIGS:
-            raise ValueError(f"unknown text encoder kind {kind!r}; use 'clip' or 't5'")
-        cfg = _CONFIGS[kind].resolve(config_get(config, "model", "stiv-bigG" if kind == "clip" else "t5-v1_1-xxl"))
-        model = random_init(kind, cfg.replace(**overrides), int(config_get(config, "seed", 0)))
-    return TextEncoder(model, use_projection=bool(config_get(config, "use_projection", False)))
-
-
-def load_text_encoder(config: Any) -> TextEncoder:
-    """Like :func:`build_text_encoder`, but only from a pretrained ``checkpoint`` (no random init)."""
-    if not config_get(config, "checkpoint"):
-        raise ValueError("the text encoder config needs `checkpoint`: a directory written by stiv-import --kind=clip|t5")
-    return build_text_encoder(config)

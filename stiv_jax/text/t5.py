@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from stiv_jax.pretrained_config import PretrainedConfig
+from stiv_jax.weights.config import PretrainedConfig
 from stiv_jax.text import layers
 
 

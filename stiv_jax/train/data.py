@@ -92,13 +92,6 @@ def check_source(config: ml_collections.ConfigDict) -> None:
         shards.shard_paths(config.data.path, "data.path")
 
 
-def null_text_for(config: ml_collections.ConfigDict) -> dict | None:
-    """Latent-cache runs read the empty-prompt encoding written next to the cached shards."""
-    if config.text.kind != "cached":
-        return None
-    return shards.load_null_text(config.data.path)
-
-
 def to_global(batch: dict[str, np.ndarray], mesh: Mesh, rows: Sequence[int], batch_size: int) -> dict[str, jax.Array]:
     """This process's ``rows`` of a global batch → global arrays of ``batch_size`` rows sharded
     over ``('data', 'fsdp')``; each local device gets exactly the rows it holds."""

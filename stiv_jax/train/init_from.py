@@ -15,7 +15,7 @@ import ml_collections
 from stiv_jax.model.surgery import is_temporal
 from stiv_jax.parallel.distributed import log
 from stiv_jax.storage.workdir import Workdir
-from stiv_jax.train.checkpoint import restore_params
+from stiv_jax.storage.checkpoints import restore_params
 
 
 def _flatten(tree: dict, prefix: tuple = ()) -> dict:

@@ -30,8 +30,9 @@ from stiv_jax.parallel.mesh import make_mesh
 from stiv_jax.parallel.rules import axis_rules
 from stiv_jax.storage.lock import WorkdirLock, WorkdirLocked
 from stiv_jax.storage.workdir import RunLog, Workdir
+from stiv_jax.data import latent_cache
 from stiv_jax.train import data as train_data
-from stiv_jax.train.checkpoint import Checkpointer
+from stiv_jax.storage.checkpoints import Checkpointer
 from stiv_jax.train.config import resume_changes, validate
 from stiv_jax.train.init_from import apply_init_from
 from stiv_jax.train.setup import build
@@ -106,7 +107,7 @@ def _train(config, wd: Workdir, tr, callback) -> dict[str, Any]:
         state = apply_init_from(config, tr.init(), tr.state_shardings)
     if distributed.is_primary():
         wd.save_config(config)  # only now: a failed restore leaves the workdir's config as it was
-    frozen = tr.frozen(train_data.null_text_for(config))
+    frozen = tr.frozen(latent_cache.null_text_for(config))
 
     total = config.num_train_steps
     start = int(jax.device_get(state["step"]))

@@ -17,7 +17,10 @@ from jax.sharding import Mesh
 from stiv_jax.model.config import resolve
 from stiv_jax.parallel.mesh import batch_sharding, replicated
 from stiv_jax.parallel.rules import DEFAULT_RULES, Rules
-from stiv_jax.train.conditioner import Conditioner
+from stiv_jax.storage import checkpoints
+from stiv_jax.storage.workdir import Workdir, as_workdir
+from stiv_jax.encoders.conditioner import Conditioner, check_consistency
+from stiv_jax.errors import ConfigError
 from stiv_jax.train.optimizer import make_optimizer
 from stiv_jax.train.sharding import param_shardings, state_shardings, with_shardings
 from stiv_jax.train.step import init_state, make_train_step
@@ -65,17 +68,9 @@ class Training:
         return dict(text=jax.ShapeDtypeStruct((1, L, m.text_dim), np.float32), text_mask=jax.ShapeDtypeStruct((1, L), bool), pooled_text=jax.ShapeDtypeStruct((1, m.text_dim), np.float32))
 
 
-def check_consistency(config: ml_collections.ConfigDict, conditioner: Conditioner) -> None:
-    """Fails fast, naming the keys, when model and encoders disagree."""
-    m = resolve(config.model)
-    ae_ch = getattr(conditioner.autoencoder, "latent_channels", None)
-    if config.data.mode == "pixels" and ae_ch is not None and ae_ch != m.in_channels:
-        raise ValueError(f"config.model.in_channels={m.in_channels} but the autoencoder ({config.autoencoder.kind}) gives {ae_ch} latent channels")
-    enc_dim = getattr(conditioner.text_encoder, "dim", None)
-    if enc_dim is not None and enc_dim != m.text_dim:
-        raise ValueError(f"config.model.text_dim={m.text_dim} but the text encoder ({config.text.kind}) outputs {enc_dim}")
+def check_batch_divides(config: ml_collections.ConfigDict) -> None:
     if config.batch_size % config.grad_accum_steps:
-        raise ValueError(f"config.batch_size={config.batch_size} is not divisible by config.grad_accum_steps={config.grad_accum_steps}")
+        raise ConfigError(f"config.batch_size={config.batch_size} is not divisible by config.grad_accum_steps={config.grad_accum_steps}")
 
 
 def check_batch_fits_mesh(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
@@ -94,6 +89,7 @@ def build(config: ml_collections.ConfigDict, mesh: Mesh, *, abstract: bool = Fal
     tx = make_optimizer(config)
     conditioner = Conditioner(config, abstract=abstract)
     check_consistency(config, conditioner)
+    check_batch_divides(config)
     check_batch_fits_mesh(config, mesh)
     graphdef, abstract_params, p_sh = param_shardings(config.model, mesh, rules)
     init_fn = functools.partial(init_state, config, tx)
@@ -106,3 +102,14 @@ def build(config: ml_collections.ConfigDict, mesh: Mesh, *, abstract: bool = Fal
         donate_argnums=(0,),
     )
     return Training(config, mesh, rules, tx, conditioner, graphdef, with_shardings(abstract, s_sh), s_sh, jax.jit(init_fn, out_shardings=s_sh), step)
+
+
+def load_train_state(workdir: str | Workdir, step: int | None = None) -> tuple[ml_collections.ConfigDict, dict, int]:
+    """``(config, state, step)`` of a workdir's latest (or given) checkpoint, on one device; the
+    state's structure is rebuilt from ``WORKDIR/config.json`` (no mesh or data pipeline needed)."""
+    config = as_workdir(workdir).load_config()
+    abstract = jax.eval_shape(functools.partial(init_state, config, make_optimizer(config)))
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)
+    state, step = checkpoints.restore_state(workdir, target, step)
+    return config, state, step

@@ -27,7 +27,7 @@ from stiv_jax.flow.timesteps import sample_time
 from stiv_jax.model import maskdit
 from stiv_jax.model.dit import STIV
 from stiv_jax.parallel.rules import constrain
-from stiv_jax.train.conditioner import Conditioner
+from stiv_jax.encoders.conditioner import Conditioner
 from stiv_jax.train.optimizer import learning_rate_schedule
 
 State = dict[str, Any]

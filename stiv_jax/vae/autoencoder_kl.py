@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from stiv_jax.pretrained_config import PretrainedConfig
+from stiv_jax.weights.config import PretrainedConfig
 
 _SD = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32)
 

@@ -1,7 +1,7 @@
 """diffusers ``AutoencoderKL`` state dict → our Flax NNX AutoencoderKL (stiv_jax/vae/autoencoder_kl.py).
 
 Our module tree mirrors diffusers', so each rule is derived from our parameter path by a short
-rename table; key matching and error reporting are stiv_jax/convert_torch.py's. Files written by
+rename table; key matching and error reporting are stiv_jax/weights/torch_state.py's. Files written by
 older diffusers (attention as ``query``/``key``/``value``/``proj_attn``, 1×1-conv shaped) load too.
 """
 
@@ -13,7 +13,7 @@ from typing import Mapping
 import numpy as np
 from flax import nnx
 
-from stiv_jax.convert_torch import Rule, conv2d, convert, identity, linear, param_shapes
+from stiv_jax.weights.torch_state import Rule, conv2d, convert, identity, linear, param_shapes
 from stiv_jax.vae.autoencoder_kl import AutoencoderKL, AutoencoderKLConfig
 
 # (our path pattern, diffusers replacement), applied in order to dotted paths.

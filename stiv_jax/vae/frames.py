@@ -1,5 +1,5 @@
-"""Per-frame video ↔ latent interface over the frozen VAE, and the factory the trainer, sampler and
-stiv-encode-shards use (``build_autoencoder``).
+"""Per-frame video ↔ latent interface over the frozen VAE (built from a config by
+``stiv_jax.encoders.build.build_autoencoder``).
 
 STIV uses a 2D VAE frame by frame (paper §3.1), so a video ``[B, T, H, W, 3]`` is folded to
 ``B·T`` images and processed in chunks of ``chunk_size`` frames inside one ``lax.map``, which
@@ -16,9 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from stiv_jax.pretrained_config import config_get
 from stiv_jax.vae.autoencoder_kl import AutoencoderKL, AutoencoderKLConfig
-from stiv_jax.vae.pixel import PixelAutoencoder
 
 
 def map_frames(fn: Callable[[jax.Array], Any], x: jax.Array, chunk_size: int) -> Any:
@@ -95,36 +93,3 @@ class FrameAutoencoder(nnx.Module):
 _encode_jit = jax.jit(FrameAutoencoder._encode)
 _sample_jit = jax.jit(FrameAutoencoder._sample)
 _decode_jit = jax.jit(FrameAutoencoder._decode)
-
-
-def build_autoencoder(config: Any) -> PixelAutoencoder | FrameAutoencoder:
-    """The frame autoencoder a config names (a dict, ``ml_collections.ConfigDict`` or object).
-
-    Keys: ``kind`` (``"pixel"`` | ``"kl"``); for pixel: ``downsample`` (default 1); for kl:
-    ``checkpoint`` (a directory written by ``stiv-import --kind=vae``) or else ``model`` (preset
-    name, JSON path or dict; randomly initialised from ``seed`` — for tests and toy runs),
-    ``chunk_size`` (frames per VAE call, default 16), ``dtype`` (compute dtype override).
-    """
-    kind = config_get(config, "kind", "pixel")
-    if kind == "pixel":
-        return PixelAutoencoder(downsample=int(config_get(config, "downsample", 1)))
-    if kind != "kl":
-        raise ValueError(f"unknown autoencoder kind {kind!r}; use 'pixel' or 'kl'")
-    from stiv_jax.pretrained import load_pretrained, random_init
-
-    overrides = {"dtype": config_get(config, "dtype")} if config_get(config, "dtype") else {}
-    checkpoint = config_get(config, "checkpoint")
-    if checkpoint:
-        model = load_pretrained(checkpoint, expect_kind="vae", **overrides).model
-    else:
-        cfg = AutoencoderKLConfig.resolve(config_get(config, "model", "sd-vae-ft-ema")).replace(**overrides)
-        model = random_init("vae", cfg, int(config_get(config, "seed", 0)))
-    return FrameAutoencoder(model, chunk_size=int(config_get(config, "chunk_size", 16)))
-
-
-def load_autoencoder(config: Any) -> FrameAutoencoder:
-    """Like :func:`build_autoencoder` for ``kind="kl"``, but only from a pretrained ``checkpoint``."""
-    if not config_get(config, "checkpoint"):
-        raise ValueError("the autoencoder config needs `checkpoint`: a directory written by stiv-import --kind=vae")
-    return build_autoencoder({"kind": "kl", "checkpoint": config_get(config, "checkpoint"),
-                              "chunk_size": config_get(config, "chunk_size", 16), "dtype": config_get(config, "dtype")})

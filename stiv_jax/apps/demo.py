@@ -1,13 +1,13 @@
 """``make demo``: the whole STIV pipeline on the embedded moving-shapes data, CPU only.
 
-  python -m stiv_jax.demo [--out=outputs/demo] [--config=experiments/demo_shapes.py] [--steps=N]
+  python -m stiv_jax.apps.demo [--out=outputs/demo] [--config=experiments/demo_shapes.py] [--steps=N]
 
 1. render the demo dataset (real H.264 mp4s + captions + a SentencePiece tokenizer);
 2. write ArrayRecord shards and the latent cache (pixel autoencoder);
 3. train ``experiments/demo_shapes.py`` (T2V + TI2V by frame replacement) in ``OUT/workdir``;
 4. sample with JIT-CFG and the linear-quadratic schedule: T2V videos from prompts and a TI2V
    video from a rendered first frame, as mp4 + gif, a contact sheet and the loss curve;
-5. measure what each video shows (stiv_jax/demo_report.py) against its prompt.
+5. measure what each video shows (stiv_jax/apps/report.py) against its prompt.
 
 Each stage is skipped when its output exists, so a second run only samples again.
 """
@@ -55,7 +55,10 @@ def load_config(path: str, out: str, steps: int | None):
 
 
 def prepare_data(out: str, config) -> None:
-    from stiv_jax.cli import encode_shards, make_shards
+    from stiv_jax.data import config as data_config
+    from stiv_jax.data import latent_cache
+    from stiv_jax.encoders.build import build_autoencoder
+    from stiv_jax.data.ingest import make_shards
     from stiv_jax.data.synthetic import make_demo_data
 
     data, shards, latents = (os.path.join(out, d) for d in ("data", "shards", "latents"))
@@ -65,17 +68,19 @@ def prepare_data(out: str, config) -> None:
         print(f"wrote {data} in {time.perf_counter() - t:.1f}s")
     if not os.path.exists(os.path.join(shards, "manifest.json")):
         _stage("2/4 writing shards and the latent cache")
-        make_shards.run([f"--input={data}", f"--captions={data}/captions.jsonl", f"--out={shards}"])
+        manifest = make_shards(data, shards, f"{data}/captions.jsonl")
+        print(f"written={manifest['num_records']} skipped={manifest['num_skipped']}")
     if not os.path.exists(os.path.join(latents, "manifest.json")):
-        d = config.data
-        encode_shards.run([f"--input={shards}", f"--out={latents}", f"--autoencoder=pixel:{config.autoencoder.downsample}",
-                           f"--tokenizer_path={d.tokenizer_path}", f"--max_text_length={d.max_text_length}",
-                           f"--num_frames={d.num_frames}", f"--resolution={d.resolution}",
-                           f"--frame_strides={','.join(map(str, d.frame_strides))}", "--dtype=float32"])
+        cfg, d = data_config.get_data_config(), config.data
+        cfg.path, cfg.tokenizer_path, cfg.max_text_length = shards, d.tokenizer_path, d.max_text_length
+        cfg.num_frames, cfg.resolution, cfg.frame_strides = d.num_frames, d.resolution, tuple(d.frame_strides)
+        manifest = latent_cache.encode_shards(cfg, latents, build_autoencoder(config.autoencoder), dtype="float32",
+                                              settings={"autoencoder": f"pixel:{config.autoencoder.downsample}", "text_encoder": "none"})
+        print(f"encoded={manifest['num_records']} skipped={manifest['num_skipped']} shapes={manifest['latent_shapes']}")
 
 
 def sample_and_report(out: str, workdir: str, config, seed: int) -> dict:
-    from stiv_jax import demo_report
+    from stiv_jax.apps import report as demo_report
     from stiv_jax.data import video_io
     from stiv_jax.data.synthetic import FPS, caption_for
     from stiv_jax.sampling.pipeline import load_sampler
@@ -120,7 +125,7 @@ def sample_and_report(out: str, workdir: str, config, seed: int) -> dict:
 
 def main(argv) -> None:
     del argv
-    from stiv_jax.cli.errors import quiet_libraries, verbose_from_env
+    from stiv_jax.console.errors import quiet_libraries, verbose_from_env
 
     quiet_libraries(verbose_from_env())  # orbax logs dozens of INFO lines per checkpoint
     start = time.perf_counter()
@@ -129,7 +134,7 @@ def main(argv) -> None:
     config = load_config(_CONFIG.value, out, _STEPS.value)
     prepare_data(out, config)
     workdir = os.path.join(out, "workdir")
-    from stiv_jax.train.checkpoint import latest_step
+    from stiv_jax.storage.checkpoints import latest_step
 
     done = Workdir(workdir).checkpoints.exists() and latest_step(workdir) == config.num_train_steps
     if not done:

@@ -11,7 +11,7 @@
   each caption edited (one word swapped) minus the loss with the true caption, per flow time. A
   word the model uses costs loss when it is wrong; a word it ignores costs ≈ 0.
 
-Run on a workdir: ``python -m stiv_jax.probe --workdir=outputs/demo/workdir``.
+Run on a workdir: ``python -m stiv_jax.apps.probe --workdir=outputs/demo/workdir``.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def demo_caption_edits(captions: list[str]) -> dict[str, list[str]]:
     """Demo captions with one word swapped: the next colour / shape, the opposite direction, the
     other axis (left↔up, right↔down), and "standing still" (moving clips only)."""
     from stiv_jax.data.synthetic import COLORS, SHAPES, caption_for
-    from stiv_jax.demo_report import parse_caption
+    from stiv_jax.apps.report import parse_caption
 
     colors = tuple(COLORS)
     parsed = [parse_caption(c) for c in captions]

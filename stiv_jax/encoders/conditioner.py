@@ -15,38 +15,10 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from stiv_jax.encoders.build import build_autoencoder, build_text_encoder
+from stiv_jax.errors import ConfigError
+from stiv_jax.model.config import resolve
 from stiv_jax.text.tokenizer import null_text_ids
-from stiv_jax.vae.pixel import PixelAutoencoder
-
-
-def build_text_encoder(text_cfg: ml_collections.ConfigDict, dim: int) -> nnx.Module | None:
-    """``cached``: none (batches carry embeddings); ``embedding``: frozen random table (toy runs);
-    ``clip``/``t5``: from ``checkpoint`` (stiv-import), or randomly initialised from the preset in
-    ``model`` (toy runs and AOT only)."""
-    if text_cfg.kind == "cached":
-        return None
-    if text_cfg.kind == "embedding":
-        from stiv_jax.text.embedding import FrozenTokenEmbedding
-
-        return FrozenTokenEmbedding(text_cfg.vocab_size, dim, seed=text_cfg.seed)
-    if text_cfg.kind not in ("clip", "t5"):
-        raise ValueError(f"config.text.kind={text_cfg.kind!r}; use cached|embedding|clip|t5")
-    from stiv_jax.text.encoder import build_text_encoder as build_pretrained
-
-    if not text_cfg.checkpoint and not text_cfg.model:
-        raise ValueError(f"config.text.kind={text_cfg.kind!r} needs config.text.checkpoint (a stiv-import directory) or config.text.model (a preset, random init)")
-    return build_pretrained(dict(kind=text_cfg.kind, checkpoint=text_cfg.checkpoint, model=text_cfg.model or None, seed=text_cfg.seed, use_projection=text_cfg.use_projection))
-
-
-def build_autoencoder(ae_cfg: ml_collections.ConfigDict):
-    """``pixel`` (space-to-depth) or ``kl`` (from ``checkpoint``, or random from ``model``)."""
-    if ae_cfg.kind == "pixel":
-        return PixelAutoencoder(ae_cfg.downsample)
-    from stiv_jax.vae.frames import build_autoencoder as build_kl
-
-    if not ae_cfg.checkpoint and not ae_cfg.model:
-        raise ValueError("config.autoencoder.kind='kl' needs config.autoencoder.checkpoint (stiv-import --kind=vae) or config.autoencoder.model (a preset, random init)")
-    return build_kl(dict(kind="kl", checkpoint=ae_cfg.checkpoint, model=ae_cfg.model or None, chunk_size=ae_cfg.chunk_size))
 
 
 class Conditioner:
@@ -57,7 +29,7 @@ class Conditioner:
         ``with_autoencoder``: build it even for latent-cache runs (the sampler decodes with it);
         by default only pixel-mode training builds one."""
         make = jax.eval_shape if abstract else (lambda f: f())
-        self.text_encoder = make(lambda: build_text_encoder(config.text, config.model.text_dim))
+        self.text_encoder = make(lambda: build_text_encoder(config.text, resolve(config.model).text_dim))
         # Latent-cache training never encodes pixels: no autoencoder is built for it.
         if not (config.data.mode == "pixels" if with_autoencoder is None else with_autoencoder):
             self.autoencoder = None
@@ -119,3 +91,14 @@ class Conditioner:
             pooled_text=pooled.astype(jnp.float32),
             micro=batch["micro"].astype(jnp.float32),
         )
+
+
+def check_consistency(config: ml_collections.ConfigDict, conditioner: Conditioner) -> None:
+    """Fails fast, naming the keys, when the model and its encoders disagree."""
+    m = resolve(config.model)
+    ae_ch = getattr(conditioner.autoencoder, "latent_channels", None)
+    if config.data.mode == "pixels" and ae_ch is not None and ae_ch != m.in_channels:
+        raise ConfigError(f"config.model.in_channels={m.in_channels} but the autoencoder ({config.autoencoder.kind}) gives {ae_ch} latent channels")
+    enc_dim = getattr(conditioner.text_encoder, "dim", None)
+    if enc_dim is not None and enc_dim != m.text_dim:
+        raise ConfigError(f"config.model.text_dim={m.text_dim} but the text encoder ({config.text.kind}) outputs {enc_dim}")

@@ -21,9 +21,9 @@ import jax
 import numpy as np
 from flax import nnx
 
-from stiv_jax.convert_torch import load_state_dict
+from stiv_jax.weights.torch_state import load_state_dict
 from stiv_jax.parallel.rules import logical_to_spec
-from stiv_jax.pretrained_config import PretrainedConfig
+from stiv_jax.weights.config import PretrainedConfig
 from stiv_jax.storage import paths
 from stiv_jax.text.clip import CLIPTextConfig, CLIPTextModel
 from stiv_jax.text.convert import convert_clip, convert_t5
@@ -31,7 +31,7 @@ from stiv_jax.text.t5 import T5Encoder, T5EncoderConfig
 from stiv_jax.vae.autoencoder_kl import AutoencoderKL, AutoencoderKLConfig
 from stiv_jax.vae.convert import convert_vae
 
-FORMAT = "stiv_jax.pretrained/1"
+FORMAT = "stiv_jax.encoders.pretrained/1"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Each CLI keeps its flags in a private ``absl.flags.FlagValues`` so several CLIs can be imported in
 one process (tests) without duplicate-flag errors, and ``run(argv)`` accepts the arguments with or
 without the program name in front. Every CLI gets ``--verbose`` (tracebacks of known errors and the
-libraries' INFO logs: ``stiv_jax/cli/errors.py``); a bad flag is one ``prog: error:`` line and
+libraries' INFO logs: ``stiv_jax/console/errors.py``); a bad flag is one ``prog: error:`` line and
 exit status 2.
 """
 
@@ -14,7 +14,7 @@ from typing import Sequence
 
 from absl import flags
 
-from stiv_jax.cli.errors import fail, quiet_libraries, verbose_from_env
+from stiv_jax.console.errors import fail, quiet_libraries, verbose_from_env
 
 
 def parse(fv: flags.FlagValues, argv: Sequence[str] | None, prog: str, usage: str = "") -> flags.FlagValues:

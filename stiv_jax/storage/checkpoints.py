@@ -15,7 +15,6 @@ import sys
 from typing import Any
 
 import jax
-import ml_collections
 import orbax.checkpoint as ocp
 
 from stiv_jax.errors import UserError, one_line
@@ -97,28 +96,16 @@ def latest_step(workdir: str | Workdir) -> int | None:
     return steps[-1] if steps else None
 
 
-def load_train_state(workdir: str | Workdir, step: int | None = None) -> tuple[ml_collections.ConfigDict, dict, int]:
-    """``(config, state, step)`` of a workdir's latest (or given) checkpoint, on one device.
-
-    Used by the sampler, export and progressive init; the train state's structure is rebuilt
-    from ``WORKDIR/config.json``, so no mesh or data pipeline is needed.
-    """
-    import functools
-
-    from stiv_jax.train.optimizer import make_optimizer
-    from stiv_jax.train.step import init_state
-
+def restore_state(workdir: str | Workdir, target: Any, step: int | None = None) -> tuple[dict, int]:
+    """``(state, step)``: the whole train state of the latest (or given) checkpoint, restored onto
+    the shapes and shardings of ``target`` (``stiv_jax.train.setup.load_train_state`` builds it)."""
     wd = as_workdir(workdir)
-    config = wd.load_config()
-    abstract = jax.eval_shape(functools.partial(init_state, config, make_optimizer(config)))
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)
     with ocp.CheckpointManager(wd.checkpoints, options=_READ) as manager:
         step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {wd.checkpoints}")
         state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
-    return config, state, step
+    return state, step
 
 
 def _steps_text(steps: list[int]) -> str:
