@@ -10,7 +10,7 @@ export JAX_PLATFORMS ?= cpu
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_WORKERS ?= 2
 
-.PHONY: venv test test-slow demo bench clean
+.PHONY: venv test test-slow lint format demo bench clean
 
 # The demo needs only the core dependencies (no PyTorch/TensorFlow/libtpu): a quicker first run.
 $(CORE): setup.cfg pyproject.toml
@@ -27,6 +27,15 @@ $(STAMP): $(CORE)
 	rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
+
+# ruff (configured in pyproject.toml): lint and check the formatting; `make format` fixes both.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q tests

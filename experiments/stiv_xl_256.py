@@ -1,17 +1,21 @@
-"""STIV-XL-256: one model for T2V and TI2V (frame replacement + 8% image-condition dropout, §2.3), initialised from T2V-XL-256.
+"""STIV-XL-256: one model for T2V and TI2V (frame replacement + 8% image-condition dropout,
+§2.3; Table 4), initialised from T2V-XL-256 (--config.init_from.spatial/temporal).
 
-Paper hyper-parameters are the defaults (stiv_jax/train/config.py: paper_config). Run on a pod:
+Run on a pod:
   python3 launch_tpu/launch.py up --accelerator-type=v5litepod-256 --config=experiments/stiv_xl_256.py
 or on one host:
   stiv-train --config=experiments/stiv_xl_256.py --workdir=gs://BUCKET/stiv_xl_256 --config.data.path=gs://BUCKET/latents
 Check memory first: stiv-aot --config=experiments/stiv_xl_256.py --topology=v5e:16x16
+Same run as --config=experiments/paper.py:stage=stiv,size=XL,res=256 (the values are there).
 """
 
-from stiv_jax.train.config import paper_config
+import pathlib
+import runpy
+
+ARG = "stage=stiv,size=XL,res=256"
 
 
 def get_config():
-    c = paper_config("XL", resolution=256, num_frames=20, tasks=dict(ti2v=1.0))
-    c.init_from.spatial = ""  # e.g. gs://BUCKET/t2v_xl_256
-    c.init_from.temporal = ""  # same run
-    return c
+    # By path: the stiv-train console script does not put the repository on sys.path.
+    paper = runpy.run_path(str(pathlib.Path(__file__).with_name("paper.py")))
+    return paper["get_config"](ARG)

@@ -1,15 +1,21 @@
-"""T2I-XL-256: the text-to-image base model (§3.1; Table 2 ablations). Images are videos with one frame.
+"""T2I-XL-256: the text-to-image base model (§3.1; Table 2 ablations), batch 4096, images as
+one-frame videos. First stage of the progressive recipe (Fig. 4).
 
-Paper hyper-parameters are the defaults (stiv_jax/train/config.py: paper_config). Run on a pod:
+Run on a pod:
   python3 launch_tpu/launch.py up --accelerator-type=v5litepod-256 --config=experiments/t2i_xl_256.py
 or on one host:
   stiv-train --config=experiments/t2i_xl_256.py --workdir=gs://BUCKET/t2i_xl_256 --config.data.path=gs://BUCKET/latents
 Check memory first: stiv-aot --config=experiments/t2i_xl_256.py --topology=v5e:16x16
+Same run as --config=experiments/paper.py:stage=t2i,size=XL,res=256 (the values are there).
 """
 
-from stiv_jax.train.config import paper_config
+import pathlib
+import runpy
+
+ARG = "stage=t2i,size=XL,res=256"
 
 
 def get_config():
-    c = paper_config("XL", resolution=256, num_frames=1, tasks=dict(t2i=1.0), batch_size=4096)
-    return c
+    # By path: the stiv-train console script does not put the repository on sys.path.
+    paper = runpy.run_path(str(pathlib.Path(__file__).with_name("paper.py")))
+    return paper["get_config"](ARG)

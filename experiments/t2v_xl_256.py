@@ -1,16 +1,21 @@
-"""T2V-XL-256: text-to-video, 20 frames at 256², initialised from T2I-XL-256 (Fig. 4).
+"""T2V-XL-256: text-to-video, 20 frames at 256² (§3.1), initialised from T2I-XL-256 (Fig. 4;
+set --config.init_from.spatial to its workdir).
 
-Paper hyper-parameters are the defaults (stiv_jax/train/config.py: paper_config). Run on a pod:
+Run on a pod:
   python3 launch_tpu/launch.py up --accelerator-type=v5litepod-256 --config=experiments/t2v_xl_256.py
 or on one host:
   stiv-train --config=experiments/t2v_xl_256.py --workdir=gs://BUCKET/t2v_xl_256 --config.data.path=gs://BUCKET/latents
 Check memory first: stiv-aot --config=experiments/t2v_xl_256.py --topology=v5e:16x16
+Same run as --config=experiments/paper.py:stage=t2v,size=XL,res=256 (the values are there).
 """
 
-from stiv_jax.train.config import paper_config
+import pathlib
+import runpy
+
+ARG = "stage=t2v,size=XL,res=256"
 
 
 def get_config():
-    c = paper_config("XL", resolution=256, num_frames=20, tasks=dict(t2v=1.0))
-    c.init_from.spatial = ""  # e.g. gs://BUCKET/t2i_xl_256 (EMA weights; temporal attention starts as identity)
-    return c
+    # By path: the stiv-train console script does not put the repository on sys.path.
+    paper = runpy.run_path(str(pathlib.Path(__file__).with_name("paper.py")))
+    return paper["get_config"](ARG)

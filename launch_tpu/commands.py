@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import shlex
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from launch_tpu import slices
 from launch_tpu.slices import Slice
@@ -79,8 +79,7 @@ class Target:
 
     def _gcloud(self, verb: str) -> list[str]:
         group = "queued-resources" if self.queued else "tpu-vm"
-        return ["gcloud", "compute", "tpus", group, verb, self.name,
-                f"--zone={self.zone}", f"--project={self.project}"]
+        return ["gcloud", "compute", "tpus", group, verb, self.name, f"--zone={self.zone}", f"--project={self.project}"]
 
 
 def parse_slice(accelerator_type: str) -> Slice:
@@ -92,8 +91,10 @@ def parse_slice(accelerator_type: str) -> Slice:
 
 def check_tpu_name(name: str) -> None:
     if not _TPU_NAME.match(name):
-        raise ValueError(f"--tpu-name {name!r} is not a valid TPU name (lowercase letters, digits "
-                         "and hyphens, starting with a letter, at most 63 characters)")
+        raise ValueError(
+            f"--tpu-name {name!r} is not a valid TPU name (lowercase letters, digits "
+            "and hyphens, starting with a letter, at most 63 characters)"
+        )
 
 
 def workdir_uri(bucket: str, run_name: str) -> str:
@@ -107,8 +108,15 @@ def workdir_uri(bucket: str, run_name: str) -> str:
     return f"{uri}/{run_name}"
 
 
-def create(target: Target, slice_: Slice, *, runtime_version: str, spot: bool = False,
-           reserved: bool = False, valid_until: str | None = None) -> list[str]:
+def create(
+    target: Target,
+    slice_: Slice,
+    *,
+    runtime_version: str,
+    spot: bool = False,
+    reserved: bool = False,
+    valid_until: str | None = None,
+) -> list[str]:
     """`tpu-vm create`, or `queued-resources create --node-id` (queued: waits for capacity)."""
     cmd = target._gcloud("create")
     if target.queued:
@@ -144,8 +152,17 @@ def delete(target: Target, *, quiet: bool) -> list[str]:
 
 
 def ssh(target: Target, command: str, *, worker: str = "all") -> list[str]:
-    cmd = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", target.name, f"--zone={target.zone}",
-           f"--project={target.project}", f"--worker={worker}"]
+    cmd = [
+        "gcloud",
+        "compute",
+        "tpus",
+        "tpu-vm",
+        "ssh",
+        target.name,
+        f"--zone={target.zone}",
+        f"--project={target.project}",
+        f"--worker={worker}",
+    ]
     if target.internal_ip:
         cmd.append("--internal-ip")
     return cmd + [f"--command={command}"]
@@ -165,29 +182,39 @@ def code_uri(workdir: str) -> str:
     return f"{workdir}/code/stiv_jax.tar.gz"
 
 
-_NOT_RUNNING = (f'if [ -f {PID} ] && kill -0 "$(cat {PID})" 2>/dev/null; then '
-                f'echo "$(hostname): stiv-train is running (pid $(cat {PID})); '
-                'run launch.py stop first" >&2; exit 1; fi')
+_NOT_RUNNING = (
+    f'if [ -f {PID} ] && kill -0 "$(cat {PID})" 2>/dev/null; then '
+    f'echo "$(hostname): stiv-train is running (pid $(cat {PID})); '
+    'run launch.py stop first" >&2; exit 1; fi'
+)
 
 
 def install_script(code: str, python_version: str) -> str:
     """Worker script: fetch the code snapshot, unpack it, `pip install -e .[tpu]` into a venv."""
-    return " && ".join([
-        _NOT_RUNNING,
-        f"gcloud storage cp {shlex.quote(code)} /tmp/stiv_jax.tar.gz",
-        f"rm -rf {CODE_DIR}",
-        f"mkdir -p {CODE_DIR}",
-        f"tar -xzf /tmp/stiv_jax.tar.gz -C {CODE_DIR}",
-        f"([ -x {UV} ] || curl -LsSf https://astral.sh/uv/install.sh | sh)",
-        f"{UV} venv --quiet --allow-existing --python {shlex.quote(python_version)} {VENV}",
-        f'{UV} pip install --quiet --python {VENV}/bin/python -e "{CODE_DIR}[tpu]"',
-        f'echo "$(hostname): installed jax $({VENV}/bin/python -c '
-        "'import jax; print(jax.__version__)')\"",
-    ])
+    return " && ".join(
+        [
+            _NOT_RUNNING,
+            f"gcloud storage cp {shlex.quote(code)} /tmp/stiv_jax.tar.gz",
+            f"rm -rf {CODE_DIR}",
+            f"mkdir -p {CODE_DIR}",
+            f"tar -xzf /tmp/stiv_jax.tar.gz -C {CODE_DIR}",
+            f"([ -x {UV} ] || curl -LsSf https://astral.sh/uv/install.sh | sh)",
+            f"{UV} venv --quiet --allow-existing --python {shlex.quote(python_version)} {VENV}",
+            f'{UV} pip install --quiet --python {VENV}/bin/python -e "{CODE_DIR}[tpu]"',
+            f"echo \"$(hostname): installed jax $({VENV}/bin/python -c 'import jax; print(jax.__version__)')\"",
+        ]
+    )
 
 
-def train_args(config: str, workdir: str, slice_: Slice, *, distributed_key: str | None,
-               mesh_overrides: bool, extra: Sequence[str] = ()) -> list[str]:
+def train_args(
+    config: str,
+    workdir: str,
+    slice_: Slice,
+    *,
+    distributed_key: str | None,
+    mesh_overrides: bool,
+    extra: Sequence[str] = (),
+) -> list[str]:
     """The stiv-train argv: config, workdir, pod defaults, then the user's pass-through flags.
 
     Pod defaults are `--config.<distributed_key>=True` (the config switch that makes stiv-train
@@ -199,8 +226,7 @@ def train_args(config: str, workdir: str, slice_: Slice, *, distributed_key: str
     if distributed_key:
         defaults[f"config.{distributed_key}"] = "True"
     if mesh_overrides:
-        defaults.update({"config.mesh.data": "1", "config.mesh.fsdp": str(slice_.chips),
-                         "config.mesh.tensor": "1"})
+        defaults.update({"config.mesh.data": "1", "config.mesh.fsdp": str(slice_.chips), "config.mesh.tensor": "1"})
     given = {arg[2:].split("=", 1)[0] for arg in extra if arg.startswith("--")}
     args = [f"--config={config}", f"--workdir={workdir}"]
     args += [f"--{key}={value}" for key, value in defaults.items() if key not in given]
@@ -211,12 +237,14 @@ def train_script(args: Sequence[str], env: Mapping[str, str]) -> str:
     """Worker script: start stiv-train detached (survives the ssh session), log to LOG."""
     env_items = shlex.join(["PYTHONUNBUFFERED=1", *(f"{k}={v}" for k, v in env.items())])
     launch = f"nohup env {env_items} {VENV}/bin/stiv-train {shlex.join(args)}"
-    return " && ".join([
-        f"cd {CODE_DIR}",
-        _NOT_RUNNING,
-        f"({launch} >> {LOG} 2>&1 < /dev/null & echo $! > {PID})",
-        f'echo "$(hostname): started stiv-train, pid $(cat {PID}), log {LOG}"',
-    ])
+    return " && ".join(
+        [
+            f"cd {CODE_DIR}",
+            _NOT_RUNNING,
+            f"({launch} >> {LOG} 2>&1 < /dev/null & echo $! > {PID})",
+            f'echo "$(hostname): started stiv-train, pid $(cat {PID}), log {LOG}"',
+        ]
+    )
 
 
 def stop_script(grace_seconds: int) -> str:
@@ -284,8 +312,7 @@ def gcsfuse_root(root: str, file_cache_mb: int = 0, env: Sequence[tuple[str, str
     return root
 
 
-def gcsfuse_args(bucket: str, mount_dir: str, *, file_cache_mb: int = 0,
-                 cache_dir: str | None = None) -> list[str]:
+def gcsfuse_args(bucket: str, mount_dir: str, *, file_cache_mb: int = 0, cache_dir: str | None = None) -> list[str]:
     """The gcsfuse argv of one read-only data mount.
 
     The data does not change while a run reads it, so the metadata caches (stat and type caches,
@@ -294,16 +321,25 @@ def gcsfuse_args(bucket: str, mount_dir: str, *, file_cache_mb: int = 0,
     whole file on a read that does not start at offset 0, since Grain reads records at random
     offsets of the ArrayRecord shards.
     """
-    args = ["gcsfuse", "-o", "ro", "--implicit-dirs", "--metadata-cache-ttl-secs=-1",
-            "--stat-cache-max-size-mb=-1", "--type-cache-max-size-mb=-1"]
+    args = [
+        "gcsfuse",
+        "-o",
+        "ro",
+        "--implicit-dirs",
+        "--metadata-cache-ttl-secs=-1",
+        "--stat-cache-max-size-mb=-1",
+        "--type-cache-max-size-mb=-1",
+    ]
     if file_cache_mb:
-        args += [f"--file-cache-max-size-mb={int(file_cache_mb)}", f"--cache-dir={cache_dir}",
-                 "--file-cache-cache-file-for-range-read=true"]
+        args += [
+            f"--file-cache-max-size-mb={int(file_cache_mb)}",
+            f"--cache-dir={cache_dir}",
+            "--file-cache-cache-file-for-range-read=true",
+        ]
     return args + [bucket, mount_dir]
 
 
-def gcsfuse_mount_script(buckets: Sequence[str], root: str = DEFAULT_GCSFUSE_ROOT, *,
-                         file_cache_mb: int = 0) -> str:
+def gcsfuse_mount_script(buckets: Sequence[str], root: str = DEFAULT_GCSFUSE_ROOT, *, file_cache_mb: int = 0) -> str:
     """Worker script: install gcsfuse if missing (Google's apt repository), then mount each
     bucket read-only at ROOT/BUCKET unless something is mounted there already."""
     root = root.rstrip("/")
@@ -314,14 +350,16 @@ def gcsfuse_mount_script(buckets: Sequence[str], root: str = DEFAULT_GCSFUSE_ROO
         'gcsfuse-$codename main" | sudo tee /etc/apt/sources.list.d/gcsfuse.list >/dev/null && '
         f"sudo curl -fsSL -o {GCSFUSE_KEYRING} "
         "https://packages.cloud.google.com/apt/doc/apt-key.gpg && "
-        f"{_APT} update -qq && {_APT} install -y -qq gcsfuse; }}"]
+        f"{_APT} update -qq && {_APT} install -y -qq gcsfuse; }}"
+    ]
     for bucket in buckets:
         mount_dir = f"{root}/{bucket}"
         cache_dir = f"{root}-cache/{bucket}" if file_cache_mb else None
-        mount = shlex.join(gcsfuse_args(bucket, mount_dir, file_cache_mb=file_cache_mb,
-                                        cache_dir=cache_dir))
+        mount = shlex.join(gcsfuse_args(bucket, mount_dir, file_cache_mb=file_cache_mb, cache_dir=cache_dir))
         mkdir = shlex.join(["mkdir", "-p", mount_dir] + ([cache_dir] if cache_dir else []))
-        steps += [mkdir, f"{{ mountpoint -q {shlex.quote(mount_dir)} || {mount}; }}",
-                  'echo "$(hostname):" '
-                  + shlex.quote(f"gs://{bucket} is mounted read-only at {mount_dir}")]
+        steps += [
+            mkdir,
+            f"{{ mountpoint -q {shlex.quote(mount_dir)} || {mount}; }}",
+            'echo "$(hostname):" ' + shlex.quote(f"gs://{bucket} is mounted read-only at {mount_dir}"),
+        ]
     return " && ".join(steps)

@@ -19,12 +19,12 @@ CHIPS_PER_HOST = 4  # every worker VM of a multi-host v4/v5p/v5e/v6e slice holds
 
 @dataclasses.dataclass(frozen=True)
 class Generation:
-    name: str                    # short name: v4, v5p, v5e, v6e
-    prefix: str                  # the accelerator-type prefix gcloud expects
-    cores_per_chip: int          # TensorCores per chip (what the type's number counts)
-    max_single_host_chips: int   # largest slice served by a single VM
-    runtime_version: str         # default TPU VM software version
-    torus_dims: int              # 2 for v5e/v6e, 3 for v4/v5p
+    name: str  # short name: v4, v5p, v5e, v6e
+    prefix: str  # the accelerator-type prefix gcloud expects
+    cores_per_chip: int  # TensorCores per chip (what the type's number counts)
+    max_single_host_chips: int  # largest slice served by a single VM
+    runtime_version: str  # default TPU VM software version
+    torus_dims: int  # 2 for v5e/v6e, 3 for v4/v5p
 
 
 GENERATIONS = {
@@ -43,12 +43,13 @@ _TYPE_RE = re.compile(r"^(v4|v5p|v5e|v5litepod|v6e)-(\d+)$")
 @dataclasses.dataclass(frozen=True)
 class Slice:
     """One TPU slice, as the launcher needs to know it."""
-    accelerator_type: str   # canonical gcloud spelling, e.g. v5litepod-256
+
+    accelerator_type: str  # canonical gcloud spelling, e.g. v5litepod-256
     generation: Generation
     chips: int
-    hosts: int              # TPU VM workers (gcloud ... ssh --worker=0..hosts-1)
+    hosts: int  # TPU VM workers (gcloud ... ssh --worker=0..hosts-1)
     chips_per_host: int
-    topology: str | None    # e.g. 16x16, 4x4x4; None where no regular shape is derived
+    topology: str | None  # e.g. 16x16, 4x4x4; None where no regular shape is derived
 
     @property
     def runtime_version(self) -> str:
@@ -56,8 +57,10 @@ class Slice:
 
     def summary(self) -> str:
         shape = f" ({self.topology})" if self.topology else ""
-        return (f"{self.accelerator_type}: {self.generation.name}, {self.chips} chips{shape}, "
-                f"{self.hosts} worker(s) x {self.chips_per_host} chips")
+        return (
+            f"{self.accelerator_type}: {self.generation.name}, {self.chips} chips{shape}, "
+            f"{self.hosts} worker(s) x {self.chips_per_host} chips"
+        )
 
 
 def topology(chips: int, torus_dims: int) -> str | None:
@@ -98,11 +101,7 @@ def parse(accelerator_type: str) -> Slice:
     if chips <= gen.max_single_host_chips:
         hosts, per_host = 1, chips
     elif chips % CHIPS_PER_HOST:
-        raise ValueError(
-            f"{accelerator_type!r}: a multi-host slice needs a multiple of {CHIPS_PER_HOST} chips"
-        )
+        raise ValueError(f"{accelerator_type!r}: a multi-host slice needs a multiple of {CHIPS_PER_HOST} chips")
     else:
         hosts, per_host = chips // CHIPS_PER_HOST, CHIPS_PER_HOST
-    return Slice(
-        f"{prefix}-{cores}", gen, chips, hosts, per_host, topology(chips, gen.torus_dims)
-    )
+    return Slice(f"{prefix}-{cores}", gen, chips, hosts, per_host, topology(chips, gen.torus_dims))

@@ -20,8 +20,8 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from stiv_jax.data.ingest import make_shards
 from stiv_jax.data import clips, synthetic, video_io
+from stiv_jax.data.ingest import make_shards
 
 ROOT = tempfile.mkdtemp(prefix="stiv_data_tests_")
 atexit.register(shutil.rmtree, ROOT, ignore_errors=True)
@@ -94,7 +94,7 @@ def moving_clip(num_frames: int, size: int, seed: int, motion: str = "right") ->
     return synthetic.render_clip("yellow", "square", motion, num_frames, size, np.random.default_rng(seed))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def demo_dir() -> str:
     """A small demo dataset: 20 clips of 12 frames, 32x32, 8 fps."""
     out = os.path.join(ROOT, "demo")
@@ -102,7 +102,7 @@ def demo_dir() -> str:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def demo_shards() -> str:
     out = os.path.join(ROOT, "demo_shards")
     make_shards(demo_dir(), out, os.path.join(demo_dir(), "captions.jsonl"), records_per_shard=8, log=lambda _: None)
@@ -120,7 +120,7 @@ CODED_SOURCES = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def coded_shards() -> str:
     """Shards of lossless coded videos and ramp images (captions from .txt files)."""
     src = os.path.join(ROOT, "coded_src")

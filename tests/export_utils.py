@@ -70,7 +70,9 @@ def write_trainer_checkpoint(workdir, model_cfg, params: dict, ema_params: dict,
         mngr.wait_until_finished()
 
 
-def assert_trainer_export_runs_in_torch(workdir, out_dir, *, ema: bool = True, frames: int = 4, tol: float = 1e-4) -> float:
+def assert_trainer_export_runs_in_torch(
+    workdir, out_dir, *, ema: bool = True, frames: int = 4, tol: float = 1e-4
+) -> float:
     """Exports ``workdir`` with the CLI, loads it in PyTorch and checks it against the Flax model
     restored from the same checkpoint (float32 compute); returns the relative error."""
     out = os.path.join(os.fspath(out_dir), "stiv.safetensors")
@@ -87,5 +89,7 @@ def assert_trainer_export_runs_in_torch(workdir, out_dir, *, ema: bool = True, f
     x, t, kw = make_inputs(cfg, frames=frames, size=8)
     out_t, ref = run_both(flax_model, torch_model, x, t, kw)
     err = rel_err(out_t, ref)
-    assert np.all(np.isfinite(out_t)) and err <= tol, f"PyTorch export of {workdir} differs from Flax: rel err {err:.2e}"
+    assert np.all(np.isfinite(out_t)) and err <= tol, (
+        f"PyTorch export of {workdir} differs from Flax: rel err {err:.2e}"
+    )
     return err

@@ -39,18 +39,33 @@ class GCSEmulator:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [str(_binary()), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
-             "-port", str(self.port), "-external-url", self.url, "-log-level", "error"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                str(_binary()),
+                "-scheme",
+                "http",
+                "-backend",
+                "memory",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                str(self.port),
+                "-external-url",
+                self.url,
+                "-log-level",
+                "error",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 20
         while True:
             try:
                 self._call("GET", "/storage/v1/b?project=test")
                 break
-            except (urllib.error.URLError, ConnectionError):
+            except (urllib.error.URLError, ConnectionError) as e:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     self.stop()
-                    raise RuntimeError("fake-gcs-server did not start")
+                    raise RuntimeError("fake-gcs-server did not start") from e
                 time.sleep(0.1)
 
     @property
@@ -87,7 +102,7 @@ class GCSEmulator:
         """Copies every object under ``prefix`` into ``dest`` (what a FUSE mount would show)."""
         out = []
         for name in self.list(bucket, prefix):
-            path = dest / name[len(prefix):].lstrip("/")
+            path = dest / name[len(prefix) :].lstrip("/")
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(self.read(bucket, name))
             out.append(path)

@@ -12,7 +12,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def aot(*args, timeout=900):
     env = {k: v for k, v in os.environ.items() if k not in ("JAX_PLATFORMS", "XLA_FLAGS")}
-    proc = subprocess.run([sys.executable, "-m", "stiv_jax.cli.aot", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "stiv_jax.cli.aot", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = proc.stdout.strip().splitlines()[-1]
     m = re.fullmatch(r"per_device_total_bytes=(\d+) flops_per_step=([0-9.e+]+)", last)
@@ -31,8 +38,8 @@ def test_aot_tiny_config_on_v5e_2x2():
 
 @pytest.mark.slow
 def test_aot_t2v_m_512_fits_a_v5e_256():
-    """The README's memory figure: STIV-M (8.7B) at 512², 20 frames, MaskDiT, the paper's 1024-clip
-    batch on a v5e-256 fits the 15.75 GiB a v5e chip gives XLA (train/config.fit_16gib_chips)."""
+    """The memory figure of docs/training.md: STIV-M (8.7B) at 512², 20 frames, MaskDiT, the paper's
+    1024-clip batch on a v5e-256 fits the 15.75 GiB a v5e chip gives XLA (experiments/paper.py's v5e settings)."""
     out, total, _ = aot("--config=experiments/t2v_m_512.py", "--topology=v5e:16x16", timeout=5400)
     assert "(256 devices)" in out and "batch           4 per device" in out
     assert 0 < total < 15.75 * 2**30, out

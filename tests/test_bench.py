@@ -1,7 +1,7 @@
 """The benchmarks run end to end at tiny sizes and keep their output contracts.
 
 These check plumbing and bookkeeping (interleaving, FLOP and parameter counts, the last-line
-contracts of SPEC.md, the GPU recipe's CPU dry run), never speed: timings are measured by
+contracts documented in docs/results.md, the GPU recipe's CPU dry run), never speed: timings are measured by
 ``stiv-bench`` on purpose-sized workloads, not in tests.
 """
 
@@ -13,8 +13,17 @@ import pytest
 from stiv_jax.bench import cli, gpu, latte, mfu, remat, scaling, timing
 from stiv_jax.bench.trainer import Arch, Shape, StivStep, bench_config
 
-TINY = ["--batch=1", "--frames=2", "--size=8", "--text_len=4", "--text_dim=16", "--layers=3", "--width=64",
-        "--heads=2", "--repeats=1"]
+TINY = [
+    "--batch=1",
+    "--frames=2",
+    "--size=8",
+    "--text_len=4",
+    "--text_dim=16",
+    "--layers=3",
+    "--width=64",
+    "--heads=2",
+    "--repeats=1",
+]
 
 
 def _last_value(out: str, key: str) -> float:
@@ -57,8 +66,12 @@ def test_latte_comparison_tiny(capsys):
 
 def test_latte_flops_scale_with_batch():
     """FlopCounterMode's count is per step: doubling the batch doubles it."""
-    one, two = (latte.LatteStep(Shape(batch=b, frames=2, size=8, text_len=4, text_dim=16),
-                                Arch(layers=2, width=64, heads=2)).flops for b in (1, 2))
+    one, two = (
+        latte.LatteStep(
+            Shape(batch=b, frames=2, size=8, text_len=4, text_dim=16), Arch(layers=2, width=64, heads=2)
+        ).flops
+        for b in (1, 2)
+    )
     assert two == pytest.approx(2 * one, rel=1e-6)
 
 
@@ -69,10 +82,26 @@ def test_mfu_tiny(capsys):
 
 
 def test_scaling_tiny(capsys):
-    rows = scaling.main(["--frames=2,4", "--sizes=8", "--base_size=8", "--base_frames=2", "--layers=3",
-                         "--width=64", "--heads=2", "--repeats=1", "--temporal_patch=1"])
+    rows = scaling.main(
+        [
+            "--frames=2,4",
+            "--sizes=8",
+            "--base_size=8",
+            "--base_frames=2",
+            "--layers=3",
+            "--width=64",
+            "--heads=2",
+            "--repeats=1",
+            "--temporal_patch=1",
+        ]
+    )
     out = capsys.readouterr().out
-    assert {(r["layout"], r["frames"]) for r in rows} >= {("factorised", 2), ("joint", 2), ("factorised", 4), ("joint", 4)}
+    assert {(r["layout"], r["frames"]) for r in rows} >= {
+        ("factorised", 2),
+        ("joint", 2),
+        ("factorised", 4),
+        ("joint", 4),
+    }
     by = {(r["layout"], r["frames"], r["size"]): r for r in rows}
     # Joint attention's share of the FLOPs grows with the frame count; the factorised one's less.
     assert by[("joint", 4, 8)]["attention_share"] > by[("joint", 2, 8)]["attention_share"]
@@ -81,9 +110,22 @@ def test_scaling_tiny(capsys):
 
 
 def test_gpu_recipe_dry_run_on_cpu(capsys):
-    out = gpu.main(["--size=tiny", "--batch=1", "--frames=2", "--latent_size=8", "--text_len=4", "--text_dim=16",
-                    "--dtype=float32", "--attention_impl=xla", "--remat=dots", "--matmul_size=128",
-                    "--peer_batch=1", "--repeats=1"])
+    out = gpu.main(
+        [
+            "--size=tiny",
+            "--batch=1",
+            "--frames=2",
+            "--latent_size=8",
+            "--text_len=4",
+            "--text_dim=16",
+            "--dtype=float32",
+            "--attention_impl=xla",
+            "--remat=dots",
+            "--matmul_size=128",
+            "--peer_batch=1",
+            "--repeats=1",
+        ]
+    )
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("mfu=") and "speedup_vs_latte=" in last
     assert out["mfu"] > 0 and out["speedup_vs_latte"] > 0
@@ -96,7 +138,8 @@ def test_cli_rejects_unknown_command(capsys):
         cli.run(["nope"])
     assert e.value.code == 2
     assert capsys.readouterr().err.strip() == (
-        "stiv-bench: error: the first argument must be one of latte, mfu, sampler, scaling, remat, data, all (--help for more)")
+        "stiv-bench: error: the first argument must be one of latte, mfu, sampler, scaling, remat, data, all (--help for more)"
+    )
     with pytest.raises(SystemExit) as e:
         cli.run(["all", "--batch=1"])
     assert e.value.code == 2 and "takes no flags" in capsys.readouterr().err

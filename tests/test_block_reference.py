@@ -32,6 +32,7 @@ def lin(p, x):
 
 def attention(p, xq, xkv, heads, pattern, rope_q=None, rope_k=None, mask=None):
     """Explicit multi-head attention; ``pattern`` names the einsum over query/key axes."""
+
     def split(a):
         return a.reshape(*a.shape[:-1], heads, a.shape[-1] // heads)
 
@@ -67,9 +68,14 @@ def test_block_matches_einsum_reference():
     s_cos, s_sin = rope_2d(gh, gw, hd)
     t_cos, t_sin = rope_1d(tt, hd)
 
-    got = block(jnp.asarray(x), jnp.asarray(mod), jnp.asarray(text), jnp.asarray(text_mask),
-                (jnp.asarray(s_cos)[None, None, :, None], jnp.asarray(s_sin)[None, None, :, None]),
-                (jnp.asarray(t_cos)[:, None], jnp.asarray(t_sin)[:, None]))
+    got = block(
+        jnp.asarray(x),
+        jnp.asarray(mod),
+        jnp.asarray(text),
+        jnp.asarray(text_mask),
+        (jnp.asarray(s_cos)[None, None, :, None], jnp.asarray(s_sin)[None, None, :, None]),
+        (jnp.asarray(t_cos)[:, None], jnp.asarray(t_sin)[:, None]),
+    )
 
     m = mod + np.asarray(block.modulation[...])[None]
     sh_a, sc_a, g_a, sh_m, sc_m, g_m = (m[:, i][:, None, None] for i in range(6))

@@ -15,16 +15,41 @@ BIN = os.path.dirname(sys.executable)
 
 
 def script(name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([os.path.join(BIN, name), *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})})
+    return subprocess.run(
+        [os.path.join(BIN, name), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})},
+    )
 
 
 CASES = {
-    "demo-data-num-videos": ("stiv-make-demo-data", ["--out={tmp}/demo", "--num_videos=0"], "--num_videos must be >= 1, got 0"),
-    "demo-data-fps": ("stiv-make-demo-data", ["--out={tmp}/demo", "--fps=nan"], "--fps must be a frame rate in [0.01, 1000], got nan"),
-    "sample-workdir": ("stiv-sample", ["--workdir={tmp}/none", "--prompt=x", "--out={tmp}/x.mp4"], "workdir '{tmp}/none' does not exist"),
-    "export-workdir": ("stiv-export-torch", ["--workdir={tmp}/none", "--out={tmp}/m.safetensors"], "{tmp}/none/config.json: no training config"),
-    "import-weights": ("stiv-import", ["--kind=t5", "--weights={tmp}/none.safetensors", "--config=t5-v1_1-base", "--out={tmp}/o"], "weights not found: {tmp}/none.safetensors"),
+    "demo-data-num-videos": (
+        "stiv-make-demo-data",
+        ["--out={tmp}/demo", "--num_videos=0"],
+        "--num_videos must be >= 1, got 0",
+    ),
+    "demo-data-fps": (
+        "stiv-make-demo-data",
+        ["--out={tmp}/demo", "--fps=nan"],
+        "--fps must be a frame rate in [0.01, 1000], got nan",
+    ),
+    "sample-workdir": (
+        "stiv-sample",
+        ["--workdir={tmp}/none", "--prompt=x", "--out={tmp}/x.mp4"],
+        "workdir '{tmp}/none' does not exist",
+    ),
+    "export-workdir": (
+        "stiv-export-torch",
+        ["--workdir={tmp}/none", "--out={tmp}/m.safetensors"],
+        "{tmp}/none/config.json: no training config",
+    ),
+    "import-weights": (
+        "stiv-import",
+        ["--kind=t5", "--weights={tmp}/none.safetensors", "--config=t5-v1_1-base", "--out={tmp}/o"],
+        "weights not found: {tmp}/none.safetensors",
+    ),
 }
 
 
@@ -65,8 +90,8 @@ def test_what_counts_as_a_known_error():
     except ValueError as e:
         assert not is_known(e)
     try:
-        from stiv_jax.train.config import validate
         from experiments.tiny_synthetic import get_config
+        from stiv_jax.train.config import validate
 
         c = get_config()
         c.num_train_steps = 0

@@ -26,11 +26,15 @@ def test_entry_point_returns_nothing(script, target):
     module, fn = target.split(":")
     tree = ast.parse((REPO / (module.replace(".", "/") + ".py")).read_text())
     (func,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == fn]
-    assert isinstance(func.returns, ast.Constant) and func.returns.value is None, f"{script} -> {target} must be '-> None'"
+    assert isinstance(func.returns, ast.Constant) and func.returns.value is None, (
+        f"{script} -> {target} must be '-> None'"
+    )
     returns = [n for n in ast.walk(func) if isinstance(n, ast.Return) and n.value is not None]
     assert not returns, f"{script} -> {target} returns a value: its exit status would be 1"
 
 
 def test_installed_script_help_exits_0():
-    proc = subprocess.run([str(Path(sys.executable).parent / "stiv-sample"), "--help"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "stiv-sample"), "--help"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0 and "stiv-sample" in proc.stdout, proc.stderr

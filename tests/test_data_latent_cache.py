@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from data_fixtures import coded_shards, demo_dir, demo_shards
+
 from stiv_jax.cli import encode_shards as encode_shards_cli
 from stiv_jax.data import config as data_config
 from stiv_jax.data import latent_cache, pipeline
@@ -78,17 +78,27 @@ def _source_keys(path) -> dict[int, int]:
 
 
 def test_cli_without_text_encoder_keeps_token_ids(tmp_path, capsys):
-    encode_shards_cli.run([
-        f"--input={demo_shards()}", f"--out={tmp_path}", "--autoencoder=pixel:4",
-        f"--tokenizer_path={demo_dir()}/spm.model", "--max_text_length=10", "--buckets=4x16x16",
-        "--frame_strides=1",
-    ])
+    encode_shards_cli.run(
+        [
+            f"--input={demo_shards()}",
+            f"--out={tmp_path}",
+            "--autoencoder=pixel:4",
+            f"--tokenizer_path={demo_dir()}/spm.model",
+            "--max_text_length=10",
+            "--buckets=4x16x16",
+            "--frame_strides=1",
+        ]
+    )
     assert capsys.readouterr().out.strip().endswith("skipped=0 shapes={'4x4x4x48': 20}")
     cfg = data_config.get_data_config()
     cfg.path, cfg.mode = str(tmp_path), "latents"
     batch = next(pipeline.make_iterator(cfg, batch_size=4))
     assert {k: v.shape for k, v in batch.items()} == {
-        "latents": (4, 4, 4, 4, 48), "text_ids": (4, 10), "text_mask": (4, 10), "micro": (4, 6), "key": (4,),
+        "latents": (4, 4, 4, 4, 48),
+        "text_ids": (4, 10),
+        "text_mask": (4, 10),
+        "micro": (4, 6),
+        "key": (4,),
         "skipped": (4,),
     }
     assert np.all(batch["micro"][:, 4] == 1) and np.all(batch["micro"][:, 5] == 4)
@@ -108,18 +118,31 @@ def test_encode_shards_script_uses_the_projects_own_clip_and_vae(tmp_path):
     from stiv_jax.text.clip import CLIPTextConfig
     from stiv_jax.vae.autoencoder_kl import AutoencoderKLConfig
 
-    clip_cfg = CLIPTextConfig(vocab_size=512, width=16, num_layers=1, num_heads=2, mlp_dim=32,
-                              max_length=10, eos_token_id=1, pooling="last")
+    clip_cfg = CLIPTextConfig(
+        vocab_size=512, width=16, num_layers=1, num_heads=2, mlp_dim=32, max_length=10, eos_token_id=1, pooling="last"
+    )
     vae_cfg = AutoencoderKLConfig(block_out_channels=(8, 8), layers_per_block=1, norm_num_groups=4, latent_channels=4)
     clip = save_pretrained(str(tmp_path / "clip"), Pretrained("clip", clip_cfg, random_init("clip", clip_cfg)))
     vae = save_pretrained(str(tmp_path / "vae"), Pretrained("vae", vae_cfg, random_init("vae", vae_cfg)))
     out = tmp_path / "latents"
     script = os.path.join(os.path.dirname(sys.executable), "stiv-encode-shards")
-    proc = subprocess.run([
-        script, f"--input={coded_shards()}", f"--out={out}", f"--autoencoder=kl:{vae}", f"--text_encoder=clip:{clip}",
-        f"--tokenizer_path={demo_dir()}/spm.model", "--max_text_length=10", "--buckets=4x16x16", "--frame_strides=2,1",
-        "--dtype=float32",
-    ], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            script,
+            f"--input={coded_shards()}",
+            f"--out={out}",
+            f"--autoencoder=kl:{vae}",
+            f"--text_encoder=clip:{clip}",
+            f"--tokenizer_path={demo_dir()}/spm.model",
+            "--max_text_length=10",
+            "--buckets=4x16x16",
+            "--frame_strides=2,1",
+            "--dtype=float32",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("skipped=0 shapes={'4x8x8x4': 4}")
 

@@ -6,8 +6,8 @@ import grain
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-
 from data_fixtures import CODED_SOURCES, coded_shards, decode_codes, demo_dir, demo_shards
+
 from stiv_jax.data import config as data_config
 from stiv_jax.data import pipeline, shards
 
@@ -105,8 +105,14 @@ def test_bucket_assignment():
     assignment = pipeline.assign_pixel_buckets(index, [(8, 32, 32), (8, 24, 40), (1, 32, 32)], (1, 2))
     by_name = {names[k]: int(b) for k, b in enumerate(assignment)}
     # Wide video -> wide bucket; tall/square -> square; images -> T=1; 6 frames fit no T=8 bucket.
-    assert by_name == {"v_wide.mkv": 1, "v_tall.mkv": 0, "v_square.mkv": 0, "v_short.mkv": 2,
-                       "i_wide.png": 2, "i_square.png": 2}
+    assert by_name == {
+        "v_wide.mkv": 1,
+        "v_tall.mkv": 0,
+        "v_square.mkv": 0,
+        "v_short.mkv": 2,
+        "i_wide.png": 2,
+        "i_square.png": 2,
+    }
     t2i = pipeline.assign_pixel_buckets(index, [(1, 32, 32)], (1,))
     assert np.all(t2i == 0)  # a T2I config also uses single frames of videos
     assert len(CODED_SOURCES) == len(index)

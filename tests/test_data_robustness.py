@@ -17,15 +17,22 @@ from pathlib import Path
 import grain
 import numpy as np
 import pytest
-from PIL import Image
-
 from data_fixtures import (
-    ROOT, corrupt_record_chunk, decode_codes, demo_dir, demo_shards, png16, rewrite_shards,
-    write_bytes, write_png,
+    ROOT,
+    corrupt_record_chunk,
+    decode_codes,
+    demo_dir,
+    demo_shards,
+    png16,
+    rewrite_shards,
+    write_bytes,
+    write_png,
 )
+from PIL import Image
+from test_data_pipeline import coded_config, demo_config, take
+
 from stiv_jax.data import pipeline, shards, transforms, video_io
 from stiv_jax.errors import UserError
-from test_data_pipeline import coded_config, demo_config, take
 
 SCRIPTS = Path(sys.executable).parent
 BAD_KEY = {"garbage": 10, "corrupt": 5}  # demo records 0..19 in shards of 8
@@ -47,7 +54,7 @@ def error_line(proc: subprocess.CompletedProcess, prog: str) -> str:
     return lines[-1]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bad_shards(kind: str) -> str:
     """The demo shards with one bad record: undecodable video bytes, or a damaged chunk."""
     out = os.path.join(ROOT, f"bad_{kind}")
@@ -104,7 +111,7 @@ def test_stream_with_bad_records_is_deterministic_and_splits_over_processes(kind
 
 
 def test_a_bucket_of_bad_records_stops_with_a_user_error(tmp_path):
-    path = rewrite_shards(demo_shards(), str(tmp_path), {k: b"junk" for k in range(20)})
+    path = rewrite_shards(demo_shards(), str(tmp_path), dict.fromkeys(range(20), b"junk"))
     with pytest.raises(UserError, match=r"data.path=.* records in a row could not be read or decoded"):
         next(pipeline.make_iterator(demo_config(path=path), batch_size=2))
 
@@ -121,21 +128,49 @@ def test_empty_or_unfitting_shard_folder_is_a_user_error_naming_data_path(tmp_pa
 # The streams of the coded and demo fixtures as they were before bad records could be skipped:
 # per batch, rows "key:crop_top:crop_left:stride[:first source frame]" (-1: an image).
 CLEAN_STREAMS = {
-    "coded": (dict(), 2, None, 0, (
-        "3:0:0:3:3 4:7:0:3:3 | 5:5:0:4:0 5:1:0:2:3 | 0:0:0:1:-1 1:0:15:1:-1 | 4:9:0:3:2 3:0:0:3:0 | "
-        "2:0:0:3:-1 1:0:18:1:-1 | 0:0:0:1:-1 2:0:0:4:-1 | 4:4:0:4:0 3:0:0:2:9 | 5:2:0:1:25 5:1:0:2:13 | "
-        "1:0:18:1:-1 0:0:0:1:-1 | 4:6:0:4:0 3:0:0:2:1 | 2:0:0:2:-1 1:0:11:1:-1 | 2:0:0:1:-1 0:0:0:1:-1")),
-    "coded_seed1": (dict(seed=1), 3, None, 0, (
-        "3:0:0:1:17 4:7:0:1:0 4:6:0:3:4 | 5:0:0:2:6 5:5:0:4:11 5:5:0:2:25 | 2:0:0:2:-1 0:0:0:1:-1 1:0:13:1:-1 | "
-        "3:0:0:2:9 3:0:0:2:5 4:1:0:4:1 | 0:0:0:1:-1 2:0:0:1:-1 1:0:12:1:-1 | 1:0:2:1:-1 0:0:0:1:-1 2:0:0:4:-1")),
-    "demo": (None, 4, None, 0, (
-        "0:0:0:3 18:0:0:2 19:0:0:3 10:0:0:3 | 2:0:0:2 15:0:0:2 13:0:0:2 16:0:0:2 | 4:0:0:1 14:0:0:3 12:0:0:2 "
-        "17:0:0:3 | 3:0:0:3 5:0:0:3 6:0:0:1 9:0:0:3 | 7:0:0:2 11:0:0:1 1:0:0:2 8:0:0:1 | 10:0:0:1 11:0:0:1 "
-        "0:0:0:1 5:0:0:1 | 15:0:0:3 1:0:0:2 2:0:0:1 8:0:0:3 | 6:0:0:3 17:0:0:2 12:0:0:3 14:0:0:2 | "
-        "18:0:0:2 9:0:0:3 19:0:0:3 13:0:0:3 | 4:0:0:1 3:0:0:2 16:0:0:3 7:0:0:1")),
-    "demo_rows": (None, 4, [1, 3], 2, (
-        "14:0:0:3 17:0:0:3 | 5:0:0:3 9:0:0:3 | 11:0:0:1 8:0:0:1 | 11:0:0:1 5:0:0:1 | 1:0:0:2 8:0:0:3 | "
-        "17:0:0:2 14:0:0:2")),
+    "coded": (
+        dict(),
+        2,
+        None,
+        0,
+        (
+            "3:0:0:3:3 4:7:0:3:3 | 5:5:0:4:0 5:1:0:2:3 | 0:0:0:1:-1 1:0:15:1:-1 | 4:9:0:3:2 3:0:0:3:0 | "
+            "2:0:0:3:-1 1:0:18:1:-1 | 0:0:0:1:-1 2:0:0:4:-1 | 4:4:0:4:0 3:0:0:2:9 | 5:2:0:1:25 5:1:0:2:13 | "
+            "1:0:18:1:-1 0:0:0:1:-1 | 4:6:0:4:0 3:0:0:2:1 | 2:0:0:2:-1 1:0:11:1:-1 | 2:0:0:1:-1 0:0:0:1:-1"
+        ),
+    ),
+    "coded_seed1": (
+        dict(seed=1),
+        3,
+        None,
+        0,
+        (
+            "3:0:0:1:17 4:7:0:1:0 4:6:0:3:4 | 5:0:0:2:6 5:5:0:4:11 5:5:0:2:25 | 2:0:0:2:-1 0:0:0:1:-1 1:0:13:1:-1 | "
+            "3:0:0:2:9 3:0:0:2:5 4:1:0:4:1 | 0:0:0:1:-1 2:0:0:1:-1 1:0:12:1:-1 | 1:0:2:1:-1 0:0:0:1:-1 2:0:0:4:-1"
+        ),
+    ),
+    "demo": (
+        None,
+        4,
+        None,
+        0,
+        (
+            "0:0:0:3 18:0:0:2 19:0:0:3 10:0:0:3 | 2:0:0:2 15:0:0:2 13:0:0:2 16:0:0:2 | 4:0:0:1 14:0:0:3 12:0:0:2 "
+            "17:0:0:3 | 3:0:0:3 5:0:0:3 6:0:0:1 9:0:0:3 | 7:0:0:2 11:0:0:1 1:0:0:2 8:0:0:1 | 10:0:0:1 11:0:0:1 "
+            "0:0:0:1 5:0:0:1 | 15:0:0:3 1:0:0:2 2:0:0:1 8:0:0:3 | 6:0:0:3 17:0:0:2 12:0:0:3 14:0:0:2 | "
+            "18:0:0:2 9:0:0:3 19:0:0:3 13:0:0:3 | 4:0:0:1 3:0:0:2 16:0:0:3 7:0:0:1"
+        ),
+    ),
+    "demo_rows": (
+        None,
+        4,
+        [1, 3],
+        2,
+        (
+            "14:0:0:3 17:0:0:3 | 5:0:0:3 9:0:0:3 | 11:0:0:1 8:0:0:1 | 11:0:0:1 5:0:0:1 | 1:0:0:2 8:0:0:3 | "
+            "17:0:0:2 14:0:0:2"
+        ),
+    ),
 }
 
 
@@ -204,7 +239,9 @@ def test_captions_latin1_txt_bom_jsonl_and_missing_files(tmp_path):
     write_png(str(src / "latin.png"), np.full((8, 8, 3), 100, np.uint8))
     write_png(str(src / "listed.png"), np.full((8, 8, 3), 200, np.uint8))
     (src / "latin.txt").write_bytes("café crème, naïve façade".encode("latin-1"))
-    entries = [{"video": "listed.png", "caption": "déjà vu"}] + [{"video": f"gone{i}.mp4", "caption": "x"} for i in range(7)]
+    entries = [{"video": "listed.png", "caption": "déjà vu"}] + [
+        {"video": f"gone{i}.mp4", "caption": "x"} for i in range(7)
+    ]
     captions = tmp_path / "captions.jsonl"
     captions.write_bytes("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries).encode("utf-8-sig"))
     proc = run_cli("stiv-make-shards", f"--input={src}", f"--out={tmp_path / 'out'}", f"--captions={captions}")
@@ -213,8 +250,9 @@ def test_captions_latin1_txt_bom_jsonl_and_missing_files(tmp_path):
     assert got == {"latin.png": "café crème, naïve façade", "listed.png": "déjà vu"}
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("stiv-make-shards: warning: ")]
     assert any(f"caption {src / 'latin.txt'} is not UTF-8" in w for w in warnings), proc.stderr
-    assert any("7 caption(s) in" in w and "gone0.mp4, gone1.mp4, gone2.mp4, gone3.mp4, gone4.mp4, …" in w
-               for w in warnings), proc.stderr
+    assert any(
+        "7 caption(s) in" in w and "gone0.mp4, gone1.mp4, gone2.mp4, gone3.mp4, gone4.mp4, …" in w for w in warnings
+    ), proc.stderr
 
 
 def test_malformed_captions_jsonl_is_one_line_naming_file_and_line(tmp_path):
@@ -226,8 +264,13 @@ def test_malformed_captions_jsonl_is_one_line_naming_file_and_line(tmp_path):
 
 
 def test_encode_shards_leaves_out_and_counts_a_bad_record(tmp_path):
-    args = ["--autoencoder=pixel:4", f"--tokenizer_path={demo_dir()}/spm.model", "--max_text_length=10",
-            "--buckets=4x16x16", "--frame_strides=1"]
+    args = [
+        "--autoencoder=pixel:4",
+        f"--tokenizer_path={demo_dir()}/spm.model",
+        "--max_text_length=10",
+        "--buckets=4x16x16",
+        "--frame_strides=1",
+    ]
     proc = run_cli("stiv-encode-shards", f"--input={bad_shards('garbage')}", f"--out={tmp_path}", *args)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "encoded=19 skipped=1 shapes={'4x4x4x48': 19}"
@@ -239,4 +282,3 @@ def test_encode_shards_leaves_out_and_counts_a_bad_record(tmp_path):
     assert 10 not in {r["source_key"] for r in shards.read_records(str(tmp_path))}
     proc = run_cli("stiv-encode-shards", f"--input={tmp_path / 'nowhere'}", f"--out={tmp_path / 'x'}", *args)
     assert "not a shard folder" in error_line(proc, "stiv-encode-shards")
-

@@ -8,8 +8,8 @@ import os
 
 import numpy as np
 import pytest
-
 from data_fixtures import demo_dir, moving_clip
+
 from stiv_jax.cli import make_demo_data as make_demo_data_cli
 from stiv_jax.data import scenes, synthetic, video_io
 
@@ -113,8 +113,11 @@ def test_demo_dataset_is_deterministic_and_correctly_captioned(tmp_path):
         assert frames.shape == (12, 32, 32, 3)
         centroids = np.array([np.argwhere(m).mean(0) for m in shape_mask(frames, color)])
         dy, dx = centroids[-1] - centroids[0]
-        observed = "still" if max(abs(dx), abs(dy)) < 1 else (
-            ("right" if dx > 0 else "left") if abs(dx) > abs(dy) else ("down" if dy > 0 else "up"))
+        observed = (
+            "still"
+            if max(abs(dx), abs(dy)) < 1
+            else (("right" if dx > 0 else "left") if abs(dx) > abs(dy) else ("down" if dy > 0 else "up"))
+        )
         assert observed == motion, e
     assert colors == set(synthetic.COLORS) and shapes == set(synthetic.SHAPES) and motions == set(synthetic.MOTIONS)
 

@@ -7,11 +7,16 @@ import os
 
 import numpy as np
 import pytest
+from data_fixtures import (
+    captions_jsonl,
+    moving_clip,
+    write_audio_only,
+    write_bytes,
+    write_png,
+    write_rotated_mp4,
+)
 from PIL import Image
 
-from data_fixtures import (
-    captions_jsonl, moving_clip, write_audio_only, write_bytes, write_png, write_rotated_mp4,
-)
 from stiv_jax.cli import make_shards as make_shards_cli
 from stiv_jax.data import clips, shards, synthetic, video_io
 
@@ -114,7 +119,7 @@ def test_good_clips_decode_to_the_right_frames(written, source_dir):
         assert frames.shape == (rec["num_frames"], rec["height"], rec["width"], 3)
         row = index[rec["key"]]
         assert (row["num_frames"], row["height"], row["width"]) == frames.shape[:3]
-    for name, (codec, fmt, h, w, fps, t) in GOOD_VIDEOS.items():
+    for name, (_codec, _fmt, h, w, fps, t) in GOOD_VIDEOS.items():
         (rec,) = by_source[name]
         assert (rec["num_frames"], rec["height"], rec["width"]) == (t, h, w)
         assert rec["fps"] == pytest.approx(fps)
@@ -136,9 +141,12 @@ def test_rotation_is_applied_on_decode(written, source_dir):
     assert np.abs(decoded - expected).mean() < 4.0
     assert np.abs(decoded - np.rot90(stored, k=-1, axes=(1, 2))).mean() > 10.0
     resized = video_io.decode_video(rec["data"], [0, 5], size=(24, 16)).astype(float)  # display size
-    small = np.stack([
-        np.asarray(Image.fromarray(f).resize((16, 24), Image.Resampling.BOX)) for f in expected[[0, 5]].astype(np.uint8)
-    ])
+    small = np.stack(
+        [
+            np.asarray(Image.fromarray(f).resize((16, 24), Image.Resampling.BOX))
+            for f in expected[[0, 5]].astype(np.uint8)
+        ]
+    )
     assert resized.shape == (2, 24, 16, 3) and np.abs(resized - small).mean() < 6.0
 
 
@@ -156,8 +164,12 @@ def test_scene_split(written):
 def test_rerun_is_byte_identical_with_workers(written, source_dir, tmp_path):
     out, _, _ = written
     make_shards_cli.make_shards(
-        source_dir, str(tmp_path), os.path.join(source_dir, "captions.jsonl"), records_per_shard=3,
-        num_workers=2, log=lambda _: None,
+        source_dir,
+        str(tmp_path),
+        os.path.join(source_dir, "captions.jsonl"),
+        records_per_shard=3,
+        num_workers=2,
+        log=lambda _: None,
     )
     names = sorted(os.listdir(out))
     assert names == sorted(os.listdir(tmp_path))
@@ -166,12 +178,18 @@ def test_rerun_is_byte_identical_with_workers(written, source_dir, tmp_path):
 
 
 def test_cli_prints_summary_and_filters(source_dir, tmp_path, capsys):
-    make_shards_cli.run([
-        f"--input={source_dir}", f"--out={tmp_path}", f"--captions={source_dir}/captions.jsonl",
-        "--min_duration=1.5", "--min_motion=0.001", "--min_resolution=36",
-    ])
+    make_shards_cli.run(
+        [
+            f"--input={source_dir}",
+            f"--out={tmp_path}",
+            f"--captions={source_dir}/captions.jsonl",
+            "--min_duration=1.5",
+            "--min_motion=0.001",
+            "--min_resolution=36",
+        ]
+    )
     out = capsys.readouterr().out.splitlines()
-    skipped = dict(line[len("skipped "):].split(": ", 1) for line in out if line.startswith("skipped "))
+    skipped = dict(line[len("skipped ") :].split(": ", 1) for line in out if line.startswith("skipped "))
     expected = {
         "b/mjpeg.mov": "duration 1.25s < min_duration=1.5",  # 10 frames at 8 fps
         "b/h264.mkv": "duration 0.80s < min_duration=1.5",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from data_fixtures import coded_frames, decode_codes, lossless_video, moving_clip, write_audio_only
+
 from stiv_jax.data import video_io
 
 
@@ -61,8 +61,9 @@ def test_write_video_rejects_bad_input(tmp_path):
 def test_images_round_trip_and_exif_orientation():
     frame = coded_frames(1, 20, 30)[0]
     assert np.array_equal(video_io.decode_image(video_io.encode_png(frame))[0], frame)
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     buf = io.BytesIO()
     exif = Image.Exif()

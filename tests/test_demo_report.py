@@ -37,7 +37,9 @@ def test_prompt_following_scores_a_perfect_and_a_prompt_blind_generator():
         return [_downsize(render_clip(*a, 16, 64, rng)[::4], 24) for a in asked]
 
     perfect = demo_report.prompt_following(render, batch=7)
-    assert perfect["prompts"] == 60 and perfect["accuracy"] == dict(color=1.0, shape=1.0, motion=1.0, moving_or_still=1.0)
+    assert perfect["prompts"] == 60 and perfect["accuracy"] == dict(
+        color=1.0, shape=1.0, motion=1.0, moving_or_still=1.0
+    )
     blind = demo_report.prompt_following(lambda p: render(p, blind=True))
     # Always "a red circle standing still": right for 1/4 colours, 1/3 shapes, 1/5 motions, and
     # right about moving-vs-still exactly when the prompt asks for a still shape.
@@ -79,7 +81,9 @@ def test_first_frames_show_the_asked_colour_and_shape_and_depend_on_the_prompt_o
 def test_prompt_following_chance_is_that_of_the_prompts_asked():
     rng = np.random.default_rng(2)
     moving = demo_report.all_prompts(moving_only=True)
-    render = lambda ps: [_downsize(render_clip(*demo_report.parse_caption(p).values(), 16, 64, rng)[::4], 24) for p in ps]
+    render = lambda ps: [
+        _downsize(render_clip(*demo_report.parse_caption(p).values(), 16, 64, rng)[::4], 24) for p in ps
+    ]
     got = demo_report.prompt_following(render, moving)
     assert got["prompts"] == 48 and got["accuracy"]["motion"] == 1.0
     assert got["chance"] == dict(color=0.25, shape=1 / 3, motion=0.25, moving_or_still=1.0)

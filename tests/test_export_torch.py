@@ -46,7 +46,14 @@ PARITY_CASES = {
     "tiny-video-cond-maskdit-empty-prompt": ("tiny", {}, 4, True, True, True),
     "small-image-on-video-model": ("small", {}, 1, True, False, False),
     "small-video-rope-interp": ("small", dict(rope_ref_grid=(2, 2, 2)), 8, True, False, False),
-    "small-video-sincos-pos-embed-interp": ("small", dict(pos_embed="sincos", rope_ref_grid=(2, 2, 2)), 8, True, False, False),
+    "small-video-sincos-pos-embed-interp": (
+        "small",
+        dict(pos_embed="sincos", rope_ref_grid=(2, 2, 2)),
+        8,
+        True,
+        False,
+        False,
+    ),
     "small-t2i-config-maskdit": ("small", dict(temporal_attention=False, num_decoder_blocks=1), 1, False, True, False),
 }
 
@@ -157,7 +164,10 @@ def test_bfloat16_export_is_the_rounded_float32():
 def test_mismatch_errors_name_the_key():
     tiny, small = get_model_config("tiny"), get_model_config("small")
     params = pure_params(random_model(tiny, seed=0))
-    with pytest.raises(convert.ConversionError, match=r"shape mismatch at adaln\.proj\.kernel: config gives \(128, 768\), got \(64, 384\)(.|\n)*\.\.\. and \d+ more"):
+    with pytest.raises(
+        convert.ConversionError,
+        match=r"shape mismatch at adaln\.proj\.kernel: config gives \(128, 768\), got \(64, 384\)(.|\n)*\.\.\. and \d+ more",
+    ):
         convert.flax_to_torch(params, small)
     no_t2i = get_model_config("tiny", temporal_attention=False)
     with pytest.raises(convert.ConversionError, match=r"unexpected key blocks\.temporal_attn\.q\.kernel"):
@@ -188,7 +198,10 @@ def test_load_torch_stiv_rejects_config_mismatch(tmp_path):
     assert saved == json.loads(json.dumps(resolve(cfg).to_dict()))
     with open(cfg_path, "w") as f:
         json.dump({**saved, "num_layers": 3}, f)
-    with pytest.raises(ValueError, match=r"m\.safetensors does not match its config:\n  missing key blocks\.2\.cross_attn\.k\.bias \(64,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"m\.safetensors does not match its config:\n  missing key blocks\.2\.cross_attn\.k\.bias \(64,\)",
+    ):
         torch_stiv.load_torch_stiv(out)
     os.remove(cfg_path)
     with pytest.raises(FileNotFoundError, match=r"m\.json: model config missing"):
@@ -198,7 +211,9 @@ def test_load_torch_stiv_rejects_config_mismatch(tmp_path):
 def test_checkpoint_to_torch_through_the_cli(tmp_path, capsys):
     cfg = get_model_config("tiny")
     workdir = tmp_path / "run"
-    write_trainer_checkpoint(workdir, cfg, pure_params(random_model(cfg, seed=0)), pure_params(random_model(cfg, seed=1)), step=1)
+    write_trainer_checkpoint(
+        workdir, cfg, pure_params(random_model(cfg, seed=0)), pure_params(random_model(cfg, seed=1)), step=1
+    )
     raw, ema = random_model(cfg, seed=10), random_model(cfg, seed=11)
     write_trainer_checkpoint(workdir, cfg, pure_params(raw), pure_params(ema), step=3)
 
@@ -220,7 +235,9 @@ def test_checkpoint_to_torch_through_the_cli(tmp_path, capsys):
     with open(torch_stiv.config_path(bf16_out)) as f:
         assert json.load(f)["param_dtype"] == "bfloat16"
     step1_ema = pure_params(random_model(cfg, seed=1))["mask_token"]
-    np.testing.assert_array_equal(model.mask_token.detach().float().numpy(), step1_ema.astype(ml_dtypes.bfloat16).astype(np.float32))
+    np.testing.assert_array_equal(
+        model.mask_token.detach().float().numpy(), step1_ema.astype(ml_dtypes.bfloat16).astype(np.float32)
+    )
 
 
 STIV_EXPORT_TORCH = os.path.join(os.path.dirname(sys.executable), "stiv-export-torch")
@@ -228,25 +245,45 @@ STIV_EXPORT_TORCH = os.path.join(os.path.dirname(sys.executable), "stiv-export-t
 
 def test_cli_errors_are_clear(tmp_path, capsys):
     env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-m", "stiv_jax.cli.export_torch", f"--workdir={tmp_path}", f"--out={tmp_path}/m.safetensors"], capture_output=True, text=True, env=env)
-    assert proc.returncode == 2 and proc.stderr.startswith("stiv-export-torch: error: ") and "config.json: no training config" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "stiv_jax.cli.export_torch", f"--workdir={tmp_path}", f"--out={tmp_path}/m.safetensors"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert (
+        proc.returncode == 2
+        and proc.stderr.startswith("stiv-export-torch: error: ")
+        and "config.json: no training config" in proc.stderr
+    )
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
     cfg = get_model_config("tiny")
-    write_trainer_checkpoint(tmp_path, cfg, pure_params(random_model(cfg, seed=0)), pure_params(random_model(cfg, seed=0)), step=2)
+    write_trainer_checkpoint(
+        tmp_path, cfg, pure_params(random_model(cfg, seed=0)), pure_params(random_model(cfg, seed=0)), step=2
+    )
     with pytest.raises(SystemExit) as e:
         export_torch.run([f"--workdir={tmp_path}", f"--out={tmp_path}/m.pt"])
-    assert e.value.code == 2 and capsys.readouterr().err == f"stiv-export-torch: error: --out must end with .safetensors, got '{tmp_path}/m.pt'\n"
+    assert (
+        e.value.code == 2
+        and capsys.readouterr().err
+        == f"stiv-export-torch: error: --out must end with .safetensors, got '{tmp_path}/m.pt'\n"
+    )
 
 
 def test_cli_missing_or_damaged_step_names_the_steps(tmp_path, capsys):
     cfg = get_model_config("tiny")
     for step in (1, 2):
-        write_trainer_checkpoint(tmp_path, cfg, pure_params(random_model(cfg, seed=0)), pure_params(random_model(cfg, seed=step)), step=step)
+        write_trainer_checkpoint(
+            tmp_path, cfg, pure_params(random_model(cfg, seed=0)), pure_params(random_model(cfg, seed=step)), step=step
+        )
     out = f"--out={tmp_path}/m.safetensors"
     with pytest.raises(SystemExit) as e:
         export_torch.run([f"--workdir={tmp_path}", out, "--step=5"])
     assert e.value.code == 2
-    assert capsys.readouterr().err == f"stiv-export-torch: error: no checkpoint at step 5 in {tmp_path}/checkpoints; available steps: 1, 2\n"
+    assert (
+        capsys.readouterr().err
+        == f"stiv-export-torch: error: no checkpoint at step 5 in {tmp_path}/checkpoints; available steps: 1, 2\n"
+    )
     os.remove(tmp_path / "checkpoints" / "2" / "state" / "_METADATA")  # a half-copied latest step
     with pytest.raises(SystemExit) as e:
         export_torch.run([f"--workdir={tmp_path}", out])
@@ -260,10 +297,14 @@ def test_cli_missing_or_damaged_step_names_the_steps(tmp_path, capsys):
 def test_cli_outputs_get_the_usual_file_mode(tmp_path):
     """safetensors (and the atomic JSON write) create 0600 files; exports follow the umask."""
     cfg = get_model_config("tiny")
-    write_trainer_checkpoint(tmp_path / "run", cfg, pure_params(random_model(cfg, seed=0)), pure_params(random_model(cfg, seed=1)), step=1)
+    write_trainer_checkpoint(
+        tmp_path / "run", cfg, pure_params(random_model(cfg, seed=0)), pure_params(random_model(cfg, seed=1)), step=1
+    )
     out = tmp_path / "export" / "m.safetensors"
     command = f"umask 027 && {STIV_EXPORT_TORCH} --workdir={tmp_path / 'run'} --out={out}"
-    proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    proc = subprocess.run(
+        ["bash", "-c", command], capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}
+    )
     assert proc.returncode == 0 and proc.stdout == f"{out}\n", proc.stderr
     for path in (out, tmp_path / "export" / "m.json"):
         assert oct(os.stat(path).st_mode & 0o777) == oct(0o640), path
@@ -307,7 +348,9 @@ print(tuple(v.shape), v.dtype)
 def test_torch_module_loads_and_runs_without_jax(tmp_path):
     cfg = get_model_config("tiny")
     out, _ = convert.export(pure_params(random_model(cfg)), cfg, tmp_path / "m.safetensors", dtype="bfloat16")
-    proc = subprocess.run([sys.executable, "-c", _NO_JAX, out], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT})
+    proc = subprocess.run(
+        [sys.executable, "-c", _NO_JAX, out], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT}
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "(2, 2, 8, 8, 4) torch.float32"
 

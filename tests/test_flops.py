@@ -23,8 +23,17 @@ B, SIZE, TEXT = 2, 16, 16
 
 
 def _config(layout="factorised"):
-    return get_model_config("tiny", hidden_size=128, num_heads=2, num_layers=2, text_dim=128, scan_layers=False,
-                            remat_policy="none", attention_layout=layout, temporal_attention=layout == "factorised")
+    return get_model_config(
+        "tiny",
+        hidden_size=128,
+        num_heads=2,
+        num_layers=2,
+        text_dim=128,
+        scan_layers=False,
+        remat_policy="none",
+        attention_layout=layout,
+        temporal_attention=layout == "factorised",
+    )
 
 
 def _xla_flops(fn, *args) -> float:
@@ -36,16 +45,20 @@ def _model_fn(cfg, frames, masked):
     x, t, kw = make_inputs(cfg, batch=B, frames=frames, size=SIZE, text_len=TEXT)
     tokens = (SIZE // cfg.patch_size) ** 2
     keep = maskdit.sample_keep_indices(jax.random.key(0), B, tokens, 0.5) if masked else None
-    apply = lambda p, x: nnx.merge(graphdef, p)(x, t, keep_idx=keep, **kw)  # noqa: E731
+    apply = lambda p, x: nnx.merge(graphdef, p)(x, t, keep_idx=keep, **kw)
     return apply, params, x
 
 
-@pytest.mark.parametrize("frames,masked,layout", [(1, False, "factorised"), (4, False, "factorised"),
-                                                  (4, True, "factorised"), (4, False, "joint")])
+@pytest.mark.parametrize(
+    "frames,masked,layout",
+    [(1, False, "factorised"), (4, False, "factorised"), (4, True, "factorised"), (4, False, "joint")],
+)
 def test_forward_flops_match_xla(frames, masked, layout):
     cfg = _config(layout)
     apply, params, x = _model_fn(cfg, frames, masked)
-    ours = B * forward_flops(cfg, frames=frames, height=SIZE, width=SIZE, text_len=TEXT, mask_ratio=0.5 if masked else 0.0)
+    ours = B * forward_flops(
+        cfg, frames=frames, height=SIZE, width=SIZE, text_len=TEXT, mask_ratio=0.5 if masked else 0.0
+    )
     xla = _xla_flops(apply, params, x)
     assert ours <= xla <= (1 + TOLERANCE) * ours, (xla, ours, xla / ours)
 
@@ -54,7 +67,7 @@ def test_train_step_flops_match_xla_gradient():
     """Forward + backward of activations and weights: 3× the forward."""
     cfg = _config()
     apply, params, x = _model_fn(cfg, 4, False)
-    loss = lambda p, x: jnp.mean(jnp.square(apply(p, x)))  # noqa: E731
+    loss = lambda p, x: jnp.mean(jnp.square(apply(p, x)))
     ours = train_step_flops(cfg, batch=B, frames=4, height=SIZE, width=SIZE, text_len=TEXT)
     xla = _xla_flops(jax.grad(loss), params, x)
     assert ours <= xla <= (1 + TOLERANCE) * ours, (xla, ours, xla / ours)

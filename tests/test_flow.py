@@ -53,13 +53,16 @@ def test_time_distributions():
 def test_task_masks():
     names = ("t2v", "ti2v", "predict", "interpolate", "upsample")
     table = task_masks(names, 8, predict_frames=3)
-    np.testing.assert_array_equal(table.astype(int), [
-        [0, 0, 0, 0, 0, 0, 0, 0],
-        [1, 0, 0, 0, 0, 0, 0, 0],
-        [1, 1, 1, 0, 0, 0, 0, 0],
-        [1, 0, 0, 0, 0, 0, 0, 1],
-        [1, 0, 1, 0, 1, 0, 1, 0],
-    ])
+    np.testing.assert_array_equal(
+        table.astype(int),
+        [
+            [0, 0, 0, 0, 0, 0, 0, 0],
+            [1, 0, 0, 0, 0, 0, 0, 0],
+            [1, 1, 1, 0, 0, 0, 0, 0],
+            [1, 0, 0, 0, 0, 0, 0, 1],
+            [1, 0, 1, 0, 1, 0, 1, 0],
+        ],
+    )
     assert not task_masks(names, 1).any()  # images never replace their only frame
     with pytest.raises(ValueError, match="unknown training task"):
         task_masks(("i2v",), 4)

@@ -27,8 +27,12 @@ from tests.gcs_emulator import GCSEmulator
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 BUCKET = "stiv-test"
-TINY = ["--config=" + str(REPO / "experiments/tiny_synthetic.py"), "--config.mesh.fsdp=1",
-        "--config.log_every_steps=1", "--config.checkpoint_every_steps=10"]
+TINY = [
+    "--config=" + str(REPO / "experiments/tiny_synthetic.py"),
+    "--config.mesh.fsdp=1",
+    "--config.log_every_steps=1",
+    "--config.checkpoint_every_steps=10",
+]
 
 
 class Cloud:
@@ -40,18 +44,30 @@ class Cloud:
         self.cwd, self.tmp = root / "cwd", root / "tmpdir"
         self.cwd.mkdir()
         self.tmp.mkdir()
-        self.env = {**os.environ, **self.gcs.env, "JAX_PLATFORMS": "cpu", "TMPDIR": str(self.tmp),
-                    "PYTHONUNBUFFERED": "1", "JAX_COMPILATION_CACHE_DIR": str(root / "xla_cache"),
-                    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5"}
+        self.env = {
+            **os.environ,
+            **self.gcs.env,
+            "JAX_PLATFORMS": "cpu",
+            "TMPDIR": str(self.tmp),
+            "PYTHONUNBUFFERED": "1",
+            "JAX_COMPILATION_CACHE_DIR": str(root / "xla_cache"),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
+        }
         for key in ("EPATH_USE_TF", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "STIV_GCSFUSE_ROOT"):
             self.env.pop(key, None)  # the project's own defaults must be enough
 
     def run(self, script: str, *args: str, timeout: float = 300, **env) -> subprocess.CompletedProcess:
-        return subprocess.run([str(BIN / script), *args], cwd=self.cwd, env={**self.env, **env},
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [str(BIN / script), *args],
+            cwd=self.cwd,
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def objects(self, prefix: str) -> list[str]:
-        return [n[len(prefix):] for n in self.gcs.list(BUCKET, prefix)]
+        return [n[len(prefix) :] for n in self.gcs.list(BUCKET, prefix)]
 
     @contextlib.contextmanager
     def in_process(self):
@@ -77,7 +93,9 @@ def cloud(tmp_path_factory):
 
 
 def _ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    )
     return proc
 
 
@@ -90,8 +108,14 @@ def _no_local_traces(cloud: Cloud) -> None:
 
 def _sigterm_at(cloud: Cloud, step: int, *args: str) -> tuple[int, str]:
     """Starts stiv-train, sends SIGTERM once it logged ``step``; returns (exit code, stdout)."""
-    proc = subprocess.Popen([str(BIN / "stiv-train"), *args], cwd=cloud.cwd, env=cloud.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(BIN / "stiv-train"), *args],
+        cwd=cloud.cwd,
+        env=cloud.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines = []
     try:
         for line in proc.stdout:
@@ -105,7 +129,9 @@ def _sigterm_at(cloud: Cloud, step: int, *args: str) -> tuple[int, str]:
 
 
 def test_train_sigterm_resume_sample_export_and_init_from_on_gs(cloud, tmp_path):
-    captions = [synthetic.caption_for(*c) for c in itertools.product(synthetic.COLORS, synthetic.SHAPES, synthetic.MOTIONS)]
+    captions = [
+        synthetic.caption_for(*c) for c in itertools.product(synthetic.COLORS, synthetic.SHAPES, synthetic.MOTIONS)
+    ]
     spm = synthetic.train_sentencepiece(captions, str(tmp_path / "spm.model"), vocab_size=64)
     cloud.gcs.write(BUCKET, "assets/spm.model", Path(spm).read_bytes())
     args = [*TINY, "--config.num_train_steps=40", f"--config.data.tokenizer_path=gs://{BUCKET}/assets/spm.model"]
@@ -123,11 +149,18 @@ def test_train_sigterm_resume_sample_export_and_init_from_on_gs(cloud, tmp_path)
     assert sorted(run) == sorted(straight) == list(range(1, 41))
     assert [run[s] for s in range(1, 41)] == [straight[s] for s in range(1, 41)]  # bit-identical
 
-    sample = _ok(cloud.run("stiv-sample", f"--workdir=gs://{BUCKET}/run", "--prompt=a red circle moving right",
-                           "--steps=3", "--emulated_steps=10"))
+    sample = _ok(
+        cloud.run(
+            "stiv-sample",
+            f"--workdir=gs://{BUCKET}/run",
+            "--prompt=a red circle moving right",
+            "--steps=3",
+            "--emulated_steps=10",
+        )
+    )
     url = sample.stdout.strip().splitlines()[-1]
     assert url == f"gs://{BUCKET}/run/samples/t2v_a_red_circle_moving_right_s0.mp4"
-    frames = video_io.decode_video(cloud.gcs.read(BUCKET, url[len(f"gs://{BUCKET}/"):]))
+    frames = video_io.decode_video(cloud.gcs.read(BUCKET, url[len(f"gs://{BUCKET}/") :]))
     assert frames.shape == (4, 16, 16, 3)
 
     export = _ok(cloud.run("stiv-export-torch", f"--workdir=gs://{BUCKET}/run"))
@@ -137,8 +170,15 @@ def test_train_sigterm_resume_sample_export_and_init_from_on_gs(cloud, tmp_path)
     (tmp_path / "stiv.json").write_bytes(cloud.gcs.read(BUCKET, "run/export/stiv.json"))
     _export_matches_checkpoint(cloud, local)
 
-    init = _ok(cloud.run("stiv-train", *args, "--config.num_train_steps=2", f"--workdir=gs://{BUCKET}/init",
-                         f"--config.init_from.spatial=gs://{BUCKET}/run"))
+    init = _ok(
+        cloud.run(
+            "stiv-train",
+            *args,
+            "--config.num_train_steps=2",
+            f"--workdir=gs://{BUCKET}/init",
+            f"--config.init_from.spatial=gs://{BUCKET}/run",
+        )
+    )
     assert f"spatial parameter arrays from gs://{BUCKET}/run (step 40, EMA)" in init.stdout
 
     names = cloud.objects("run/")
@@ -167,8 +207,15 @@ def _export_matches_checkpoint(cloud: Cloud, exported: Path) -> None:
 
 def test_shards_written_to_gs_and_read_through_the_mount(cloud, tmp_path):
     demo = demo_dir()
-    _ok(cloud.run("stiv-make-shards", f"--input={demo}", f"--out=gs://{BUCKET}/shards", "--records_per_shard=8",
-                  f"--captions={demo}/captions.jsonl"))
+    _ok(
+        cloud.run(
+            "stiv-make-shards",
+            f"--input={demo}",
+            f"--out=gs://{BUCKET}/shards",
+            "--records_per_shard=8",
+            f"--captions={demo}/captions.jsonl",
+        )
+    )
     local = sorted(os.listdir(demo_shards()))
     assert cloud.objects("shards/") == local  # the same files, byte for byte
     for name in local:
@@ -178,8 +225,14 @@ def test_shards_written_to_gs_and_read_through_the_mount(cloud, tmp_path):
     from stiv_jax.text.tokenizer import T5Tokenizer
 
     vocab = T5Tokenizer(f"{demo}/spm.model").vocab_size
-    args = [*TINY, "--config.data.kind=shards", f"--config.data.path=gs://{BUCKET}/shards", "--config.data.frame_strides=(1,)",
-            f"--config.data.tokenizer_path=gs://{BUCKET}/demo/spm.model", f"--config.text.vocab_size={vocab}"]
+    args = [
+        *TINY,
+        "--config.data.kind=shards",
+        f"--config.data.path=gs://{BUCKET}/shards",
+        "--config.data.frame_strides=(1,)",
+        f"--config.data.tokenizer_path=gs://{BUCKET}/demo/spm.model",
+        f"--config.text.vocab_size={vocab}",
+    ]
     unmounted = tmp_path / "no_mount"
     workdir = tmp_path / "run"
     failed = cloud.run("stiv-train", *args, f"--workdir={workdir}", STIV_GCSFUSE_ROOT=str(unmounted), timeout=120)
@@ -191,13 +244,26 @@ def test_shards_written_to_gs_and_read_through_the_mount(cloud, tmp_path):
 
     mount = tmp_path / "mount"  # what gcsfuse would show: gs://B/P at ROOT/B/P
     cloud.gcs.download_prefix(BUCKET, "shards/", mount / BUCKET / "shards")
-    trained = _ok(cloud.run("stiv-train", *args, "--config.num_train_steps=2", f"--workdir={workdir}",
-                            STIV_GCSFUSE_ROOT=str(mount)))
+    trained = _ok(
+        cloud.run(
+            "stiv-train", *args, "--config.num_train_steps=2", f"--workdir={workdir}", STIV_GCSFUSE_ROOT=str(mount)
+        )
+    )
     assert "step 2/2" in trained.stdout
 
-    _ok(cloud.run("stiv-encode-shards", f"--input=gs://{BUCKET}/shards", f"--out=gs://{BUCKET}/latents",
-                  "--autoencoder=pixel:2", f"--tokenizer_path=gs://{BUCKET}/demo/spm.model", "--num_frames=4",
-                  "--resolution=16", "--frame_strides=1", STIV_GCSFUSE_ROOT=str(mount)))
+    _ok(
+        cloud.run(
+            "stiv-encode-shards",
+            f"--input=gs://{BUCKET}/shards",
+            f"--out=gs://{BUCKET}/latents",
+            "--autoencoder=pixel:2",
+            f"--tokenizer_path=gs://{BUCKET}/demo/spm.model",
+            "--num_frames=4",
+            "--resolution=16",
+            "--frame_strides=1",
+            STIV_GCSFUSE_ROOT=str(mount),
+        )
+    )
     latents = cloud.objects("latents/")
     assert "manifest.json" in latents and "index.npy" in latents
     manifest = json.loads(cloud.gcs.read(BUCKET, "latents/manifest.json"))

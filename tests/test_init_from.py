@@ -5,8 +5,8 @@ import jax
 import numpy as np
 
 from stiv_jax.parallel.mesh import make_mesh
-from stiv_jax.storage.workdir import Workdir
 from stiv_jax.storage.checkpoints import Checkpointer
+from stiv_jax.storage.workdir import Workdir
 from stiv_jax.train.init_from import _flatten, apply_init_from
 from stiv_jax.train.setup import build
 from tests.model_utils import forward, make_inputs
@@ -31,11 +31,22 @@ def _write_run(workdir, cfg):
 
 def test_spatial_from_t2i_and_temporal_from_t2v(tmp_path):
     grid = {"model.rope_ref_grid": (2, 4, 4)}
-    t2i = _write_run(str(tmp_path / "t2i"), tiny_train_config(seed=1, **{"model.temporal_attention": False, "data.num_frames": 1, **grid}))
+    t2i = _write_run(
+        str(tmp_path / "t2i"),
+        tiny_train_config(seed=1, **{"model.temporal_attention": False, "data.num_frames": 1, **grid}),
+    )
     t2v = _write_run(str(tmp_path / "t2v"), tiny_train_config(seed=2, **grid))
 
     # The new run is at twice the resolution: 8x8 tokens > the 4x4 reference grid → interpolated RoPE.
-    cfg = tiny_train_config(seed=3, **{"data.resolution": 32, "init_from.spatial": str(tmp_path / "t2i"), "init_from.temporal": str(tmp_path / "t2v"), **grid})
+    cfg = tiny_train_config(
+        seed=3,
+        **{
+            "data.resolution": 32,
+            "init_from.spatial": str(tmp_path / "t2i"),
+            "init_from.temporal": str(tmp_path / "t2v"),
+            **grid,
+        },
+    )
     tr, fresh = _fresh(cfg)
     own = _flatten(jax.device_get(fresh["params"]))
     state = apply_init_from(cfg, fresh, tr.state_shardings)
@@ -55,7 +66,9 @@ def test_spatial_from_t2i_and_temporal_from_t2v(tmp_path):
 
     from stiv_jax.model.dit import STIV
 
-    model = nnx.merge(nnx.split(jax.eval_shape(lambda: STIV(cfg.model, rngs=nnx.Rngs(0))), nnx.Param)[0], state["params"])
+    model = nnx.merge(
+        nnx.split(jax.eval_shape(lambda: STIV(cfg.model, rngs=nnx.Rngs(0))), nnx.Param)[0], state["params"]
+    )
     x, t, kw = make_inputs(model.cfg, frames=4, size=16)
     assert np.all(np.isfinite(forward(model, x, t, kw)))
 

@@ -20,7 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),  # the one error base class
     ("parallel", "console"),  # mesh + logical axis rules + processes; how programs report errors and parse flags
     ("storage",),  # local / gs:// paths, the run directory, checkpoints on disk
-    ("weights", "flow"),  # pretrained-weight I/O and conversion; flow matching (the paper's §2.2 maths)
+    ("weights", "flow"),  # pretrained-weight I/O and conversion; flow matching (the paper's §2.1)
     ("model",),  # the STIV DiT
     ("text", "vae"),  # frozen prompt encoders and frame autoencoders (networks + converters)
     ("encoders",),  # the one encoder builder, pretrained directories, the conditioner
@@ -49,11 +49,17 @@ def _imports(path: pathlib.Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             for alias in node.names:  # `from pkg import module` imports pkg.module
                 name = f"{base}.{alias.name}"
-                found.add(name if (ROOT.parent / (name.replace(".", "/") + ".py")).exists()
-                          or (ROOT.parent / name.replace(".", "/")).is_dir() else base)
+                found.add(
+                    name
+                    if (ROOT.parent / (name.replace(".", "/") + ".py")).exists()
+                    or (ROOT.parent / name.replace(".", "/")).is_dir()
+                    else base
+                )
     return {name for name in found if name == "stiv_jax" or name.startswith("stiv_jax.")}
 
 
@@ -97,7 +103,7 @@ def test_no_import_cycles():
             if name not in graph:
                 continue
             if state.get(name) == 1:
-                cycle = stack[stack.index(name):] + [name]
+                cycle = stack[stack.index(name) :] + [name]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if name not in state:
                 visit(name)

@@ -4,7 +4,8 @@ collective in the compiled program (a batch-index scatter once all-gathered the 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from stiv_jax.model import maskdit
 
@@ -29,5 +30,11 @@ def test_gather_and_scatter_compile_without_collectives():
     full, visible = fn(x, keep)
     visible = np.asarray(visible)
     np.testing.assert_array_equal(visible.sum(-1), keep.shape[1])
-    np.testing.assert_array_equal(np.asarray(full)[np.broadcast_to(visible[:, None], (b, tt, s))], np.asarray(x)[np.broadcast_to(visible[:, None], (b, tt, s))])
-    np.testing.assert_array_equal(np.asarray(full)[~np.broadcast_to(visible[:, None], (b, tt, s))], np.broadcast_to(fill, (b * tt * (s - keep.shape[1]), d)))
+    np.testing.assert_array_equal(
+        np.asarray(full)[np.broadcast_to(visible[:, None], (b, tt, s))],
+        np.asarray(x)[np.broadcast_to(visible[:, None], (b, tt, s))],
+    )
+    np.testing.assert_array_equal(
+        np.asarray(full)[~np.broadcast_to(visible[:, None], (b, tt, s))],
+        np.broadcast_to(fill, (b * tt * (s - keep.shape[1]), d)),
+    )

@@ -1,5 +1,7 @@
 """STIV DiT: shapes, inflation, MaskDiT, gradients and remat (issue: foundation)."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -137,11 +139,15 @@ def test_remat_and_scan_do_not_change_loss_or_gradients():
     """Every remat policy (and scan vs unrolled layers) computes the same loss and gradients."""
     x, t, kw = make_inputs(tiny_config(), frames=2, size=8)
     keep = maskdit.sample_keep_indices(jax.random.key(0), 2, 16, 0.5)
-    ref_loss, ref_grads = _loss_and_grads(random_model(tiny_config(remat_policy="none", scan_layers=False)), x, t, kw, keep)
+    ref_loss, ref_grads = _loss_and_grads(
+        random_model(tiny_config(remat_policy="none", scan_layers=False)), x, t, kw, keep
+    )
     for policy, scan in [("save_self_attn", True), ("full", False), ("dots", True)]:
         loss, grads = _loss_and_grads(random_model(tiny_config(remat_policy=policy, scan_layers=scan)), x, t, kw, keep)
         np.testing.assert_allclose(loss, ref_loss, rtol=1e-6, err_msg=policy)
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=policy), grads, ref_grads)
+        jax.tree.map(
+            functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6, err_msg=policy), grads, ref_grads
+        )
 
 
 def test_bfloat16_compute_stays_close_to_float32(model):
@@ -156,7 +162,7 @@ def test_rope_only_model_gives_identical_frames_identical_outputs():
     """RoPE is relative and the condition is per clip, so on a video whose frames are all equal
     every frame gets the same velocity: no block can tell frame 0 from frame 3. (This is why a
     T2V caption's motion direction has to be read against the other frames' content; README,
-    "What you should see".) The check can fail: with frame 3 changed, frames 0 and 1 (still
+    "What the demo shows".) The check can fail: with frame 3 changed, frames 0 and 1 (still
     equal, but at different offsets from it) get different outputs."""
     model = random_model(tiny_config(temporal_patch_size=1), seed=1)
     x, t, kw = make_inputs(model.cfg, frames=1, cond=False)

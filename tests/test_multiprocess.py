@@ -21,8 +21,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-BASE = ["--config=" + str(REPO / "experiments/tiny_synthetic.py"), "--config.log_every_steps=1",
-        "--config.checkpoint_every_steps=3", "--config.max_checkpoints_to_keep=5"]
+BASE = [
+    "--config=" + str(REPO / "experiments/tiny_synthetic.py"),
+    "--config.log_every_steps=1",
+    "--config.checkpoint_every_steps=3",
+    "--config.max_checkpoints_to_keep=5",
+]
 
 
 def _port() -> int:
@@ -39,21 +43,42 @@ class Launch:
         import os
 
         workdir.parent.mkdir(parents=True, exist_ok=True)
-        self.logs = [(workdir.parent / f"{workdir.name}.p{i}.out", workdir.parent / f"{workdir.name}.p{i}.err")
-                     for i in range(processes)]
-        env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": str(4 // processes),
-               "PYTHONUNBUFFERED": "1", "JAX_COMPILATION_CACHE_DIR": str(cache),
-               "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5"}
+        self.logs = [
+            (workdir.parent / f"{workdir.name}.p{i}.out", workdir.parent / f"{workdir.name}.p{i}.err")
+            for i in range(processes)
+        ]
+        env = {
+            **os.environ,
+            "JAX_PLATFORMS": "cpu",
+            "JAX_NUM_CPU_DEVICES": str(4 // processes),
+            "PYTHONUNBUFFERED": "1",
+            "JAX_COMPILATION_CACHE_DIR": str(cache),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
+        }
         port = _port()
         self.procs = []
         for i in range(processes):
-            dist = [] if processes == 1 else [
-                "--config.distributed=True", f"--config.distributed_coordinator=127.0.0.1:{port}",
-                f"--config.distributed_num_processes={processes}", f"--config.distributed_process_id={i}"]
+            dist = (
+                []
+                if processes == 1
+                else [
+                    "--config.distributed=True",
+                    f"--config.distributed_coordinator=127.0.0.1:{port}",
+                    f"--config.distributed_num_processes={processes}",
+                    f"--config.distributed_process_id={i}",
+                ]
+            )
             out, err = self.logs[i]
             with open(out, "w") as o, open(err, "w") as e:
-                self.procs.append(subprocess.Popen([str(BIN / "stiv-train"), *BASE, f"--workdir={workdir}", *args, *dist],
-                                                   env=env, cwd=REPO, stdout=o, stderr=e))
+                self.procs.append(
+                    subprocess.Popen(
+                        [str(BIN / "stiv-train"), *BASE, f"--workdir={workdir}", *args, *dist],
+                        env=env,
+                        cwd=REPO,
+                        stdout=o,
+                        stderr=e,
+                    )
+                )
 
     def stdout(self, i: int) -> str:
         return self.logs[i][0].read_text()
@@ -171,9 +196,17 @@ def test_nan_stop_is_the_same_in_both_processes(cache, tmp_path):
     """lr 0 for step 1 (warmup), then a huge lr: the loss becomes NaN/inf. Both processes stop at
     the same step with the same message, and the checkpoint they agree on is finite."""
     wd = tmp_path / "run"
-    results = Launch(cache, wd, ["--config.num_train_steps=30", "--config.checkpoint_every_steps=1",
-                                 "--config.learning_rate=1e30", "--config.warmup_steps=1",
-                                 "--config.optimizer.update_clip=0.0"]).wait(240)
+    results = Launch(
+        cache,
+        wd,
+        [
+            "--config.num_train_steps=30",
+            "--config.checkpoint_every_steps=1",
+            "--config.learning_rate=1e30",
+            "--config.warmup_steps=1",
+            "--config.optimizer.update_clip=0.0",
+        ],
+    ).wait(240)
     assert [rc for rc, _, _ in results] == [2, 2], [err[-2000:] for _, _, err in results]
     last = [err.strip().splitlines()[-1] for _, _, err in results]
     assert last[0] == last[1] and last[0].startswith("stiv-train: error: loss or gradient became NaN/inf at step ")
@@ -198,7 +231,8 @@ def test_a_batch_that_does_not_split_over_the_mesh_fails_before_compiling(cache,
     assert rc == 2
     assert err.strip().splitlines()[-1] == (
         "stiv-train: error: config.batch_size=6 / grad_accum_steps=1 = 6 clips per step do not split over "
-        "the batch axes: mesh data=1 × fsdp=4 = 4 (tensor=1)")
+        "the batch axes: mesh data=1 × fsdp=4 = 4 (tensor=1)"
+    )
     assert "Traceback" not in err
 
 
@@ -224,17 +258,23 @@ if __name__ == "__main__":
 
 
 def test_shard_readers_in_two_processes_split_the_one_process_stream():
-    from tests.data_fixtures import demo_dir, demo_shards
-
     import os
+
+    from tests.data_fixtures import demo_dir, demo_shards
 
     args = [str(demo_shards()), f"{demo_dir()}/spm.model"]
     port = str(_port())
 
     def start(pid, count):
         env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": str(4 // count)}
-        return subprocess.Popen([sys.executable, "-c", _READ_SHARDS, str(pid), str(count), port, *args],
-                                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-c", _READ_SHARDS, str(pid), str(count), port, *args],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def result(proc):
         out, err = proc.communicate(timeout=120)

@@ -15,7 +15,9 @@ def test_demo_notebook_executes(tmp_path, monkeypatch):
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     monkeypatch.setenv("STIV_NOTEBOOK_STEPS", "40")  # used only when there is no `make demo` run
     nb = nbformat.read(os.path.join(ROOT, "colabs", "stiv_demo.ipynb"), as_version=4)
-    NotebookClient(nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": os.path.join(ROOT, "colabs")}}).execute()
+    NotebookClient(
+        nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": os.path.join(ROOT, "colabs")}}
+    ).execute()
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "max relative difference JAX vs PyTorch" in outputs
     html = [o for c in nb.cells for o in c.get("outputs", []) if "text/html" in o.get("data", {})]

@@ -42,7 +42,9 @@ def test_adafactor_matches_reference_update():
     o = cfg.optimizer
     rng = np.random.default_rng(0)
     params = {"w": rng.standard_normal((4, 6)).astype(np.float32), "b": rng.standard_normal(5).astype(np.float32)}
-    grads_seq = [{k: (3.0 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in params.items()} for _ in range(6)]
+    grads_seq = [
+        {k: (3.0 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in params.items()} for _ in range(6)
+    ]
 
     tx = make_optimizer(cfg)
     state = tx.init(jax.tree.map(jnp.asarray, params))
@@ -52,30 +54,54 @@ def test_adafactor_matches_reference_update():
         got = jax.tree.map(lambda a, u: a + u, got, updates)
 
     schedule = learning_rate_schedule(cfg)
-    want = _reference_adafactor(params, grads_seq, lr_fn=lambda s: float(schedule(s)), b1=o.b1, b2=o.b2, eps=o.eps, clip_norm=o.grad_clip_norm, update_clip=o.update_clip)
+    want = _reference_adafactor(
+        params,
+        grads_seq,
+        lr_fn=lambda s: float(schedule(s)),
+        b1=o.b1,
+        b2=o.b2,
+        eps=o.eps,
+        clip_norm=o.grad_clip_norm,
+        update_clip=o.update_clip,
+    )
     for k in params:
         np.testing.assert_allclose(np.asarray(got[k]), want[k], rtol=2e-5, atol=1e-7)
     # β2 really is constant: a wrong (optax-default, step-dependent) β2 gives a different result.
-    wrong = _reference_adafactor(params, grads_seq, lr_fn=lambda s: float(schedule(s)), b1=o.b1, b2=0.8, eps=o.eps, clip_norm=o.grad_clip_norm, update_clip=o.update_clip)
+    wrong = _reference_adafactor(
+        params,
+        grads_seq,
+        lr_fn=lambda s: float(schedule(s)),
+        b1=o.b1,
+        b2=0.8,
+        eps=o.eps,
+        clip_norm=o.grad_clip_norm,
+        update_clip=o.update_clip,
+    )
     assert not np.allclose(np.asarray(got["w"]), wrong["w"], rtol=1e-3)
 
 
 def test_warmup_then_constant_learning_rate():
     cfg = tiny_train_config(learning_rate=2e-4, warmup_steps=1000)
     s = learning_rate_schedule(cfg)
-    np.testing.assert_allclose([float(s(0)), float(s(500)), float(s(1000)), float(s(50_000))], [0.0, 1e-4, 2e-4, 2e-4], rtol=1e-6)
+    np.testing.assert_allclose(
+        [float(s(0)), float(s(500)), float(s(1000)), float(s(50_000))], [0.0, 1e-4, 2e-4, 2e-4], rtol=1e-6
+    )
 
 
 def test_warmup_then_cosine_learning_rate():
     # lr(t) = lr_end + (lr - lr_end)·(1 + cos(π·(t − warmup)/(total − warmup)))/2 after a linear warmup.
-    cfg = tiny_train_config(learning_rate=1e-3, warmup_steps=100, num_train_steps=1100, lr_decay="cosine", lr_final_fraction=0.1)
+    cfg = tiny_train_config(
+        learning_rate=1e-3, warmup_steps=100, num_train_steps=1100, lr_decay="cosine", lr_final_fraction=0.1
+    )
     s = learning_rate_schedule(cfg)
     steps = np.array([0, 50, 100, 350, 600, 1100])
     cosine = 1e-4 + 9e-4 * (1 + np.cos(np.pi * (steps - 100) / 1000)) / 2
     want = np.where(steps < 100, 1e-3 * steps / 100, cosine)
     np.testing.assert_allclose([float(s(int(t))) for t in steps], want, rtol=1e-5)
     # A run shorter than its warmup (e.g. a quick notebook run of the demo config) only warms up.
-    short = learning_rate_schedule(tiny_train_config(learning_rate=1e-3, warmup_steps=50, num_train_steps=40, lr_decay="cosine"))
+    short = learning_rate_schedule(
+        tiny_train_config(learning_rate=1e-3, warmup_steps=50, num_train_steps=40, lr_decay="cosine")
+    )
     np.testing.assert_allclose([float(short(t)) for t in (0, 20, 39)], [0.0, 4e-4, 7.8e-4], rtol=1e-5)
 
 

@@ -18,9 +18,9 @@ transformers = pytest.importorskip("transformers", reason="needs the torch extra
 diffusers = pytest.importorskip("diffusers", reason="needs the torch extra")
 
 from stiv_jax.cli import import_weights  # noqa: E402
+from stiv_jax.encoders.build import build_text_encoder, load_autoencoder, load_text_encoder  # noqa: E402
 from stiv_jax.encoders.pretrained import abstract_model, load_pretrained, num_params  # noqa: E402
 from stiv_jax.text.clip import CLIPTextConfig  # noqa: E402
-from stiv_jax.encoders.build import build_text_encoder, load_autoencoder, load_text_encoder  # noqa: E402
 from stiv_jax.text.t5 import T5EncoderConfig  # noqa: E402
 from stiv_jax.vae import AutoencoderKLConfig  # noqa: E402
 
@@ -38,16 +38,29 @@ MASK = np.array([[1, 1, 1, 1, 1, 1, 0, 0], [1] * 8])
 
 def test_import_clip_safetensors_with_hf_config(tmp_path):
     cfg = transformers.CLIPTextConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=8, projection_dim=16, hidden_act="gelu", eos_token_id=1, bos_token_id=0, pad_token_id=0,
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=8,
+        projection_dim=16,
+        hidden_act="gelu",
+        eos_token_id=1,
+        bos_token_id=0,
+        pad_token_id=0,
     )
     torch.manual_seed(0)
     hf = transformers.CLIPTextModelWithProjection(cfg).eval()
     hf.save_pretrained(tmp_path / "hf")  # model.safetensors + config.json (architectures set)
-    out = import_weights.run([
-        "--kind=clip", f"--weights={tmp_path / 'hf' / 'model.safetensors'}",
-        f"--config={tmp_path / 'hf' / 'config.json'}", f"--out={tmp_path / 'clip'}",
-    ])
+    out = import_weights.run(
+        [
+            "--kind=clip",
+            f"--weights={tmp_path / 'hf' / 'model.safetensors'}",
+            f"--config={tmp_path / 'hf' / 'config.json'}",
+            f"--out={tmp_path / 'clip'}",
+        ]
+    )
     meta = json.loads((tmp_path / "clip" / "config.json").read_text())
     assert meta["kind"] == "clip" and meta["config"]["projection_dim"] == 16 and meta["config"]["pooling"] == "eos"
     enc = load_text_encoder(ml_collections.ConfigDict({"kind": "clip", "checkpoint": out, "use_projection": True}))
@@ -62,17 +75,27 @@ def test_import_clip_safetensors_with_hf_config(tmp_path):
 
 def test_import_t5_torch_bin_then_load_on_mesh(tmp_path):
     hf_cfg = transformers.T5Config(
-        vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4, feed_forward_proj="gated-gelu",
+        vocab_size=64,
+        d_model=32,
+        d_kv=8,
+        d_ff=48,
+        num_layers=2,
+        num_heads=4,
+        feed_forward_proj="gated-gelu",
     )
     torch.manual_seed(0)
     hf = transformers.T5EncoderModel(hf_cfg).eval()
     torch.save(hf.state_dict(), tmp_path / "pytorch_model.bin")
     ours = T5EncoderConfig.from_hf(hf_cfg.to_dict())
     (tmp_path / "t5.json").write_text(json.dumps(ours.to_dict()))  # our own JSON form
-    out = import_weights.run([
-        "--kind=t5", f"--weights={tmp_path / 'pytorch_model.bin'}", f"--config={tmp_path / 't5.json'}",
-        f"--out={tmp_path / 't5'}",
-    ])
+    out = import_weights.run(
+        [
+            "--kind=t5",
+            f"--weights={tmp_path / 'pytorch_model.bin'}",
+            f"--config={tmp_path / 't5.json'}",
+            f"--out={tmp_path / 't5'}",
+        ]
+    )
     enc = build_text_encoder({"checkpoint": out})
     tokens, pooled = jax.jit(lambda e, i, m: e.encode(i, m))(enc, IDS, MASK.astype(bool))
     with torch.no_grad():
@@ -100,12 +123,23 @@ def test_import_t5_torch_bin_then_load_on_mesh(tmp_path):
 def test_import_vae_and_encode_frames(tmp_path):
     torch.manual_seed(0)
     vae = diffusers.AutoencoderKL(
-        block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4, latent_channels=4,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
     ).eval()
     vae.save_pretrained(tmp_path / "hf")
     weights = next((tmp_path / "hf").glob("*.safetensors"))
-    out = import_weights.run(["--kind=vae", f"--weights={weights}", f"--config={tmp_path / 'hf' / 'config.json'}", f"--out={tmp_path / 'vae'}"])
+    out = import_weights.run(
+        [
+            "--kind=vae",
+            f"--weights={weights}",
+            f"--config={tmp_path / 'hf' / 'config.json'}",
+            f"--out={tmp_path / 'vae'}",
+        ]
+    )
     ae = load_autoencoder(ml_collections.ConfigDict({"checkpoint": out, "chunk_size": 2}))
     assert (ae.downsample, ae.latent_channels, ae.chunk_size) == (2, 4, 2)
     video = np.random.default_rng(0).uniform(-1, 1, (1, 3, 16, 16, 3)).astype(np.float32)
@@ -125,12 +159,21 @@ def test_import_reports_bad_weights(tmp_path, capsys):
     torch.save(sd, tmp_path / "w.pt")
     (tmp_path / "config.json").write_text(json.dumps(hf_cfg.to_dict()))
     with pytest.raises(SystemExit) as e:
-        import_weights.run(["--kind=t5", f"--weights={tmp_path / 'w.pt'}", f"--config={tmp_path / 'config.json'}", f"--out={tmp_path / 'o'}"])
+        import_weights.run(
+            [
+                "--kind=t5",
+                f"--weights={tmp_path / 'w.pt'}",
+                f"--config={tmp_path / 'config.json'}",
+                f"--out={tmp_path / 'o'}",
+            ]
+        )
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("stiv-import: error: ") and len(err.splitlines()) == 1, err
     assert "missing keys (1): encoder.block.1.layer.1.DenseReluDense.wo.weight" in err
     with pytest.raises(SystemExit) as e:
-        import_weights.run(["--kind=vae", f"--weights={tmp_path / 'w.pt'}", "--config=not-a-preset", f"--out={tmp_path / 'o'}"])
+        import_weights.run(
+            ["--kind=vae", f"--weights={tmp_path / 'w.pt'}", "--config=not-a-preset", f"--out={tmp_path / 'o'}"]
+        )
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("stiv-import: error: ") and "not-a-preset" in err
 
@@ -157,9 +200,15 @@ def test_import_names_a_weight_file_that_is_not_one(tmp_path, damage):
         bad.write_bytes(data[: len(data) // 2])
     args = [STIV_IMPORT, "--kind=t5", f"--weights={weights}", "--config=t5-v1_1-base", f"--out={tmp_path / 'out'}"]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
-    what = "not a PyTorch checkpoint" if damage.endswith(".bin") else "not a valid safetensors file (Error while deserializing header: "
+    what = (
+        "not a PyTorch checkpoint"
+        if damage.endswith(".bin")
+        else "not a valid safetensors file (Error while deserializing header: "
+    )
     assert proc.returncode == 2 and not proc.stdout, proc.stderr
-    assert proc.stderr.startswith(f"stiv-import: error: {bad}: {what}") and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(f"stiv-import: error: {bad}: {what}") and len(proc.stderr.splitlines()) == 1, (
+        proc.stderr
+    )
     assert not (tmp_path / "out").exists()
     verbose = subprocess.run([*args, "--verbose"], capture_output=True, text=True, timeout=300)
     assert verbose.returncode == 1 and "Traceback" in verbose.stderr and f"{bad}: {what}" in verbose.stderr
@@ -171,8 +220,11 @@ def test_load_state_dict_formats_and_half_precision(tmp_path):
     from stiv_jax.weights.torch_state import ConversionError, load_state_dict
 
     torch.manual_seed(0)
-    sd = {"a.weight": torch.randn(3, 4, dtype=torch.bfloat16), "b.bias": torch.randn(5, dtype=torch.float16),
-          "steps": torch.tensor([7])}
+    sd = {
+        "a.weight": torch.randn(3, 4, dtype=torch.bfloat16),
+        "b.bias": torch.randn(5, dtype=torch.float16),
+        "steps": torch.tensor([7]),
+    }
     save_file({"a.weight": sd["a.weight"]}, tmp_path / "part-1.safetensors")
     save_file({"b.bias": sd["b.bias"], "steps": sd["steps"]}, tmp_path / "part-2.safetensors")
     torch.save({"state_dict": sd}, tmp_path / "lightning.ckpt")
@@ -215,11 +267,18 @@ def test_preset_sizes_match_reference_implementations():
     """Shapes only (jax.eval_shape and torch's meta device): nothing is allocated."""
     bigG = CLIPTextConfig.resolve("clip-bigG")
     hf_bigG = transformers.CLIPTextConfig(
-        vocab_size=49408, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
-        projection_dim=1280, hidden_act="gelu",
+        vocab_size=49408,
+        hidden_size=1280,
+        intermediate_size=5120,
+        num_hidden_layers=32,
+        num_attention_heads=20,
+        projection_dim=1280,
+        hidden_act="gelu",
     )
     assert num_params(abstract_model("clip", bigG)) == 694_659_840  # SDXL text_encoder_2
-    assert num_params(abstract_model("clip", bigG)) == _torch_count(lambda: transformers.CLIPTextModelWithProjection(hf_bigG))
+    assert num_params(abstract_model("clip", bigG)) == _torch_count(
+        lambda: transformers.CLIPTextModelWithProjection(hf_bigG)
+    )
     stiv = CLIPTextConfig.resolve("stiv-bigG")
     hf_stiv = transformers.CLIPTextConfig(**{**hf_bigG.to_dict(), "vocab_size": 32128, "max_position_embeddings": 128})
     assert num_params(abstract_model("clip", stiv)) == _torch_count(lambda: transformers.CLIPTextModel(hf_stiv))
@@ -230,9 +289,11 @@ def test_preset_sizes_match_reference_implementations():
     assert num_params(abstract_model("t5", xxl)) == 4_762_310_656
     assert num_params(abstract_model("t5", xxl)) == _torch_count(lambda: transformers.T5EncoderModel(hf_xxl))
     sd_vae = AutoencoderKLConfig.resolve("sd-vae-ft-ema")
-    ref = lambda: diffusers.AutoencoderKL(  # noqa: E731
-        block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+    ref = lambda: diffusers.AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
     )
     assert num_params(abstract_model("vae", sd_vae)) == 83_653_863 == _torch_count(ref)
     assert (sd_vae.downsample, sd_vae.latent_channels, sd_vae.scaling_factor) == (8, 4, 0.18215)

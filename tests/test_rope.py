@@ -38,7 +38,9 @@ def test_2d_scores_depend_only_on_row_and_column_offsets():
 def test_rotation_preserves_norm():
     x = jax.random.normal(jax.random.key(2), (10, 3, 16))
     cos, sin = (jnp.asarray(a)[:, None, :] for a in rope_1d(10, 16))
-    np.testing.assert_allclose(jnp.linalg.norm(apply_rope(x, cos, sin), axis=-1), jnp.linalg.norm(x, axis=-1), rtol=1e-5)
+    np.testing.assert_allclose(
+        jnp.linalg.norm(apply_rope(x, cos, sin), axis=-1), jnp.linalg.norm(x, axis=-1), rtol=1e-5
+    )
 
 
 def test_interpolation_scales_positions_into_the_trained_range():
@@ -62,7 +64,12 @@ def test_3d_scores_depend_only_on_time_row_and_column_offsets():
     idx = lambda f, r, c: (f * h + r) * w + c
     ref = _score(q, k, tabs, idx(1, 2, 3), idx(0, 1, 1))  # offset (1, 1, 2)
     for f, r, c in [(2, 3, 4), (1, 1, 2), (2, 2, 3)]:
-        np.testing.assert_allclose(_score(q, k, tabs, idx(f, r, c), idx(f - 1, r - 1, c - 2)), ref, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            _score(q, k, tabs, idx(f, r, c), idx(f - 1, r - 1, c - 2)), ref, rtol=1e-4, atol=1e-4
+        )
     base = idx(0, 0, 0)
     by_axis = [_score(q, k, tabs, i, base) for i in (idx(2, 0, 0), idx(0, 2, 0), idx(0, 0, 2))]
-    assert min(abs(a - b) for a, b in [(by_axis[0], by_axis[1]), (by_axis[1], by_axis[2]), (by_axis[0], by_axis[2])]) > 1e-3
+    assert (
+        min(abs(a - b) for a, b in [(by_axis[0], by_axis[1]), (by_axis[1], by_axis[2]), (by_axis[0], by_axis[2])])
+        > 1e-3
+    )

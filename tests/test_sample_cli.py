@@ -17,7 +17,8 @@ from stiv_jax.cli import sample as cli
 from stiv_jax.data import synthetic, video_io
 from stiv_jax.sampling import inputs, pipeline
 from stiv_jax.train.setup import load_train_state
-from tests.train_utils import run as train, tiny_train_config
+from tests.train_utils import run as train
+from tests.train_utils import tiny_train_config
 
 T, R = 4, 16  # tiny_synthetic: 4 frames at 16x16
 FAST = ["--steps=3", "--emulated_steps=10"]
@@ -29,8 +30,9 @@ def workdir(tmp_path_factory):
     """A tiny STIV trained for 3 steps (EMA ≠ raw; checkpoints 1, 2, 3) with a SentencePiece
     tokenizer (T5 ids)."""
     root = tmp_path_factory.mktemp("sample_cli")
-    captions = [synthetic.caption_for(*c) for c in itertools.product(
-        synthetic.COLORS, synthetic.SHAPES, synthetic.MOTIONS)]
+    captions = [
+        synthetic.caption_for(*c) for c in itertools.product(synthetic.COLORS, synthetic.SHAPES, synthetic.MOTIONS)
+    ]
     spm = synthetic.train_sentencepiece(captions, str(root / "spm.model"), vocab_size=64)
     wd = str(root / "run")
     train(tiny_train_config(num_train_steps=3, checkpoint_every_steps=1, **{"data.tokenizer_path": spm}), wd)
@@ -94,8 +96,7 @@ def test_ti2v_first_frame_is_exactly_the_image(sampler, pngs):
     assert np.abs(video[0, 1:].astype(int) - clip[0].astype(int)).max() > 0  # the rest is sampled
     # uint8 arrays and float pixels in [-1, 1] are the same input as the file.
     for image in (clip[0], inputs.to_unit_range(clip[0])):
-        np.testing.assert_array_equal(sampler.generate("a red circle moving right", image=image,
-                                                       **options), video)
+        np.testing.assert_array_equal(sampler.generate("a red circle moving right", image=image, **options), video)
 
 
 def test_a_16_bit_png_conditions_like_its_8_bit_version(sampler, tmp_path):
@@ -128,8 +129,7 @@ def test_t2i_prompts_file_writes_one_png_per_prompt(workdir, tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle moving left\n\na green triangle standing still\n")
     out = str(tmp_path / "img.png")
-    paths = cli.run([f"--workdir={workdir}", f"--prompts_file={prompts}", f"--out={out}",
-                     "--task=t2i", *FAST])
+    paths = cli.run([f"--workdir={workdir}", f"--prompts_file={prompts}", f"--out={out}", "--task=t2i", *FAST])
     assert paths == [str(tmp_path / "img_000.png"), str(tmp_path / "img_001.png")]
     assert capsys.readouterr().out.split() == paths
     images = [np.asarray(Image.open(path)) for path in paths]
@@ -168,8 +168,7 @@ def test_sampler_uses_the_checkpoint_ema_weights(workdir, sampler):
     diffs = jax.tree.leaves(jax.tree.map(lambda a, b: np.abs(a - b).max(), loaded, state["params"]))
     assert max(diffs) > 0  # EMA (decay 0.99) is not the raw parameters
     raw = pipeline.load_sampler(workdir, ema=False)
-    jax.tree.map(np.testing.assert_array_equal,
-                 nnx.to_pure_dict(nnx.state(raw.model, nnx.Param)), state["params"])
+    jax.tree.map(np.testing.assert_array_equal, nnx.to_pure_dict(nnx.state(raw.model, nnx.Param)), state["params"])
 
 
 def test_cli_no_ema_samples_the_raw_weights(workdir, tmp_path):
@@ -200,8 +199,9 @@ def test_cached_text_run_needs_and_uses_a_text_encoder(workdir, tmp_path, capsys
         cli.run([*common, f"--out={tmp_path / 'x.mp4'}"])
     assert e.value.code == 2 and "--text_encoder" in capsys.readouterr().err
 
-    clip_cfg = CLIPTextConfig(vocab_size=64, width=64, num_layers=1, num_heads=2, mlp_dim=128,
-                              max_length=8, eos_token_id=1, pooling="last")
+    clip_cfg = CLIPTextConfig(
+        vocab_size=64, width=64, num_layers=1, num_heads=2, mlp_dim=128, max_length=8, eos_token_id=1, pooling="last"
+    )
     encoder = save_pretrained(str(tmp_path / "clip"), Pretrained("clip", clip_cfg, random_init("clip", clip_cfg)))
     out = str(tmp_path / "cached.mp4")
     cli.run([*common, f"--out={out}", f"--text_encoder={encoder}"])
@@ -218,18 +218,23 @@ def test_fit_frames_covers_and_centre_crops():
     assert small.shape == (1, 8, 8, 3) and small[0, :, 0].max() < 255
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--workdir=/nonexistent/run"], "does not exist"),
-    (["--task=ti2v"], "needs image (--image)"),
-    (["--task=t2v", "--image=/nonexistent.png"], "does not use image"),
-    (["--task=ti2v", "--image=/nonexistent.png"], "no such file"),
-    (["--task=dance"], "task"),
-    (["--out=video.avi"], "extension"),
-    (["--schedule=linear_quadratic", "--steps=1"], "num_steps must be >= 2"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--workdir=/nonexistent/run"], "does not exist"),
+        (["--task=ti2v"], "needs image (--image)"),
+        (["--task=t2v", "--image=/nonexistent.png"], "does not use image"),
+        (["--task=ti2v", "--image=/nonexistent.png"], "no such file"),
+        (["--task=dance"], "task"),
+        (["--out=video.avi"], "extension"),
+        (["--schedule=linear_quadratic", "--steps=1"], "num_steps must be >= 2"),
+    ],
+)
 def test_bad_inputs_fail_clearly(workdir, tmp_path, capsys, args, message):
-    flags = {a.split("=")[0]: a for a in [f"--workdir={workdir}", f"--out={tmp_path / 'x.mp4'}",
-                                          "--prompt=a red circle", *args]}
+    flags = {
+        a.split("=")[0]: a
+        for a in [f"--workdir={workdir}", f"--out={tmp_path / 'x.mp4'}", "--prompt=a red circle", *args]
+    }
     with pytest.raises(SystemExit) as e:
         cli.run(list(flags.values()))
     err = capsys.readouterr().err.splitlines()
@@ -246,8 +251,14 @@ def test_help_prints_usage(capsys):
 
 def test_missing_tokenizer_is_named(workdir, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        cli.run([f"--workdir={workdir}", "--prompt=x", f"--out={tmp_path / 'x.mp4'}",
-                 "--tokenizer_path=/nonexistent/spm.model"])
+        cli.run(
+            [
+                f"--workdir={workdir}",
+                "--prompt=x",
+                f"--out={tmp_path / 'x.mp4'}",
+                "--tokenizer_path=/nonexistent/spm.model",
+            ]
+        )
     assert e.value.code == 2 and "/nonexistent/spm.model" in capsys.readouterr().err
 
 
@@ -272,17 +283,26 @@ def assert_one_error_line(proc: subprocess.CompletedProcess, *parts: str) -> str
     return lines[0]
 
 
-@pytest.mark.parametrize("flag,out", [
-    ("--scale=nan", "x.mp4"), ("--scale=-inf", "x.mp4"), ("--image_scale=nan", "x.mp4"),
-    ("--fps=0", "x.mp4"), ("--fps=nan", "x.mp4"), ("--fps=-5", "x.gif"), ("--fps=200", "x.gif"),
-    ("--seed=-1", "x.mp4"),
-])
+@pytest.mark.parametrize(
+    "flag,out",
+    [
+        ("--scale=nan", "x.mp4"),
+        ("--scale=-inf", "x.mp4"),
+        ("--image_scale=nan", "x.mp4"),
+        ("--fps=0", "x.mp4"),
+        ("--fps=nan", "x.mp4"),
+        ("--fps=-5", "x.gif"),
+        ("--fps=200", "x.gif"),
+        ("--seed=-1", "x.mp4"),
+    ],
+)
 def test_bad_number_flags_fail_before_loading_a_model(workdir, tmp_path, flag, out):
     """NaN scales used to write an all-black video and bad frame rates crashed after sampling
     (a .gif at --fps=-5 kept one frame): now one line naming the flag, and nothing is written."""
     name = flag.split("=")[0]
-    proc = stiv_sample(f"--workdir={workdir}", "--prompt=a red circle", f"--out={tmp_path / out}",
-                       "--guidance=sit", *FAST, flag)
+    proc = stiv_sample(
+        f"--workdir={workdir}", "--prompt=a red circle", f"--out={tmp_path / out}", "--guidance=sit", *FAST, flag
+    )
     line = assert_one_error_line(proc, name)
     assert "loaded" not in proc.stderr and not os.listdir(tmp_path), line
 
@@ -294,8 +314,14 @@ def test_success_exits_0_in_a_shell_and_long_prompts_are_named_once(workdir, tmp
     prompts = tmp_path / "prompts.txt"
     prompts.write_text(f"{long_prompt}\na blue square\n{long_prompt}\n")
     out = str(tmp_path / "img.png")
-    proc = stiv_sample(f"--workdir={workdir}", f"--prompts_file={prompts}", f"--out={out}",
-                       "--task=t2i", *FAST, shell_suffix=" && echo ok")
+    proc = stiv_sample(
+        f"--workdir={workdir}",
+        f"--prompts_file={prompts}",
+        f"--out={out}",
+        "--task=t2i",
+        *FAST,
+        shell_suffix=" && echo ok",
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.split()
     assert lines[-1] == "ok" and lines[:-1] == [str(tmp_path / f"img_{i:03d}.png") for i in range(3)]
@@ -307,8 +333,7 @@ def test_success_exits_0_in_a_shell_and_long_prompts_are_named_once(workdir, tmp
 
 
 def test_missing_step_and_damaged_checkpoint_name_the_steps(workdir, tmp_path):
-    proc = stiv_sample(f"--workdir={workdir}", "--prompt=a red circle", f"--out={tmp_path / 'x.mp4'}",
-                       "--step=7")
+    proc = stiv_sample(f"--workdir={workdir}", "--prompt=a red circle", f"--out={tmp_path / 'x.mp4'}", "--step=7")
     assert_one_error_line(proc, f"no checkpoint at step 7 in {workdir}/checkpoints; available steps: 1, 2, 3")
 
     damaged = str(tmp_path / "damaged")
@@ -318,8 +343,11 @@ def test_missing_step_and_damaged_checkpoint_name_the_steps(workdir, tmp_path):
         with open(os.path.join(data_dir, name), "r+b") as f:
             f.truncate(8)
     args = (f"--workdir={damaged}", "--prompt=a red circle", f"--out={tmp_path / 'x.mp4'}")
-    assert_one_error_line(stiv_sample(*args), f"checkpoint step 3 in {damaged}/checkpoints cannot be read (",
-                          "); other steps: 1, 2 (--step=N)")
+    assert_one_error_line(
+        stiv_sample(*args),
+        f"checkpoint step 3 in {damaged}/checkpoints cannot be read (",
+        "); other steps: 1, 2 (--step=N)",
+    )
     verbose = stiv_sample(*args, "--verbose")
     assert verbose.returncode != 0 and "Traceback" in verbose.stderr and "CheckpointError" in verbose.stderr
     assert not os.path.exists(tmp_path / "x.mp4")

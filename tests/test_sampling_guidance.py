@@ -22,8 +22,7 @@ def setup():
     cond, null_cond = standin.example_conditions(1, B)
     cond["micro"] = default_micro(B, 32, 32, T, 2)
     rng = np.random.default_rng(0)
-    noise, clean, state = (jnp.asarray(rng.standard_normal((B, n, H, W, C)), jnp.float32)
-                           for n in (T, 1, T))
+    noise, clean, state = (jnp.asarray(rng.standard_normal((B, n, H, W, C)), jnp.float32) for n in (T, 1, T))
     frames = FrameCondition.from_given(clean, (0,), noise)
     x = frames.replace(state)  # a mid-trajectory state
     return model_fn, cond, null_cond, frames, x
@@ -57,12 +56,11 @@ def branch(setup, with_text, with_image, t=0.3):
 
 def test_branches_follow_the_frame_rule(setup):
     # Scale 0 leaves only the reference branch of each formula.
-    np.testing.assert_allclose(velocity(setup, kind="jit", scale=0.0),
-                               branch(setup, False, False), atol=1e-6)
-    np.testing.assert_allclose(velocity(setup, kind="cfg", scale=0.0),
-                               branch(setup, False, True), atol=1e-6)
-    np.testing.assert_allclose(velocity(setup, kind="sit", scale=0.0, image_scale=1.0),
-                               branch(setup, False, True), atol=1e-6)
+    np.testing.assert_allclose(velocity(setup, kind="jit", scale=0.0), branch(setup, False, False), atol=1e-6)
+    np.testing.assert_allclose(velocity(setup, kind="cfg", scale=0.0), branch(setup, False, True), atol=1e-6)
+    np.testing.assert_allclose(
+        velocity(setup, kind="sit", scale=0.0, image_scale=1.0), branch(setup, False, True), atol=1e-6
+    )
     np.testing.assert_allclose(velocity(setup, kind="none"), branch(setup, True, True), atol=1e-6)
     # The branches really differ, so the identities below are not vacuous.
     assert jnp.max(jnp.abs(branch(setup, False, False) - branch(setup, False, True))) > 1e-2
@@ -71,30 +69,29 @@ def test_branches_follow_the_frame_rule(setup):
 
 def test_guidance_formulas(setup):
     c, i, u = branch(setup, True, True), branch(setup, False, True), branch(setup, False, False)
-    np.testing.assert_allclose(velocity(setup, kind="jit", scale=7.5), u + 7.5 * (c - u),
-                               atol=1e-5)
-    np.testing.assert_allclose(velocity(setup, kind="cfg", scale=4.0), i + 4.0 * (c - i),
-                               atol=1e-5)
-    np.testing.assert_allclose(velocity(setup, kind="sit", scale=7.5, image_scale=1.5),
-                               u + 1.5 * (i - u) + 7.5 * (c - i), atol=1e-5)
+    np.testing.assert_allclose(velocity(setup, kind="jit", scale=7.5), u + 7.5 * (c - u), atol=1e-5)
+    np.testing.assert_allclose(velocity(setup, kind="cfg", scale=4.0), i + 4.0 * (c - i), atol=1e-5)
+    np.testing.assert_allclose(
+        velocity(setup, kind="sit", scale=7.5, image_scale=1.5), u + 1.5 * (i - u) + 7.5 * (c - i), atol=1e-5
+    )
 
 
 def test_guidance_identities(setup):
     cond_v = velocity(setup, kind="none")
     for kind in ("cfg", "jit"):  # s = 1 is the conditional prediction
         np.testing.assert_allclose(velocity(setup, kind=kind, scale=1.0), cond_v, atol=1e-6)
-    np.testing.assert_allclose(velocity(setup, kind="sit", scale=1.0, image_scale=1.0), cond_v,
-                               atol=1e-6)
+    np.testing.assert_allclose(velocity(setup, kind="sit", scale=1.0, image_scale=1.0), cond_v, atol=1e-6)
     # SIT with s_img = s_txt = s is JIT with s; SIT with s_img = 1 is text CFG with s_txt.
-    np.testing.assert_allclose(velocity(setup, kind="sit", scale=5.0, image_scale=5.0),
-                               velocity(setup, kind="jit", scale=5.0), atol=1e-5)
-    np.testing.assert_allclose(velocity(setup, kind="sit", scale=5.0, image_scale=1.0),
-                               velocity(setup, kind="cfg", scale=5.0), atol=1e-5)
+    np.testing.assert_allclose(
+        velocity(setup, kind="sit", scale=5.0, image_scale=5.0), velocity(setup, kind="jit", scale=5.0), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        velocity(setup, kind="sit", scale=5.0, image_scale=1.0), velocity(setup, kind="cfg", scale=5.0), atol=1e-5
+    )
     # Without an image JIT-CFG is text CFG (and both differ from the with-image case).
     no_image = FrameCondition.none(setup[3].noise)
     jit_v = velocity(setup, frames=no_image, kind="jit", scale=5.0)
-    np.testing.assert_allclose(jit_v, velocity(setup, frames=no_image, kind="cfg", scale=5.0),
-                               atol=1e-6)
+    np.testing.assert_allclose(jit_v, velocity(setup, frames=no_image, kind="cfg", scale=5.0), atol=1e-6)
     assert jnp.max(jnp.abs(jit_v - velocity(setup, kind="jit", scale=5.0))) > 1e-2
 
 
@@ -114,8 +111,7 @@ def test_renorm(setup):
     rescaled = velocity(setup, kind="jit", scale=7.5, renorm="rescale")
     np.testing.assert_allclose(per_sample_norm(rescaled), per_sample_norm(cond_v), rtol=1e-5)
     ratio = per_sample_norm(plain) / per_sample_norm(rescaled)  # same direction per sample
-    np.testing.assert_allclose(rescaled * ratio[:, None, None, None, None], plain, rtol=1e-4,
-                               atol=1e-5)
+    np.testing.assert_allclose(rescaled * ratio[:, None, None, None, None], plain, rtol=1e-4, atol=1e-5)
     # clip only ever scales down: a large guided norm is clipped to the conditional norm, a
     # small one is kept; rescale scales it up.
     big, small = 3.0 * cond_v, 0.5 * cond_v
@@ -123,8 +119,7 @@ def test_renorm(setup):
     np.testing.assert_array_equal(renormalize(small, cond_v, "clip"), small)
     np.testing.assert_allclose(renormalize(small, cond_v, "rescale"), cond_v, rtol=1e-5)
     mixed = jnp.concatenate([big[:1], small[1:]])  # per sample, not over the batch
-    np.testing.assert_allclose(renormalize(mixed, cond_v, "clip"),
-                               jnp.concatenate([cond_v[:1], small[1:]]), rtol=1e-5)
+    np.testing.assert_allclose(renormalize(mixed, cond_v, "clip"), jnp.concatenate([cond_v[:1], small[1:]]), rtol=1e-5)
 
 
 @pytest.mark.parametrize("kind,branches", [("none", 1), ("cfg", 2), ("jit", 2), ("sit", 3)])
@@ -138,8 +133,7 @@ def test_one_batched_model_call(setup, kind, branches):
 
     guided_velocity(counting, x, jnp.float32(0.5), cond, null_cond, frames, Guidance(kind=kind))
     n = branches * B
-    assert calls == [(n, (n,), {k: n for k in ("text", "text_mask", "pooled_text", "micro",
-                                                 "cond_mask")})]
+    assert calls == [(n, (n,), dict.fromkeys(("text", "text_mask", "pooled_text", "micro", "cond_mask"), n))]
 
 
 def test_null_cond_batch_and_errors(setup):
@@ -147,7 +141,9 @@ def test_null_cond_batch_and_errors(setup):
     full = {k: jnp.repeat(v, B, axis=0) for k, v in null_cond.items()}
     np.testing.assert_allclose(
         guided_velocity(model_fn, x, 0.3, cond, full, frames, Guidance()),
-        guided_velocity(model_fn, x, 0.3, cond, null_cond, frames, Guidance()), atol=1e-6)
+        guided_velocity(model_fn, x, 0.3, cond, null_cond, frames, Guidance()),
+        atol=1e-6,
+    )
     with pytest.raises(ValueError, match="null_cond"):
         guided_velocity(model_fn, x, 0.3, cond, None, frames, Guidance(kind="jit"))
     guided_velocity(model_fn, x, 0.3, cond, None, frames, Guidance(kind="none"))

@@ -36,8 +36,7 @@ def test_reproduces_gaussian(noise, solver, num_steps, tol):
     np.testing.assert_allclose(jnp.std(x1, 0), STD, rtol=0.05)
 
 
-@pytest.mark.parametrize("solver,order,steps", [("euler", 1, (10, 20, 40)),
-                                                 ("heun", 2, (40, 80, 160))])
+@pytest.mark.parametrize("solver,order,steps", [("euler", 1, (10, 20, 40)), ("heun", 2, (40, 80, 160))])
 def test_convergence_order(noise, solver, order, steps):
     errors = [endpoint_error(noise, n, solver) for n in steps]
     rates = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
@@ -47,10 +46,9 @@ def test_convergence_order(noise, solver, order, steps):
 def test_trajectory_and_replacement():
     x0 = jax.random.normal(jax.random.key(1), (2, 5))
     pinned = jnp.arange(2.0)[:, None]
-    replace = lambda x, t: x.at[:, :1].set(pinned)  # noqa: E731
+    replace = lambda x, t: x.at[:, :1].set(pinned)
     times = schedules.linear_quadratic(6, 12)
-    x1, traj = ode.integrate(velocity_five, x0, times, "heun", replace_fn=replace,
-                             return_trajectory=True)
+    x1, traj = ode.integrate(velocity_five, x0, times, "heun", replace_fn=replace, return_trajectory=True)
     assert traj.shape == (7, 2, 5)
     np.testing.assert_array_equal(traj[-1], x1)
     np.testing.assert_array_equal(traj[0, :, 1:], x0[:, 1:])

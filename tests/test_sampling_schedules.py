@@ -1,4 +1,4 @@
-"""Time grids: linear and Movie Gen / Mochi linear-quadratic (stiv_paper.md §9)."""
+"""Time grids: linear and Movie Gen / Mochi linear-quadratic (Movie Gen §3.1.2)."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ from stiv_jax.sampling import schedules
 
 
 def mochi_fraction(num_steps, threshold):
-    """Mochi's coefficient form (a, b, c with d = L − τS), as paraphrased in the notes §9."""
+    """Mochi's coefficient form (a, b, c with d = L − τS), (Movie Gen §3.1.2 paraphrase)."""
     lin_steps = num_steps // 2
     quad_steps = num_steps - lin_steps
     d = lin_steps - threshold * num_steps
@@ -49,17 +49,19 @@ def test_linear_quadratic_properties(num_steps, emulated):
 @pytest.mark.parametrize("num_steps,emulated", [(50, 250), (50, 1000), (64, 1280), (9, 20)])
 def test_matches_mochi_coefficient_form(num_steps, emulated):
     threshold = (num_steps // 2) / emulated  # τ = L/N emulates N linear steps
-    np.testing.assert_allclose(schedules.linear_quadratic(num_steps, emulated),
-                               mochi_fraction(num_steps, threshold), atol=1e-12)
+    np.testing.assert_allclose(
+        schedules.linear_quadratic(num_steps, emulated), mochi_fraction(num_steps, threshold), atol=1e-12
+    )
 
 
 def test_published_values():
-    # Mochi's default (50 steps, τ = 0.025 ⇒ N = 1000) and Movie Gen's N = 250 (notes §9).
+    # Mochi's default (50 steps, τ = 0.025 ⇒ N = 1000) and Movie Gen's N = 250.
     t = schedules.linear_quadratic(50, 1000)
     np.testing.assert_allclose(t[[25, 26, 27, 49]], [0.025, 0.0275, 0.0331, 0.9245], atol=6e-5)
     t = schedules.linear_quadratic(50, 250)
-    np.testing.assert_allclose(t[[24, 25, 26, 27, 47, 48, 49]],
-                               [0.096, 0.1, 0.1053, 0.1131, 0.8075, 0.8691, 0.9333], atol=6e-5)
+    np.testing.assert_allclose(
+        t[[24, 25, 26, 27, 47, 48, 49]], [0.096, 0.1, 0.1053, 0.1131, 0.8075, 0.8691, 0.9333], atol=6e-5
+    )
 
 
 def test_bad_arguments():
@@ -69,5 +71,4 @@ def test_bad_arguments():
         schedules.linear_quadratic(1, 10)
     with pytest.raises(ValueError, match="unknown schedule"):
         schedules.get("cosine", 10)
-    np.testing.assert_array_equal(schedules.get("linear_quadratic", 50),
-                                  schedules.linear_quadratic(50, 250))
+    np.testing.assert_array_equal(schedules.get("linear_quadratic", 50), schedules.linear_quadratic(50, 250))

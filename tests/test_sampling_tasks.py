@@ -18,8 +18,7 @@ from stiv_jax.vae.pixel import PixelAutoencoder
 B, H, W = 2, 8, 8
 AE = PixelAutoencoder(downsample=2)  # latents [B, T, 4, 4, 12]
 TIMES = schedules.linear_quadratic(4, 10)
-PARAMS = standin.init(0, channels=AE.latent_channels, text_dim=16, width=32,
-                      depth=1)
+PARAMS = standin.init(0, channels=AE.latent_channels, text_dim=16, width=32, depth=1)
 MODEL = functools.partial(standin.apply, PARAMS)  # one object: compiled programs are reused
 COND, NULL = standin.example_conditions(1, B)
 
@@ -48,17 +47,24 @@ def test_default_micro():
     np.testing.assert_array_equal(micro[2], [256, 512, 0, 0, 2, 16])
 
 
-@pytest.mark.parametrize("task,num_given", [("ti2v", None), ("predict", 2), ("interpolate", None),
-                                            ("upsample", None)])
+@pytest.mark.parametrize("task,num_given", [("ti2v", None), ("predict", 2), ("interpolate", None), ("upsample", None)])
 def test_given_frames_unchanged_at_every_step(task, num_given):
     num_frames = 5
     indices = tasks.given_frame_indices(task, num_frames, num_given)
     noise = tasks.gaussian_noise(jax.random.key(2), tasks.latent_shape(AE, B, num_frames, H, W))
     frames = tasks.encode_frame_condition(AE, pixels(len(indices)), indices, noise)
     cond = tasks.with_micro(COND, B, H, W, num_frames, 1)
-    x1, traj = sample(MODEL, noise, cond, NULL, TIMES, frames=frames,
-                      guidance=Guidance(kind="jit", renorm="rescale"), solver="heun",
-                      return_trajectory=True)
+    x1, traj = sample(
+        MODEL,
+        noise,
+        cond,
+        NULL,
+        TIMES,
+        frames=frames,
+        guidance=Guidance(kind="jit", renorm="rescale"),
+        solver="heun",
+        return_trajectory=True,
+    )
     given = AE.encode(pixels(len(indices)))
     idx, free = list(indices), [i for i in range(num_frames) if i not in indices]
     assert traj.shape == (len(TIMES), *noise.shape)
@@ -67,13 +73,25 @@ def test_given_frames_unchanged_at_every_step(task, num_given):
     assert jnp.all(jnp.abs(x1[:, free] - noise[:, free]).max(axis=(2, 3, 4)) > 0.1)
 
 
-@pytest.mark.parametrize("task,num_frames,given_frames", [("ti2v", 3, [0]), ("interpolate", 3, [0, 2]),
-                                                          ("t2v", 3, []), ("t2i", 1, [])])
+@pytest.mark.parametrize(
+    "task,num_frames,given_frames", [("ti2v", 3, [0]), ("interpolate", 3, [0, 2]), ("t2v", 3, []), ("t2i", 1, [])]
+)
 def test_generate_round_trips_given_images(task, num_frames, given_frames):
     images = pixels(len(given_frames), seed=3) if given_frames else None
-    video, latents = tasks.generate(MODEL, AE, jax.random.key(4), task=task, cond=COND,
-                                    null_cond=NULL, num_frames=num_frames, height=H, width=W,
-                                    times=TIMES, images=images, guidance=Guidance(kind="cfg"))
+    video, latents = tasks.generate(
+        MODEL,
+        AE,
+        jax.random.key(4),
+        task=task,
+        cond=COND,
+        null_cond=NULL,
+        num_frames=num_frames,
+        height=H,
+        width=W,
+        times=TIMES,
+        images=images,
+        guidance=Guidance(kind="cfg"),
+    )
     assert video.shape == (B, num_frames, H, W, 3)
     assert latents.shape == tasks.latent_shape(AE, B, num_frames, H, W)
     assert jnp.all(jnp.abs(video) <= 1.0) and jnp.all(jnp.isfinite(video))
@@ -81,8 +99,18 @@ def test_generate_round_trips_given_images(task, num_frames, given_frames):
         np.testing.assert_array_equal(video[:, given_frames], images)
     with pytest.raises(ValueError, match="images=None"):
         if given_frames:
-            tasks.generate(MODEL, AE, jax.random.key(4), task=task, cond=COND, null_cond=NULL,
-                           num_frames=num_frames, height=H, width=W, times=TIMES)
+            tasks.generate(
+                MODEL,
+                AE,
+                jax.random.key(4),
+                task=task,
+                cond=COND,
+                null_cond=NULL,
+                num_frames=num_frames,
+                height=H,
+                width=W,
+                times=TIMES,
+            )
         else:
             raise ValueError("images=None (nothing to check for unconditioned tasks)")
 
@@ -97,8 +125,7 @@ def test_scales_and_schedule_do_not_recompile():
     noise = jnp.ones(tasks.latent_shape(AE, B, 3, H, W))
     cond = tasks.with_micro(COND, B, H, W, 3, 1)
     a = sample(model_fn, noise, cond, NULL, TIMES, guidance=Guidance(scale=2.0))
-    b = sample(model_fn, noise, cond, NULL, schedules.linear(4),
-               guidance=Guidance(scale=3.0, image_scale=2.0))
+    b = sample(model_fn, noise, cond, NULL, schedules.linear(4), guidance=Guidance(scale=3.0, image_scale=2.0))
     assert len(traces) == 1 and traces[0][0] == 2 * B  # traced once, one batched 2B call
     assert jnp.max(jnp.abs(a - b)) > 1e-3
 
@@ -110,8 +137,7 @@ class TinyDiT(nnx.Module):
         self.proj = nnx.Linear(channels, channels, rngs=rngs)
         self.text = nnx.Linear(text_dim, channels, rngs=rngs)
 
-    def __call__(self, x, t, *, text, text_mask, pooled_text, micro, cond_mask=None,
-                 keep_idx=None):
+    def __call__(self, x, t, *, text, text_mask, pooled_text, micro, cond_mask=None, keep_idx=None):
         assert keep_idx is None
         bias = self.text(pooled_text) + jnp.sum(text_mask, -1, keepdims=True) + micro[:, :1]
         h = self.proj(x) * t[:, None, None, None, None] + bias[:, None, None, None, :]
@@ -124,26 +150,28 @@ def test_nnx_module_model():
     frames = FrameCondition.from_given(noise[:, :1] + 1.0, (0,), noise)
     cond = tasks.with_micro(COND, B, H, W, 3, 1)
     got = sample(module, noise, cond, NULL, TIMES, frames=frames, guidance=Guidance(kind="sit"))
-    want = sample(lambda x, t, c: module(x, t, **c), noise, cond, NULL, TIMES, frames=frames,
-                  guidance=Guidance(kind="sit"))
+    want = sample(
+        lambda x, t, c: module(x, t, **c), noise, cond, NULL, TIMES, frames=frames, guidance=Guidance(kind="sit")
+    )
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_long_video():
     assert long.num_long_frames(20, 20) == 380  # the paper's (20 − 1) × 20
     keyframes_k, segment_t = 3, 3
-    kwargs = dict(cond=COND, null_cond=NULL, height=H, width=W, times=TIMES,
-                  guidance=Guidance(kind="jit"))
+    kwargs = dict(cond=COND, null_cond=NULL, height=H, width=W, times=TIMES, guidance=Guidance(kind="jit"))
     first = pixels(1, seed=6)[:, 0]
-    video, latents = long.generate_long(MODEL, AE, jax.random.key(7), num_keyframes=keyframes_k,
-                                        segment_frames=segment_t, first_image=first, **kwargs)
+    video, latents = long.generate_long(
+        MODEL, AE, jax.random.key(7), num_keyframes=keyframes_k, segment_frames=segment_t, first_image=first, **kwargs
+    )
     num = long.num_long_frames(keyframes_k, segment_t)
     assert video.shape == (B, num, H, W, 3) and latents.shape[1] == num
     np.testing.assert_array_equal(video[:, 0], first)  # TI2V keyframe pass
     # Keyframe i starts clip i, at frame i·T of the output (the interpolation pass kept it fixed)
     key_rng, _ = jax.random.split(jax.random.key(7))
-    keyframes = long.sample_keyframes(MODEL, AE, key_rng, num_keyframes=keyframes_k,
-                                      segment_frames=segment_t, first_image=first, **kwargs)
+    keyframes = long.sample_keyframes(
+        MODEL, AE, key_rng, num_keyframes=keyframes_k, segment_frames=segment_t, first_image=first, **kwargs
+    )
     np.testing.assert_allclose(latents[:, ::segment_t], keyframes[:, :-1], atol=1e-6)
     # ... and keyframe i + 1 ends clip i (first and last frames of every clip are given).
     np.testing.assert_allclose(latents[:, segment_t - 1 :: segment_t], keyframes[:, 1:], atol=1e-6)

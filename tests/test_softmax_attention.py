@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from stiv_jax.model.softmax_attention import ATTENTION_PROBS, softmax_attention
 from stiv_jax.model.dit import remat_policy
+from stiv_jax.model.softmax_attention import ATTENTION_PROBS, softmax_attention
 
 
-def _inputs(seed=0, n=2, s=12, l=7, h=3, d=8):
+def _inputs(seed=0, n=2, s=12, l=7, h=3, d=8):  # noqa: E741 - l: key length, as in the shapes
     kq, kk, kv = jax.random.split(jax.random.key(seed), 3)
     q = jax.random.normal(kq, (n, s, h, d))
     k = jax.random.normal(kk, (n, l, h, d))
@@ -26,8 +26,8 @@ def test_matches_jax_dot_product_attention(masked, head_dim):
     q, k, v, mask = _inputs(d=head_dim)
     mask = mask if masked else None
     w = jax.random.normal(jax.random.key(9), q.shape)
-    ours = lambda q, k, v: jnp.sum(w * softmax_attention(q, k, v, mask))  # noqa: E731
-    ref = lambda q, k, v: jnp.sum(w * jax.nn.dot_product_attention(q, k, v, mask=mask))  # noqa: E731
+    ours = lambda q, k, v: jnp.sum(w * softmax_attention(q, k, v, mask))
+    ref = lambda q, k, v: jnp.sum(w * jax.nn.dot_product_attention(q, k, v, mask=mask))
     np.testing.assert_allclose(ours(q, k, v), ref(q, k, v), rtol=1e-5, atol=1e-5)
     for g, r in zip(jax.grad(ours, (0, 1, 2))(q, k, v), jax.grad(ref, (0, 1, 2))(q, k, v)):
         np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5)

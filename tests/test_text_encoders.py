@@ -10,11 +10,11 @@ import pytest
 torch = pytest.importorskip("torch", reason="parity tests need the torch extra: pip install stiv_jax[torch]")
 transformers = pytest.importorskip("transformers", reason="parity tests need the torch extra")
 
-from stiv_jax.weights.torch_state import ConversionError  # noqa: E402
+from stiv_jax.encoders.build import build_text_encoder  # noqa: E402
 from stiv_jax.text.clip import CLIPTextConfig  # noqa: E402
 from stiv_jax.text.convert import convert_clip, convert_t5  # noqa: E402
-from stiv_jax.encoders.build import build_text_encoder  # noqa: E402
 from stiv_jax.text.t5 import T5EncoderConfig, relative_position_bucket  # noqa: E402
+from stiv_jax.weights.torch_state import ConversionError  # noqa: E402
 
 RTOL = 1e-4
 
@@ -42,8 +42,14 @@ def batch(vocab: int, lengths: list[int], total: int, eos: int, seed: int = 0):
 
 def _hf_clip(with_projection: bool, **kw):
     cfg = transformers.CLIPTextConfig(
-        vocab_size=99, hidden_size=32, intermediate_size=80, num_hidden_layers=3, num_attention_heads=4,
-        max_position_embeddings=16, projection_dim=24, **kw,
+        vocab_size=99,
+        hidden_size=32,
+        intermediate_size=80,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        max_position_embeddings=16,
+        projection_dim=24,
+        **kw,
     )
     cls = transformers.CLIPTextModelWithProjection if with_projection else transformers.CLIPTextModel
     torch.manual_seed(0)
@@ -97,8 +103,16 @@ def test_build_text_encoder_last_token_pooling():
 
 def _hf_t5(feed_forward_proj: str):
     cfg = transformers.T5Config(
-        vocab_size=101, d_model=32, d_kv=12, d_ff=72, num_layers=3, num_heads=4, feed_forward_proj=feed_forward_proj,
-        relative_attention_num_buckets=16, relative_attention_max_distance=20, dropout_rate=0.0,
+        vocab_size=101,
+        d_model=32,
+        d_kv=12,
+        d_ff=72,
+        num_layers=3,
+        num_heads=4,
+        feed_forward_proj=feed_forward_proj,
+        relative_attention_num_buckets=16,
+        relative_attention_max_distance=20,
+        dropout_rate=0.0,
     )
     torch.manual_seed(0)
     return transformers.T5EncoderModel(cfg).eval(), cfg
@@ -136,10 +150,14 @@ def test_converter_names_bad_shape_missing_and_unexpected_keys():
     with pytest.raises(ConversionError, match=r"encoder\.block\.1\.layer\.1\.DenseReluDense\.wi_1\.weight.*\(71, 32\)"):
         convert_t5(bad, cfg)
     bad = {k: v for k, v in sd.items() if k != "encoder.block.2.layer.0.SelfAttention.k.weight"}
-    with pytest.raises(ConversionError, match=r"missing keys \(1\): encoder\.block\.2\.layer\.0\.SelfAttention\.k\.weight"):
+    with pytest.raises(
+        ConversionError, match=r"missing keys \(1\): encoder\.block\.2\.layer\.0\.SelfAttention\.k\.weight"
+    ):
         convert_t5(bad, cfg)
     bad = {**sd, "encoder.block.0.layer.0.SelfAttention.extra.weight": np.zeros(3, np.float32)}
-    with pytest.raises(ConversionError, match=r"unexpected keys \(1\): encoder\.block\.0\.layer\.0\.SelfAttention\.extra"):
+    with pytest.raises(
+        ConversionError, match=r"unexpected keys \(1\): encoder\.block\.0\.layer\.0\.SelfAttention\.extra"
+    ):
         convert_t5(bad, cfg)
     clip, clip_cfg = _hf_clip(False)
     with pytest.raises(ConversionError, match=r"missing keys .*text_projection\.weight"):

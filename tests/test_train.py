@@ -1,6 +1,7 @@
 """Trainer: learning, sharding equivalence, exact resume via SIGTERM, mesh-changing restore,
 NaN stop, config validation (issue: training)."""
 
+import operator
 import os
 import signal
 import subprocess
@@ -11,8 +12,8 @@ import numpy as np
 import pytest
 
 from stiv_jax.storage.checkpoints import Checkpointer
-from stiv_jax.train.setup import load_train_state
 from stiv_jax.train.loop import NonFiniteLossError
+from stiv_jax.train.setup import load_train_state
 from tests.train_utils import losses, run, tiny_train_config
 
 
@@ -89,7 +90,13 @@ def test_restore_onto_a_different_mesh(tmp_path):
 def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path):
     wd = str(tmp_path / "diverge")
     # lr 0 for step 1 (warmup), then a huge lr: parameters explode and the loss becomes inf/NaN.
-    cfg = tiny_train_config(num_train_steps=30, checkpoint_every_steps=1, learning_rate=1e30, warmup_steps=1, **{"optimizer.update_clip": 0.0})
+    cfg = tiny_train_config(
+        num_train_steps=30,
+        checkpoint_every_steps=1,
+        learning_rate=1e30,
+        warmup_steps=1,
+        **{"optimizer.update_clip": 0.0},
+    )
     with pytest.raises(NonFiniteLossError, match=r"NaN/inf at step (\d+).*last good checkpoint is step (\d+)") as err:
         run(cfg, wd)
     import re
@@ -103,8 +110,18 @@ def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path):
 
 def test_unknown_config_key_fails_before_compiling(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "stiv_jax.cli.train", "--config=experiments/tiny_synthetic.py", f"--workdir={tmp_path}", "--config.no_such_key=3"],
-        capture_output=True, text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)),
+        [
+            sys.executable,
+            "-m",
+            "stiv_jax.cli.train",
+            "--config=experiments/tiny_synthetic.py",
+            f"--workdir={tmp_path}",
+            "--config.no_such_key=3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
     )
     assert proc.returncode != 0
     assert "no_such_key" in proc.stderr
@@ -117,8 +134,8 @@ def test_gradient_accumulation_averages_microbatch_gradients():
 
     from stiv_jax.encoders.conditioner import Conditioner
     from stiv_jax.train.data import SyntheticClip
-    from stiv_jax.train.step import accumulate_gradients, init_state, make_loss_fn, split_microbatches
     from stiv_jax.train.optimizer import make_optimizer
+    from stiv_jax.train.step import accumulate_gradients, init_state, make_loss_fn, split_microbatches
 
     cfg = tiny_train_config()
     cond = Conditioner(cfg)
@@ -130,10 +147,17 @@ def test_gradient_accumulation_averages_microbatch_gradients():
     clips = [SyntheticClip(cfg.data.num_frames, cfg.data.resolution, cfg.data.max_text_length)(i) for i in range(4)]
     batch = {k: jnp.stack([c[k] for c in clips]) for k in clips[0]}
     frozen, key = cond.frozen_params(), jax.random.key(3)
-    (loss, _), grads = jax.jit(lambda p, b, f, k: accumulate_gradients(grad_fn, p, b, f, k, 2))(state["params"], batch, frozen, key)
+    (loss, _), grads = jax.jit(lambda p, b, f, k: accumulate_gradients(grad_fn, p, b, f, k, 2))(
+        state["params"], batch, frozen, key
+    )
     micro = split_microbatches(batch, 2)
     keys = jax.random.split(key, 2)
-    parts = [grad_fn(state["params"], jax.tree.map(lambda x: x[j], micro), frozen, keys[j]) for j in range(2)]
+    parts = [grad_fn(state["params"], jax.tree.map(operator.itemgetter(j), micro), frozen, keys[j]) for j in range(2)]
     np.testing.assert_array_equal(micro["micro"][1], batch["micro"][1::2])  # rows j, j+2, ...
     np.testing.assert_allclose(loss, (parts[0][0][0] + parts[1][0][0]) / 2, rtol=1e-5)
-    jax.tree.map(lambda g, a, b: np.testing.assert_allclose(g, (a + b) / 2, rtol=1e-4, atol=1e-6), grads, parts[0][1], parts[1][1])
+    jax.tree.map(
+        lambda g, a, b: np.testing.assert_allclose(g, (a + b) / 2, rtol=1e-4, atol=1e-6),
+        grads,
+        parts[0][1],
+        parts[1][1],
+    )

@@ -22,19 +22,33 @@ BASE = ["--config=" + str(REPO / "experiments/tiny_synthetic.py"), "--config.mes
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    return {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1",
-            "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("xla_cache")),
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5"}
+    return {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONUNBUFFERED": "1",
+        "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("xla_cache")),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
+    }
 
 
 def train(env, workdir, *args, timeout=240) -> subprocess.CompletedProcess:
-    return subprocess.run([str(Path(sys.executable).parent / "stiv-train"), *BASE, f"--workdir={workdir}", *args],
-                          env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "stiv-train"), *BASE, f"--workdir={workdir}", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def start(env, workdir, *args) -> subprocess.Popen:
-    return subprocess.Popen([str(Path(sys.executable).parent / "stiv-train"), *BASE, f"--workdir={workdir}", *args],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "stiv-train"), *BASE, f"--workdir={workdir}", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def ok(proc):
@@ -57,7 +71,7 @@ def wait_for_step(proc: subprocess.Popen, step: int) -> None:
     for line in proc.stdout:
         if line.startswith(f"step {step}/"):
             return
-    pytest.fail("the run ended before step %d: %s" % (step, proc.stderr.read()[-2000:]))
+    pytest.fail(f"the run ended before step {step}: {proc.stderr.read()[-2000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -91,11 +105,15 @@ def _truncate_largest_array(step_dir: Path) -> None:
     biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 3])
 
 
-@pytest.mark.parametrize("damage", [
-    _truncate_largest_array,
-    lambda d: (d / "state" / "_METADATA").unlink(),
-    lambda d: __import__("shutil").rmtree(d / "state"),
-], ids=["truncated_array", "no_metadata", "no_state_item"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _truncate_largest_array,
+        lambda d: (d / "state" / "_METADATA").unlink(),
+        lambda d: __import__("shutil").rmtree(d / "state"),
+    ],
+    ids=["truncated_array", "no_metadata", "no_state_item"],
+)
 def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_one_before_used(env, run4, tmp_path, damage):
     wd = _copy(run4, tmp_path / "run")
     damage(wd / "checkpoints" / "4")
@@ -125,18 +143,35 @@ def test_a_second_trainer_is_refused_and_a_stale_lock_taken_over(env, tmp_path):
     dead.wait()
     import socket
 
-    (wd / "lock.json").write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "started": time.time(),
-                                              "heartbeat": time.time(), "token": "crashed"}))
+    (wd / "lock.json").write_text(
+        json.dumps(
+            {
+                "host": socket.gethostname(),
+                "pid": dead.pid,
+                "started": time.time(),
+                "heartbeat": time.time(),
+                "token": "crashed",
+            }
+        )
+    )
     proc = ok(train(env, wd, "--config.num_train_steps=2", "--config.checkpoint_every_steps=1000"))
     assert f"taking over the stale lock {wd / 'lock.json'} of process {dead.pid}" in proc.stderr
 
 
-@pytest.mark.parametrize("flag,message", [
-    ("--config.num_train_steps=0", "config.num_train_steps=0 must be >= 1"),
-    ("--config.checkpoint_every_steps=0", "config.checkpoint_every_steps=0 must be >= 1"),
-    ("--config.no_such_key=3", "--config.no_such_key: no such key in the config"),
-    ("--config.batch_size=six", "flag --config.batch_size=six"),
-])
+@pytest.mark.parametrize(
+    "flag,message",
+    [
+        ("--config.num_train_steps=0", "config.num_train_steps=0 must be >= 1"),
+        ("--config.checkpoint_every_steps=0", "config.checkpoint_every_steps=0 must be >= 1"),
+        ("--config.no_such_key=3", "--config.no_such_key: no such key in the config"),
+        ("--config.batch_size=six", "flag --config.batch_size=six"),
+        # MaskDiT without decoder blocks used to train unmasked without a word
+        (
+            "--config.model.num_decoder_blocks=0",
+            "config.mask_ratio=0.5 masks tokens, but config.model.num_decoder_blocks=0",
+        ),
+    ],
+)
 def test_bad_values_fail_in_one_line_before_anything_is_written(env, tmp_path, flag, message):
     wd = tmp_path / "run"
     one_error_line(train(env, wd, flag, timeout=120), message)
@@ -151,8 +186,13 @@ def test_a_workdir_under_a_file_is_one_line(env, tmp_path):
 
 def test_kill_9_then_resume_logs_each_step_once(env, tmp_path):
     wd = tmp_path / "run"
-    proc = start(env, wd, "--config.num_train_steps=40", "--config.checkpoint_every_steps=3",
-                 "--config.async_checkpointing=False")
+    proc = start(
+        env,
+        wd,
+        "--config.num_train_steps=40",
+        "--config.checkpoint_every_steps=3",
+        "--config.async_checkpointing=False",
+    )
     try:
         wait_for_step(proc, 4)
         deadline = time.monotonic() + 30
@@ -175,20 +215,27 @@ def test_unreadable_records_are_counted_stopped_past_the_fraction_and_resume_on_
     from data_fixtures import demo_dir
     from test_data_robustness import BAD_KEY, bad_shards
 
-    shards = [f"--config.data.path={bad_shards('garbage')}", "--config.data.kind=shards",
-              f"--config.data.tokenizer_path={demo_dir()}/spm.model", "--config.data.frame_strides=(1,)",
-              "--config.text.vocab_size=64", "--config.checkpoint_every_steps=3"]
+    shards = [
+        f"--config.data.path={bad_shards('garbage')}",
+        "--config.data.kind=shards",
+        f"--config.data.tokenizer_path={demo_dir()}/spm.model",
+        "--config.data.frame_strides=(1,)",
+        "--config.text.vocab_size=64",
+        "--config.checkpoint_every_steps=3",
+    ]
     straight = ok(train(env, tmp_path / "straight", *shards, "--config.num_train_steps=5"))
     rows = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["data/skipped_records"] == 2  # 40 clips: two passes over the 20 records, one bad
     assert f"key={BAD_KEY['garbage']}" in straight.stderr and "skipping bad record" in straight.stderr
 
-    strict = train(env, tmp_path / "strict", *shards, "--config.num_train_steps=5", "--config.data.max_skipped_fraction=0")
+    strict = train(
+        env, tmp_path / "strict", *shards, "--config.num_train_steps=5", "--config.data.max_skipped_fraction=0"
+    )
     assert strict.returncode == 2 and "Traceback" not in strict.stderr, strict.stderr[-3000:]
     last = strict.stderr.strip().splitlines()[-1]  # after the warning that names the record
     assert last.startswith("stiv-train: error: 1 of the ") and "more than config.data.max_skipped_fraction=0" in last
 
     ok(train(env, tmp_path / "resumed", *shards, "--config.num_train_steps=3"))
     ok(train(env, tmp_path / "resumed", *shards, "--config.num_train_steps=5", "--config.data.num_workers=2"))
-    losses = lambda wd: [json.loads(line)["loss"] for line in (wd / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    losses = lambda wd: [json.loads(line)["loss"] for line in (wd / "metrics.jsonl").read_text().splitlines()]
     assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")

@@ -12,10 +12,10 @@ import pytest
 torch = pytest.importorskip("torch", reason="parity tests need the torch extra: pip install stiv_jax[torch]")
 diffusers = pytest.importorskip("diffusers", reason="parity tests need the torch extra")
 
-from stiv_jax.weights.torch_state import ConversionError  # noqa: E402
 from stiv_jax.encoders.build import build_autoencoder  # noqa: E402
 from stiv_jax.vae import AutoencoderKLConfig, FrameAutoencoder, PixelAutoencoder  # noqa: E402
 from stiv_jax.vae.convert import convert_vae  # noqa: E402
+from stiv_jax.weights.torch_state import ConversionError  # noqa: E402
 
 RTOL = 1e-4
 
@@ -34,13 +34,22 @@ def nhwc(t: torch.Tensor) -> np.ndarray:
 
 
 SMALL = dict(
-    block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
-    down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+    block_out_channels=(16, 32),
+    layers_per_block=1,
+    norm_num_groups=8,
+    down_block_types=("DownEncoderBlock2D",) * 2,
+    up_block_types=("UpDecoderBlock2D",) * 2,
 )
 CONFIGS = {
     "sd-like-4ch": dict(SMALL, latent_channels=4),
-    "sd3-like-16ch": dict(SMALL, latent_channels=16, use_quant_conv=False, use_post_quant_conv=False,
-                          scaling_factor=1.5305, shift_factor=0.0609),
+    "sd3-like-16ch": dict(
+        SMALL,
+        latent_channels=16,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        scaling_factor=1.5305,
+        shift_factor=0.0609,
+    ),
 }
 
 
@@ -56,7 +65,7 @@ def _diffusers_vae(name: str):
     return vae
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def converted(name: str):
     vae = _diffusers_vae(name)
     cfg = AutoencoderKLConfig.resolve(dict(vae.config))
@@ -97,10 +106,14 @@ def test_frame_autoencoder_scales_and_chunks_frames():
     np.testing.assert_allclose(lat.reshape(6, 8, 8, 16), expected, rtol=1e-5, atol=1e-5)
     out = ae.decode(lat)
     assert out.shape == video.shape
-    np.testing.assert_allclose(out.reshape(6, 16, 16, 3), jax.jit(lambda m, z: m.decode(z))(model, mean), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        out.reshape(6, 16, 16, 3), jax.jit(lambda m, z: m.decode(z))(model, mean), rtol=1e-4, atol=1e-4
+    )
     key = jax.random.key(0)
     eps = jax.random.normal(key, mean.reshape(2, 3, 8, 8, 16).shape)
-    draw = (mean.reshape(eps.shape) + jnp.exp(0.5 * logvar.reshape(eps.shape)) * eps - cfg.shift_factor) * cfg.scaling_factor
+    draw = (
+        mean.reshape(eps.shape) + jnp.exp(0.5 * logvar.reshape(eps.shape)) * eps - cfg.shift_factor
+    ) * cfg.scaling_factor
     np.testing.assert_allclose(ae.sample(video, key), draw, rtol=1e-5, atol=1e-5)
 
 
@@ -119,7 +132,9 @@ def test_legacy_attention_names_and_bad_keys():
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     bad = dict(sd)
     bad["decoder.up_blocks.1.resnets.0.conv_shortcut.weight"] = np.zeros((16, 31, 1, 1), np.float32)
-    with pytest.raises(ConversionError, match=r"decoder\.up_blocks\.1\.resnets\.0\.conv_shortcut\.weight: torch shape \(16, 31, 1, 1\)"):
+    with pytest.raises(
+        ConversionError, match=r"decoder\.up_blocks\.1\.resnets\.0\.conv_shortcut\.weight: torch shape \(16, 31, 1, 1\)"
+    ):
         convert_vae(bad, cfg)
     bad = {k: v for k, v in sd.items() if not k.startswith("post_quant_conv")}
     with pytest.raises(ConversionError, match=r"missing keys \(2\): post_quant_conv\.bias, post_quant_conv\.weight"):

@@ -5,8 +5,9 @@
 1. render the demo dataset (real H.264 mp4s + captions + a SentencePiece tokenizer);
 2. write ArrayRecord shards and the latent cache (pixel autoencoder);
 3. train ``experiments/demo_shapes.py`` (T2V + TI2V by frame replacement) in ``OUT/workdir``;
-4. sample with JIT-CFG and the linear-quadratic schedule: T2V videos from prompts and a TI2V
-   video from a rendered first frame, as mp4 + gif, a contact sheet and the loss curve;
+4. sample with the config's ``sampling`` settings (JIT-CFG s = 2, linear-quadratic schedule): T2V
+   videos from prompts and a TI2V video from a rendered first frame, as mp4 + gif, a contact
+   sheet and the loss curve;
 5. measure what each video shows (stiv_jax/apps/report.py) against its prompt.
 
 Each stage is skipped when its output exists, so a second run only samples again.
@@ -29,12 +30,14 @@ _CONFIG = flags.DEFINE_string("config", "experiments/demo_shapes.py", "Demo trai
 _STEPS = flags.DEFINE_integer("steps", None, "Override config.num_train_steps.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
-T2V_PROMPTS = ("a red circle moving right", "a blue square moving up", "a yellow triangle moving left", "a green square moving down")
+T2V_PROMPTS = (
+    "a red circle moving right",
+    "a blue square moving up",
+    "a yellow triangle moving left",
+    "a green square moving down",
+)
 TI2V = ("green", "circle", "right")  # the first frame is rendered; the prompt asks for this motion
 VIEW_SCALE = 4  # written videos are upscaled (nearest neighbour) by this factor
-# JIT-CFG at s = 2, not the paper's 7.5: on the demo model 7.5 over-extrapolates at the shapes'
-# edges (coloured fringes, dark boxes); s = 2 draws clean shapes (README "What you should see").
-SAMPLING = dict(guidance="jit", scale=2.0, steps=50)
 
 
 def _stage(name: str):
@@ -57,9 +60,9 @@ def load_config(path: str, out: str, steps: int | None):
 def prepare_data(out: str, config) -> None:
     from stiv_jax.data import config as data_config
     from stiv_jax.data import latent_cache
-    from stiv_jax.encoders.build import build_autoencoder
     from stiv_jax.data.ingest import make_shards
     from stiv_jax.data.synthetic import make_demo_data
+    from stiv_jax.encoders.build import build_autoencoder
 
     data, shards, latents = (os.path.join(out, d) for d in ("data", "shards", "latents"))
     if not os.path.exists(os.path.join(data, "captions.jsonl")):
@@ -74,8 +77,13 @@ def prepare_data(out: str, config) -> None:
         cfg, d = data_config.get_data_config(), config.data
         cfg.path, cfg.tokenizer_path, cfg.max_text_length = shards, d.tokenizer_path, d.max_text_length
         cfg.num_frames, cfg.resolution, cfg.frame_strides = d.num_frames, d.resolution, tuple(d.frame_strides)
-        manifest = latent_cache.encode_shards(cfg, latents, build_autoencoder(config.autoencoder), dtype="float32",
-                                              settings={"autoencoder": f"pixel:{config.autoencoder.downsample}", "text_encoder": "none"})
+        manifest = latent_cache.encode_shards(
+            cfg,
+            latents,
+            build_autoencoder(config.autoencoder),
+            dtype="float32",
+            settings={"autoencoder": f"pixel:{config.autoencoder.downsample}", "text_encoder": "none"},
+        )
         print(f"encoded={manifest['num_records']} skipped={manifest['num_skipped']} shapes={manifest['latent_shapes']}")
 
 
@@ -83,17 +91,21 @@ def sample_and_report(out: str, workdir: str, config, seed: int) -> dict:
     from stiv_jax.apps import report as demo_report
     from stiv_jax.data import video_io
     from stiv_jax.data.synthetic import FPS, caption_for
+    from stiv_jax.sampling.options import SampleOptions
     from stiv_jax.sampling.pipeline import load_sampler
 
-    t0 = _stage(f"4/4 sampling (JIT-CFG {SAMPLING['scale']}, linear-quadratic schedule, {SAMPLING['steps']} steps)")
+    o = SampleOptions.for_run(config)  # the config's sampling section (experiments/demo_shapes.py)
+    t0 = _stage(
+        f"4/4 sampling ({o.guidance.upper()}-CFG {o.scale}, {o.schedule.replace('_', '-')} schedule, {o.steps} steps)"
+    )
     sampler = load_sampler(workdir)
     stride = config.data.frame_strides[0]
-    t2v = sampler.generate(list(T2V_PROMPTS), task="t2v", seed=seed, **SAMPLING)
+    t2v = sampler.generate(list(T2V_PROMPTS), o, task="t2v", seed=seed)
     color, shape, motion = TI2V
     ti2v_prompt = caption_for(color, shape, motion)
     # The conditioning frame: frame 0 of a clip rendered like the training data (64 px, downsized).
     first = demo_report.first_frames([ti2v_prompt])[0]
-    ti2v = sampler.generate([ti2v_prompt], task="ti2v", image=first, seed=seed, **SAMPLING)
+    ti2v = sampler.generate([ti2v_prompt], o, task="ti2v", image=first, seed=seed)
 
     videos, labels, rows = [], [], []
     for name, prompt, video in [*(("t2v", p, v) for p, v in zip(T2V_PROMPTS, t2v)), ("ti2v", ti2v_prompt, ti2v[0])]:
@@ -102,22 +114,37 @@ def sample_and_report(out: str, workdir: str, config, seed: int) -> dict:
         for ext in (".mp4", ".gif"):
             video_io.write_video(stem + ext, big, fps=FPS / stride)  # the source clips' speed
         seen, want = demo_report.describe(np.asarray(video)), demo_report.parse_caption(prompt)
-        rows.append(dict(task=name, prompt=prompt, seen=seen, ok={k: seen[k] == want[k] for k in want}, file=stem + ".mp4"))
+        rows.append(
+            dict(task=name, prompt=prompt, seen=seen, ok={k: seen[k] == want[k] for k in want}, file=stem + ".mp4")
+        )
         videos.append(np.asarray(video))
         labels.append(f"{name}: {prompt}   (seen: {seen['color']} {seen['shape']} {seen['motion']})")
     from PIL import Image
 
     Image.fromarray(first).save(os.path.join(out, "ti2v_first_frame.png"))
     sheet = demo_report.contact_sheet(videos, labels, os.path.join(out, "contact_sheet.png"))
-    curve = demo_report.loss_curve(Workdir(workdir).metrics(), os.path.join(out, "loss_curve.png"), title=os.path.basename(workdir))
+    curve = demo_report.loss_curve(
+        Workdir(workdir).metrics(), os.path.join(out, "loss_curve.png"), title=os.path.basename(workdir)
+    )
     score = {k: float(np.mean([row["ok"][k] for row in rows])) for k in ("color", "shape", "motion")}
     # The five videos above are anecdotes; every one of the 60 demo captions is a measurement.
-    every = demo_report.prompt_following(
-        lambda prompts: sampler.generate(prompts, task="t2v", seed=seed + 1, **SAMPLING))
+    every = demo_report.prompt_following(lambda prompts: sampler.generate(prompts, o, task="t2v", seed=seed + 1))
     ti2v_every = demo_report.prompt_following(  # does the given shape move the asked way?
-        lambda prompts: sampler.generate(prompts, task="ti2v", image=demo_report.first_frames(prompts),
-                                         seed=seed + 2, **SAMPLING), demo_report.all_prompts(moving_only=True))
-    report = dict(rows=rows, prompt_following=score, t2v_all_prompts=every, ti2v_moving_prompts=ti2v_every, sheet=sheet, loss_curve=curve, timings=sampler.timings, seconds=time.perf_counter() - t0)
+        lambda prompts: sampler.generate(
+            prompts, o, task="ti2v", image=demo_report.first_frames(prompts), seed=seed + 2
+        ),
+        demo_report.all_prompts(moving_only=True),
+    )
+    report = dict(
+        rows=rows,
+        prompt_following=score,
+        t2v_all_prompts=every,
+        ti2v_moving_prompts=ti2v_every,
+        sheet=sheet,
+        loss_curve=curve,
+        timings=sampler.timings,
+        seconds=time.perf_counter() - t0,
+    )
     with open(os.path.join(out, "report.json"), "w") as f:
         json.dump(report, f, indent=2)
     return report
@@ -152,14 +179,22 @@ def main(argv) -> None:
         s = row["seen"]
         marks = "".join("✓" if row["ok"][k] else "✗" for k in ("color", "shape", "motion"))
         print(f"  {row['task']:5s} {row['prompt']:32s} → {s['color']} {s['shape']} {s['motion']}  [{marks}]")
-    for name, key in (("T2V on all {} demo captions", "t2v_all_prompts"), ("TI2V on the {} moving demo captions", "ti2v_moving_prompts")):
+    for name, key in (
+        ("T2V on all {} demo captions", "t2v_all_prompts"),
+        ("TI2V on the {} moving demo captions", "ti2v_moving_prompts"),
+    ):
         every = report[key]
-        print(name.format(every["prompts"]) + " (accuracy, chance in brackets): "
-              + ", ".join(f"{k} {v:.0%} ({every['chance'][k]:.0%})" for k, v in every["accuracy"].items()))
+        print(
+            name.format(every["prompts"])
+            + " (accuracy, chance in brackets): "
+            + ", ".join(f"{k} {v:.0%} ({every['chance'][k]:.0%})" for k, v in every["accuracy"].items())
+        )
     print(f"\nvideos (mp4 + gif): {out}/t2v_*.mp4, {out}/ti2v_*.mp4")
     print(f"contact sheet:      {report['sheet']}")
     print(f"loss curve:         {report['loss_curve']}")
-    print(f"checkpoint:         {workdir}  (stiv-sample --workdir={workdir} --prompt='a red circle moving left' --out=clip.mp4)")
+    print(
+        f"checkpoint:         {workdir}  (stiv-sample --workdir={workdir} --prompt='a red circle moving left' --out=clip.mp4)"
+    )
     print(f"total time:         {time.perf_counter() - start:.0f}s")
 
 

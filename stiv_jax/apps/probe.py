@@ -16,7 +16,7 @@ Run on a workdir: ``python -m stiv_jax.apps.probe --workdir=outputs/demo/workdir
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import chex
 import jax
@@ -29,9 +29,17 @@ from stiv_jax.flow.tasks import replace_frames
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (latest checkpoint, EMA weights).")
 _BASE = flags.DEFINE_string("prompt", "a red circle moving right", "The reference prompt.")
-_VARIANTS = flags.DEFINE_list("variants", ["a blue circle moving right", "a red square moving right",
-                                           "a red circle moving left", "a red circle moving up",
-                                           "a red circle standing still"], "Prompts compared with --prompt.")
+_VARIANTS = flags.DEFINE_list(
+    "variants",
+    [
+        "a blue circle moving right",
+        "a red square moving right",
+        "a red circle moving left",
+        "a red circle moving up",
+        "a red circle standing still",
+    ],
+    "Prompts compared with --prompt.",
+)
 _T = flags.DEFINE_float("t", 0.3, "Flow time of the noise probe inputs (0 = noise, 1 = data).")
 _CLIPS = flags.DEFINE_integer("clips", 32, "Training clips for the caption-edit probe.")
 _TIMES = flags.DEFINE_list("times", ["0.1", "0.3", "0.5", "0.7"], "Flow times of the caption-edit probe.")
@@ -49,8 +57,9 @@ def time_reversal_asymmetry(model, x: jax.Array, t: jax.Array, cond: Mapping[str
     return _relative(v, model(x[:, ::-1], t, **cond)[:, ::-1])
 
 
-def word_sensitivity(model, encode, x: jax.Array, t: jax.Array, micro: jax.Array, base: str,
-                     variants: list[str]) -> dict[str, float]:
+def word_sensitivity(
+    model, encode, x: jax.Array, t: jax.Array, micro: jax.Array, base: str, variants: list[str]
+) -> dict[str, float]:
     """``{variant: ‖v(x | variant) − v(x | base)‖ / ‖v(x | base)‖}``; ``encode(prompts)`` returns
     the model's ``text``/``text_mask``/``pooled_text`` inputs (``Sampler.encode_prompts``)."""
     chex.assert_rank(x, 5)
@@ -59,9 +68,23 @@ def word_sensitivity(model, encode, x: jax.Array, t: jax.Array, micro: jax.Array
     return {v: _relative(ref, velocity(v)) for v in variants}
 
 
-def caption_loss_gain(model, encode, x1: jax.Array, micro: jax.Array, captions: list[str],
-                      edits: Mapping[str, list[str]], times: tuple[float, ...], key: jax.Array,
-                      cond_mask: jax.Array | None = None) -> dict[str, list[float]]:
+def _clip_losses(v: jax.Array, target: jax.Array, frames: jax.Array) -> np.ndarray:
+    """Per-clip mean squared velocity error over the frames ``frames`` marks (1 = in the loss)."""
+    err = jnp.square(v - target) * frames
+    return np.asarray(err.sum(axis=(1, 2, 3, 4)) / (frames.sum(axis=(1, 2, 3, 4)) * np.prod(v.shape[2:])))
+
+
+def caption_loss_gain(
+    model,
+    encode,
+    x1: jax.Array,
+    micro: jax.Array,
+    captions: list[str],
+    edits: Mapping[str, list[str]],
+    times: tuple[float, ...],
+    key: jax.Array,
+    cond_mask: jax.Array | None = None,
+) -> dict[str, list[float]]:
     """``{edit: [mean loss(edited caption) − loss(caption) for t in times]}`` over clips ``x1``.
 
     ``edits[name][i]`` replaces ``captions[i]``; rows it leaves unchanged are not averaged.
@@ -77,25 +100,22 @@ def caption_loss_gain(model, encode, x1: jax.Array, micro: jax.Array, captions: 
         noise = jax.random.normal(jax.random.fold_in(key, i), x1.shape, x1.dtype)
         t = jnp.full((b,), time)
         x_t = replace_frames(interpolate(x1, noise, t), x1, cond)
-        frames = (~cond).astype(jnp.float32)[:, :, None, None, None]
-
-        def loss(prompts: list[str]) -> np.ndarray:
-            v = model(x_t, t, **encode(prompts), micro=micro, cond_mask=cond)  # as in training
-            err = jnp.square(v - velocity_target(x1, noise)) * frames
-            return np.asarray(err.sum(axis=(1, 2, 3, 4)) / (frames.sum(axis=(1, 2, 3, 4)) * np.prod(x1.shape[2:])))
-
-        base = loss(captions)
+        target, frames = velocity_target(x1, noise), (~cond).astype(jnp.float32)[:, :, None, None, None]
+        per_clip = lambda prompts, x_t=x_t, t=t, target=target, frames=frames: _clip_losses(
+            model(x_t, t, **encode(prompts), micro=micro, cond_mask=cond), target, frames
+        )  # as in training
+        base = per_clip(captions)
         for name, edited in edits.items():
             changed = np.array([a != c for a, c in zip(edited, captions)])
-            gains[name].append(float((loss(edited) - base)[changed].mean()) if changed.any() else 0.0)
+            gains[name].append(float((per_clip(edited) - base)[changed].mean()) if changed.any() else 0.0)
     return gains
 
 
 def demo_caption_edits(captions: list[str]) -> dict[str, list[str]]:
     """Demo captions with one word swapped: the next colour / shape, the opposite direction, the
     other axis (left↔up, right↔down), and "standing still" (moving clips only)."""
-    from stiv_jax.data.synthetic import COLORS, SHAPES, caption_for
     from stiv_jax.apps.report import parse_caption
+    from stiv_jax.data.synthetic import COLORS, SHAPES, caption_for
 
     colors = tuple(COLORS)
     parsed = [parse_caption(c) for c in captions]
@@ -130,7 +150,9 @@ def main(argv) -> None:
     micro = default_micro(16, c.data.resolution, c.data.resolution, f, c.data.frame_strides[0])
 
     print(f"velocity change vs {_BASE.value!r} at t={_T.value} (16 noise inputs):")
-    for prompt, change in word_sensitivity(s.model, s.encode_prompts, x, t, micro, _BASE.value, _VARIANTS.value).items():
+    for prompt, change in word_sensitivity(
+        s.model, s.encode_prompts, x, t, micro, _BASE.value, _VARIANTS.value
+    ).items():
         print(f"  {prompt:34s} {change:.3f}")
     asym = time_reversal_asymmetry(s.model, x, t, dict(s.encode_prompts([_BASE.value] * 16), micro=micro))
     print(f"time-reversal asymmetry: {asym:.3f}")
@@ -138,14 +160,19 @@ def main(argv) -> None:
     # The training clips themselves (the run's data config, read from the current directory).
     sp = spm.SentencePieceProcessor(model_file=c.data.tokenizer_path)
     batch = next(make_iterator(c, _CLIPS.value))
-    captions = [sp.decode([int(i) for i, m in zip(ids, mask) if m and i > 1]) for ids, mask in zip(batch["text_ids"], batch["text_mask"])]
+    captions = [
+        sp.decode([int(i) for i, m in zip(ids, mask) if m and i > 1])
+        for ids, mask in zip(batch["text_ids"], batch["text_mask"])
+    ]
     x1, micro = jnp.asarray(batch["latents"]), jnp.asarray(batch["micro"])
     edits = demo_caption_edits(captions)
     times = tuple(float(v) for v in _TIMES.value)
     first = jnp.zeros(x1.shape[:2], bool).at[:, 0].set(True)
     for task, cond in (("t2v", None), ("ti2v", first)):
         gains = caption_loss_gain(s.model, s.encode_prompts, x1, micro, captions, edits, times, jax.random.key(1), cond)
-        print(f"{task}: loss increase with one caption word wrong ({len(captions)} training clips), at t = {', '.join(map(str, times))}:")
+        print(
+            f"{task}: loss increase with one caption word wrong ({len(captions)} training clips), at t = {', '.join(map(str, times))}:"
+        )
         for name, row in gains.items():
             print(f"  {name:20s} " + " ".join(f"{g:+.4f}" for g in row))
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import zlib
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -81,8 +81,9 @@ def first_frames(prompts: Sequence[str], seed: int = 1234, size: int = 64) -> np
     return np.stack(frames)
 
 
-def prompt_following(generate: Callable[[list[str]], Sequence[np.ndarray]], prompts: Sequence[str] | None = None,
-                     batch: int = 20) -> dict:
+def prompt_following(
+    generate: Callable[[list[str]], Sequence[np.ndarray]], prompts: Sequence[str] | None = None, batch: int = 20
+) -> dict:
     """Fraction of ``prompts`` (default: all 60) whose generated video shows the asked colour,
     shape and motion; ``generate(prompts) → uint8 [T, H, W, 3] videos``. Also reports whether
     moving vs standing still is right, and chance: a uniform guess among the colours, shapes and
@@ -95,11 +96,17 @@ def prompt_following(generate: Callable[[list[str]], Sequence[np.ndarray]], prom
             seen = describe(np.asarray(video))
             for k in ("color", "shape", "motion"):
                 hits[k] += seen[k] == want[k]
-            hits["moving_or_still"] += (seen["motion"] == "still") == (want["motion"] == "still") and seen["motion"] is not None
+            hits["moving_or_still"] += (seen["motion"] == "still") == (want["motion"] == "still") and seen[
+                "motion"
+            ] is not None
     options = lambda k: len({a[k] for a in asked})
     p_still = 1 / options("motion") if any(a["motion"] == "still" for a in asked) else 0.0
-    chance = dict(color=1 / options("color"), shape=1 / options("shape"), motion=1 / options("motion"),
-                  moving_or_still=p_still**2 + (1 - p_still) ** 2)
+    chance = dict(
+        color=1 / options("color"),
+        shape=1 / options("shape"),
+        motion=1 / options("motion"),
+        moving_or_still=p_still**2 + (1 - p_still) ** 2,
+    )
     return dict(prompts=len(prompts), accuracy={k: v / len(prompts) for k, v in hits.items()}, chance=chance)
 
 
@@ -114,7 +121,9 @@ def contact_sheet(videos: list[np.ndarray], labels: list[str], path: str, scale:
 
     t, h, w, _ = videos[0].shape
     pad, label_h = 4, 14
-    sheet = Image.new("RGB", (t * (w * scale + pad) + pad, len(videos) * (h * scale + label_h + pad) + pad), (255, 255, 255))
+    sheet = Image.new(
+        "RGB", (t * (w * scale + pad) + pad, len(videos) * (h * scale + label_h + pad) + pad), (255, 255, 255)
+    )
     draw = ImageDraw.Draw(sheet)
     for r, (video, label) in enumerate(zip(videos, labels)):
         y = pad + r * (h * scale + label_h + pad)

@@ -1,4 +1,4 @@
-"""``stiv-bench``: the performance benchmarks behind the README's Performance section.
+"""``stiv-bench``: the performance benchmarks behind docs/results.md's Performance section.
 
   stiv-bench latte    [flags]  train step vs diffusers' Latte   (last line speedup_vs_latte=…)
   stiv-bench mfu      [flags]  train-step FLOP/s vs matmul rate (last line fraction_of_matmul_peak=…)
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 # command -> (module, entry point taking argv)
 COMMANDS = {

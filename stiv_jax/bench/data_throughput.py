@@ -18,9 +18,9 @@ import time
 from absl import flags
 
 from stiv_jax.console import flag_utils
-from stiv_jax.data.ingest import make_shards
 from stiv_jax.data import config as data_config
 from stiv_jax.data import pipeline, synthetic
+from stiv_jax.data.ingest import make_shards
 
 
 def _flag_values() -> flags.FlagValues:
@@ -62,16 +62,20 @@ def run(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     synthetic.make_demo_data(src, fv.num_videos, seed=0, size=fv.size, num_frames=fv.source_frames, fps=24.0)
     manifest = make_shards(src, out, os.path.join(src, "captions.jsonl"), log=lambda _: None)
-    print(f"dataset: {manifest['num_records']} clips of {fv.source_frames}x{fv.size}x{fv.size} "
-          f"({manifest['total_bytes'] / 1e6:.1f} MB) prepared in {time.perf_counter() - start:.1f}s")
+    print(
+        f"dataset: {manifest['num_records']} clips of {fv.source_frames}x{fv.size}x{fv.size} "
+        f"({manifest['total_bytes'] / 1e6:.1f} MB) prepared in {time.perf_counter() - start:.1f}s"
+    )
     for workers in (int(w) for w in fv.workers):
         cfg = data_config.get_data_config()
         cfg.path, cfg.tokenizer_path = out, os.path.join(src, "spm.model")
         cfg.num_frames, cfg.resolution, cfg.frame_strides = fv.num_frames, fv.resolution, (1, 2, 3)
         cfg.num_workers, cfg.read_threads, cfg.prefetch = workers, fv.read_threads, 2
         rate = time_pipeline(cfg, fv.batch_size, fv.batches, fv.warmup)
-        print(f"workers={workers} read_threads={fv.read_threads} clip={fv.num_frames}x{fv.resolution}x{fv.resolution} "
-              f"clips_per_s={rate:.1f}")
+        print(
+            f"workers={workers} read_threads={fv.read_threads} clip={fv.num_frames}x{fv.resolution}x{fv.resolution} "
+            f"clips_per_s={rate:.1f}"
+        )
 
 
 if __name__ == "__main__":

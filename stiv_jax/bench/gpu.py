@@ -29,8 +29,15 @@ from stiv_jax.bench.latte import LatteStep
 from stiv_jax.bench.trainer import Arch, Shape, StivStep, bench_config
 
 # Dense bf16 tensor-core peaks (no sparsity), TFLOP/s, from the vendors' datasheets.
-BF16_PEAK_TFLOPS = {"H200": 989.4, "H100 80GB HBM3": 989.4, "H100": 989.4, "A100": 312.0, "L4": 121.0,
-                    "L40S": 362.0, "A10G": 70.0}
+BF16_PEAK_TFLOPS = {
+    "H200": 989.4,
+    "H100 80GB HBM3": 989.4,
+    "H100": 989.4,
+    "A100": 312.0,
+    "L4": 121.0,
+    "L40S": 362.0,
+    "A10G": 70.0,
+}
 
 
 def datasheet_peak(device_kind: str) -> float | None:
@@ -89,10 +96,25 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     t = timing.interleaved({"step": step.step, "matmul": dot}, repeats=fv.repeats, warmup=1)
     achieved = step.flops / t.median("step")
     matmul_rate = dot_flops / t.median("matmul")
-    out = dict(step_s=t.median("step"), model_tflop_per_s=achieved / 1e12, matmul_tflop_per_s=matmul_rate / 1e12,
-               fraction_of_matmul_peak=achieved / matmul_rate, mfu=achieved / (peak or matmul_rate))
-    print("mfu run:", timing.report(**dataclasses.asdict(shape), model_size=fv.size, mask_ratio=fv.mask_ratio, dtype=fv.dtype,
-                                    attention=fv.attention_impl, params=step.num_params, compile_s=step.compile_seconds))
+    out = dict(
+        step_s=t.median("step"),
+        model_tflop_per_s=achieved / 1e12,
+        matmul_tflop_per_s=matmul_rate / 1e12,
+        fraction_of_matmul_peak=achieved / matmul_rate,
+        mfu=achieved / (peak or matmul_rate),
+    )
+    print(
+        "mfu run:",
+        timing.report(
+            **dataclasses.asdict(shape),
+            model_size=fv.size,
+            mask_ratio=fv.mask_ratio,
+            dtype=fv.dtype,
+            attention=fv.attention_impl,
+            params=step.num_params,
+            compile_s=step.compile_seconds,
+        ),
+    )
     print(timing.report(datasheet_tflop_per_s=(peak or float("nan")) / 1e12, **out))
     del step
 
@@ -102,16 +124,31 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         peer_arch = dataclasses.replace(arch, temporal_patch=1)
         ours = StivStep(_config(peer_shape, peer_arch, fv, mask_ratio=0.0), peer_shape)
         device = "cuda" if dev.platform == "gpu" else "cpu"
-        latte = LatteStep(peer_shape, peer_arch, threads=timing.cpu_threads() if device == "cpu" else None,
-                          device=device, autocast_dtype=fv.dtype if dtype != jnp.float32 else None)
+        latte = LatteStep(
+            peer_shape,
+            peer_arch,
+            threads=timing.cpu_threads() if device == "cpu" else None,
+            device=device,
+            autocast_dtype=fv.dtype if dtype != jnp.float32 else None,
+        )
         tp = timing.interleaved({"latte": latte.step, "stiv": ours.step}, repeats=fv.repeats, warmup=1)
         out["speedup_vs_latte"] = tp.median("latte") / tp.median("stiv")
-        print("peer:", timing.report(**dataclasses.asdict(peer_shape), stiv_step_s=tp.median("stiv"),
-                                     latte_step_s=tp.median("latte"), stiv_params=ours.num_params,
-                                     latte_params=latte.num_params, stiv_train_flops=ours.flops,
-                                     latte_train_flops=latte.flops))
-    print(f"mfu={out['mfu']:.4f} fraction_of_matmul_peak={out['fraction_of_matmul_peak']:.4f} "
-          f"speedup_vs_latte={out['speedup_vs_latte']:.4f}")
+        print(
+            "peer:",
+            timing.report(
+                **dataclasses.asdict(peer_shape),
+                stiv_step_s=tp.median("stiv"),
+                latte_step_s=tp.median("latte"),
+                stiv_params=ours.num_params,
+                latte_params=latte.num_params,
+                stiv_train_flops=ours.flops,
+                latte_train_flops=latte.flops,
+            ),
+        )
+    print(
+        f"mfu={out['mfu']:.4f} fraction_of_matmul_peak={out['fraction_of_matmul_peak']:.4f} "
+        f"speedup_vs_latte={out['speedup_vs_latte']:.4f}"
+    )
     return out
 
 

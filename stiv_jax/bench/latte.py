@@ -46,19 +46,37 @@ def latte_model(shape: Shape, arch: Arch):
     from diffusers import LatteTransformer3DModel
 
     return LatteTransformer3DModel(
-        num_attention_heads=arch.heads, attention_head_dim=arch.width // arch.heads,
-        in_channels=shape.channels, out_channels=shape.channels, num_layers=arch.layers,
-        cross_attention_dim=arch.width, attention_bias=True, sample_size=shape.size,
-        patch_size=arch.patch, activation_fn="gelu-approximate", norm_type="ada_norm_single",
-        norm_elementwise_affine=False, norm_eps=1e-6, caption_channels=shape.text_dim,
-        video_length=shape.frames)
+        num_attention_heads=arch.heads,
+        attention_head_dim=arch.width // arch.heads,
+        in_channels=shape.channels,
+        out_channels=shape.channels,
+        num_layers=arch.layers,
+        cross_attention_dim=arch.width,
+        attention_bias=True,
+        sample_size=shape.size,
+        patch_size=arch.patch,
+        activation_fn="gelu-approximate",
+        norm_type="ada_norm_single",
+        norm_elementwise_affine=False,
+        norm_eps=1e-6,
+        caption_channels=shape.text_dim,
+        video_length=shape.frames,
+    )
 
 
 class LatteStep:
     """Latte's flow-matching train step in eager PyTorch on the same batch as :class:`StivStep`."""
 
-    def __init__(self, shape: Shape, arch: Arch, threads: int | None = None, seed: int = 0,
-                 ema_decay: float = 0.9999, device: str = "cpu", autocast_dtype: str | None = None):
+    def __init__(
+        self,
+        shape: Shape,
+        arch: Arch,
+        threads: int | None = None,
+        seed: int = 0,
+        ema_decay: float = 0.9999,
+        device: str = "cpu",
+        autocast_dtype: str | None = None,
+    ):
         """``autocast_dtype='bfloat16'``: float32 weights, bf16 compute (our ``model.dtype``)."""
         import torch
 
@@ -76,7 +94,7 @@ class LatteStep:
         self.ema = [p.detach().clone() for p in self.params]
         self.ema_weight = 1.0 - ema_decay
         batch, _ = latent_batch(shape, seed)
-        to = lambda a: torch.from_numpy(a).to(self.device)  # noqa: E731
+        to = lambda a: torch.from_numpy(a).to(self.device)
         self.x1 = to(batch["latents"]).permute(0, 4, 1, 2, 3).contiguous()  # [B, C, T, H, W]
         self.text = to(batch["text_emb"])
         # Latte passes the caption mask straight to its per-frame spatial blocks as an additive bias.
@@ -92,8 +110,9 @@ class LatteStep:
         tb = t.view(b, 1, 1, 1, 1)
         x_t = tb * self.x1 + (1 - tb) * eps
         with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
-            v = self.model(x_t, timestep=1000 * t, encoder_hidden_states=self.text,
-                           encoder_attention_mask=self.text_bias).sample
+            v = self.model(
+                x_t, timestep=1000 * t, encoder_hidden_states=self.text, encoder_attention_mask=self.text_bias
+            ).sample
         return torch.mean(torch.square(v.float() - (self.x1 - eps)))
 
     def _count_flops(self) -> float:
@@ -136,16 +155,35 @@ def compare(shape: Shape, arch: Arch, mask_ratios: list[float], repeats: int) ->
     fns = {"latte": latte.step, **{f"stiv_mask{r}": s.step for r, s in ours.items()}}
     t = timing.interleaved(fns, repeats=repeats, warmup=1)
     lat = t.median("latte")
-    print(timing.report(side="latte", step_s=lat, spread=t.spread("latte"), params=latte.num_params,
-                        train_flops=latte.flops, gflop_per_s=latte.flops / lat / 1e9, threads=threads))
+    print(
+        timing.report(
+            side="latte",
+            step_s=lat,
+            spread=t.spread("latte"),
+            params=latte.num_params,
+            train_flops=latte.flops,
+            gflop_per_s=latte.flops / lat / 1e9,
+            threads=threads,
+        )
+    )
     out = {}
     for r, s in ours.items():
         m = t.median(f"stiv_mask{r}")
         out[r] = dict(step_s=m, speedup=lat / m, flops=s.flops, params=s.num_params)
-        print(timing.report(side="stiv_jax", mask_ratio=r, step_s=m, spread=t.spread(f"stiv_mask{r}"),
-                            params=s.num_params, train_flops=s.flops, gflop_per_s=s.flops / m / 1e9,
-                            compile_s=s.compile_seconds, speedup_vs_latte=lat / m,
-                            flop_rate_vs_latte=(s.flops / m) / (latte.flops / lat)))
+        print(
+            timing.report(
+                side="stiv_jax",
+                mask_ratio=r,
+                step_s=m,
+                spread=t.spread(f"stiv_mask{r}"),
+                params=s.num_params,
+                train_flops=s.flops,
+                gflop_per_s=s.flops / m / 1e9,
+                compile_s=s.compile_seconds,
+                speedup_vs_latte=lat / m,
+                flop_rate_vs_latte=(s.flops / m) / (latte.flops / lat),
+            )
+        )
     return out
 
 
@@ -161,7 +199,6 @@ def main(argv: list[str] | None = None) -> float:
     speedup = out[ratios[-1]]["speedup"]
     print(f"speedup_vs_latte={speedup:.4f}")
     return speedup
-
 
 
 if __name__ == "__main__":

@@ -45,9 +45,14 @@ def measure(step: StivStep, *, matmul_size: int, matmul_calls: int, repeats: int
     step_s = t.median("step")
     matmul_rate = matmul_calls * dot_flops / t.median("matmul")
     achieved = step.flops / step_s
-    return dict(step_s=step_s, step_spread=t.spread("step"), model_flops=step.flops,
-                achieved_gflop_per_s=achieved / 1e9, matmul_gflop_per_s=matmul_rate / 1e9,
-                fraction=achieved / matmul_rate)
+    return dict(
+        step_s=step_s,
+        step_spread=t.spread("step"),
+        model_flops=step.flops,
+        achieved_gflop_per_s=achieved / 1e9,
+        matmul_gflop_per_s=matmul_rate / 1e9,
+        fraction=achieved / matmul_rate,
+    )
 
 
 def main(argv: list[str] | None = None) -> float:
@@ -56,12 +61,19 @@ def main(argv: list[str] | None = None) -> float:
     fv = flag_utils.parse(_flag_values(), argv, "stiv-bench mfu")
     shape, arch = workload(fv, Arch(temporal_patch=fv.temporal_patch))
     print(timing.machine())
-    print("workload:", timing.report(**dataclasses.asdict(shape), **dataclasses.asdict(arch),
-                                     mask_ratio=fv.mask_ratio, remat=fv.remat))
+    print(
+        "workload:",
+        timing.report(
+            **dataclasses.asdict(shape), **dataclasses.asdict(arch), mask_ratio=fv.mask_ratio, remat=fv.remat
+        ),
+    )
     step = StivStep(bench_config(shape, arch, mask_ratio=fv.mask_ratio, remat=fv.remat), shape)
     r = measure(step, matmul_size=fv.matmul_size, matmul_calls=fv.matmul_calls, repeats=fv.repeats)
-    print(timing.report(params=step.num_params, compile_s=step.compile_seconds,
-                        **{k: v for k, v in r.items() if k != "fraction"}))
+    print(
+        timing.report(
+            params=step.num_params, compile_s=step.compile_seconds, **{k: v for k, v in r.items() if k != "fraction"}
+        )
+    )
     print(f"fraction_of_matmul_peak={r['fraction']:.4f}")
     return r["fraction"]
 

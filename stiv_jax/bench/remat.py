@@ -37,9 +37,15 @@ def _flag_values() -> flags.FlagValues:
 def measure(steps: dict[str, StivStep], repeats: int) -> dict[str, dict[str, float]]:
     """Interleaved median step time, its spread and XLA's peak-memory estimate per policy."""
     t = timing.interleaved({name: s.step for name, s in steps.items()}, repeats=repeats, warmup=2)
-    return {name: dict(step_ms=1e3 * t.median(name), spread=t.spread(name),
-                       peak_mib=s.memory_bytes()["peak"] / 2**20, compile_s=s.compile_seconds)
-            for name, s in steps.items()}
+    return {
+        name: dict(
+            step_ms=1e3 * t.median(name),
+            spread=t.spread(name),
+            peak_mib=s.memory_bytes()["peak"] / 2**20,
+            compile_s=s.compile_seconds,
+        )
+        for name, s in steps.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> float:
@@ -53,7 +59,9 @@ def main(argv: list[str] | None = None) -> float:
     shape, arch = workload(fv, DEMO_ARCH)
     shape = dataclasses.replace(shape, channels=DEMO_SHAPE.channels)
     print(timing.machine())
-    print("workload:", timing.report(**dataclasses.asdict(shape), **dataclasses.asdict(arch), scan_layers=fv.scan_layers))
+    print(
+        "workload:", timing.report(**dataclasses.asdict(shape), **dataclasses.asdict(arch), scan_layers=fv.scan_layers)
+    )
     steps = {p: StivStep(bench_config(shape, arch, remat=p, scan_layers=fv.scan_layers), shape) for p in policies}
     results = measure(steps, fv.repeats)
     for name, r in results.items():

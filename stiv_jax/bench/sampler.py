@@ -4,7 +4,7 @@ Run: ``python -m stiv_jax.bench.sampler`` (``stiv-bench sampler`` dispatches to 
 
 1. :func:`schedule_distances`: from the same noise, Euler samples of exact flow-matching
    velocities (``sampling/analytic.py``) with a 50-step linear-quadratic grid (emulating 250) and a
-   50-step linear grid, each compared with a 250-step linear sample (Movie Gen's claim, notes §9)
+   50-step linear grid, each compared with a 250-step linear sample (Movie Gen's claim)
    and with the exact ODE endpoint (Gaussian: closed form; mixture: 2000 Heun steps). Two data
    sets: a Gaussian (affine flow) and a mixture of narrow Gaussians (curved flow).
 2. :func:`cfg_batching`: JIT-CFG needs F(cT, cI) and F(∅, ∅); the sampler runs both in one model
@@ -24,7 +24,7 @@ import functools
 import resource
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +34,7 @@ from flax import nnx
 
 from stiv_jax.bench import standin, timing
 from stiv_jax.bench.trainer import Arch, Shape, bench_config, define_workload_flags, latent_batch, workload
+from stiv_jax.model.conditioning import MICRO_FIELDS
 from stiv_jax.model.dit import STIV
 from stiv_jax.sampling import analytic, ode, schedules
 from stiv_jax.sampling.guidance import Guidance
@@ -56,8 +57,11 @@ def schedule_distances(num_samples: int = 8192, dim: int = 16, seed: int = 0) ->
         "gaussian": lambda x, t: analytic.gaussian_velocity(x, t, mean, std),
         "mixture": lambda x, t: analytic.mixture_velocity(x, t, components, 0.05, weights),
     }
-    grids = {"lq50": schedules.linear_quadratic(50, 250), "lin50": schedules.linear(50),
-             "lin250": schedules.linear(250)}
+    grids = {
+        "lq50": schedules.linear_quadratic(50, 250),
+        "lin50": schedules.linear(50),
+        "lin250": schedules.linear(250),
+    }
     out = {}
     for data, velocity in fields.items():
         x = {name: ode.integrate(velocity, noise, grid) for name, grid in grids.items()}
@@ -82,24 +86,35 @@ def _median_time(fn: Callable[[], jax.Array], repeats: int) -> float:
     return statistics.median(times)
 
 
-def cfg_batching(batch: int = 2, num_frames: int = 4, size: int = 8, channels: int = 8,
-                 width: int = 128, depth: int = 4, repeats: int = 20) -> dict[str, float]:
+def cfg_batching(
+    batch: int = 2,
+    num_frames: int = 4,
+    size: int = 8,
+    channels: int = 8,
+    width: int = 128,
+    depth: int = 4,
+    repeats: int = 20,
+) -> dict[str, float]:
     """Seconds for one 2B forward vs two B forwards of the stand-in network (medians)."""
     params = standin.init(0, channels=channels, text_dim=32, width=width, depth=depth)
     forward = jax.jit(functools.partial(standin.apply, params))
     cond, _ = standin.example_conditions(1, 2 * batch, text_dim=32)
-    cond["micro"] = jnp.ones((2 * batch, 6), jnp.float32)
+    cond["micro"] = jnp.ones((2 * batch, len(MICRO_FIELDS)), jnp.float32)
     cond["cond_mask"] = jnp.zeros((2 * batch, num_frames), bool)
-    x = jnp.asarray(np.random.default_rng(2).standard_normal(
-        (2 * batch, num_frames, size, size, channels)), jnp.float32)
+    x = jnp.asarray(
+        np.random.default_rng(2).standard_normal((2 * batch, num_frames, size, size, channels)), jnp.float32
+    )
     t = jnp.full((2 * batch,), 0.5)
-    halves = [jax.tree.map(lambda a, i=i: a[i * batch:(i + 1) * batch], (x, t, cond))
-              for i in range(2)]
+    halves = [jax.tree.map(lambda a, i=i: a[i * batch : (i + 1) * batch], (x, t, cond)) for i in range(2)]
     batched = _median_time(lambda: forward(x, t, cond), repeats)
     separate = _median_time(lambda: [forward(*h) for h in halves], repeats)
-    return {"batched_2b_s": batched, "two_b_calls_s": separate,
-            "batched_speedup": separate / batched,
-            "tokens_per_sample": num_frames * size * size, "batch": batch}
+    return {
+        "batched_2b_s": batched,
+        "two_b_calls_s": separate,
+        "batched_speedup": separate / batched,
+        "tokens_per_sample": num_frames * size * size,
+        "batch": batch,
+    }
 
 
 def _timed_compile(fn, *args):
@@ -113,18 +128,22 @@ def _perturbed(params, scale: float = 0.02, seed: int = 0):
     make the velocity 0 and the sample equal the noise (as if trained, without a checkpoint)."""
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(seed), len(leaves))
-    return jax.tree.unflatten(treedef, [a + scale * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(leaves, keys)])
+    return jax.tree.unflatten(
+        treedef, [a + scale * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(leaves, keys)]
+    )
 
 
-def stiv_cfg_sampling(shape: Shape, arch: Arch, *, steps: int = 50, scale: float = 7.5,
-                      repeats: int = 2) -> dict[str, float]:
+def stiv_cfg_sampling(
+    shape: Shape, arch: Arch, *, steps: int = 50, scale: float = 7.5, repeats: int = 2
+) -> dict[str, float]:
     """A ``steps``-step JIT-CFG sample of the STIV DiT vs 2×``steps`` single-branch forwards."""
     cfg = bench_config(shape, arch).model
     graphdef, params = nnx.split(STIV(cfg, rngs=nnx.Rngs(params=0)))
     params = _perturbed(params)
     batch, null = latent_batch(shape)
-    cond = dict(text=batch["text_emb"], text_mask=batch["text_mask"], pooled_text=batch["pooled_text"],
-                micro=batch["micro"])
+    cond = dict(
+        text=batch["text_emb"], text_mask=batch["text_mask"], pooled_text=batch["pooled_text"], micro=batch["micro"]
+    )
     null_cond = {k: jnp.asarray(v) for k, v in null.items()}
     noise = jnp.asarray(np.random.default_rng(1).standard_normal(batch["latents"].shape), jnp.float32)
     times = schedules.linear_quadratic(steps, 250)
@@ -134,9 +153,12 @@ def stiv_cfg_sampling(shape: Shape, arch: Arch, *, steps: int = 50, scale: float
         return sample(nnx.merge(graphdef, params), noise, cond, null_cond, times, guidance=guidance)
 
     sampler, sampler_compile_s = _timed_compile(jit_cfg, params, noise)
-    uncond = dict(cond, text=jnp.broadcast_to(null_cond["text"], cond["text"].shape),
-                  text_mask=jnp.broadcast_to(null_cond["text_mask"], cond["text_mask"].shape),
-                  pooled_text=jnp.broadcast_to(null_cond["pooled_text"], cond["pooled_text"].shape))
+    uncond = dict(
+        cond,
+        text=jnp.broadcast_to(null_cond["text"], cond["text"].shape),
+        text_mask=jnp.broadcast_to(null_cond["text_mask"], cond["text_mask"].shape),
+        pooled_text=jnp.broadcast_to(null_cond["pooled_text"], cond["pooled_text"].shape),
+    )
     t0 = jnp.zeros((shape.batch,), jnp.float32)
 
     def single(params, x, t, c):
@@ -157,20 +179,33 @@ def stiv_cfg_sampling(shape: Shape, arch: Arch, *, steps: int = 50, scale: float
     def run(name, fn):
         outputs[name] = fn()
 
-    tm = timing.interleaved({"jit_cfg": lambda: run("jit_cfg", lambda: jax.block_until_ready(sampler(params, noise))),
-                             "loop": lambda: run("loop", loop)}, repeats=repeats, warmup=1)
+    tm = timing.interleaved(
+        {
+            "jit_cfg": lambda: run("jit_cfg", lambda: jax.block_until_ready(sampler(params, noise))),
+            "loop": lambda: run("loop", loop),
+        },
+        repeats=repeats,
+        warmup=1,
+    )
     mem = sampler.memory_analysis()
     # Both sides compute the same sample: their difference is float rounding only.
     max_abs_diff = float(jnp.max(jnp.abs(outputs["jit_cfg"] - outputs["loop"])))
-    return dict(jit_cfg_sample_s=tm.median("jit_cfg"), separate_forwards_s=tm.median("loop"),
-                max_abs_diff=max_abs_diff, sample_rms=float(jnp.sqrt(jnp.mean(jnp.square(outputs["loop"])))),
-                distance_from_noise=float(jnp.max(jnp.abs(outputs["loop"] - noise))),
-                speedup=tm.median("loop") / tm.median("jit_cfg"), sampler_compile_s=sampler_compile_s,
-                forward_compile_s=forward_compile_s,
-                sampler_memory_mb=(mem.argument_size_in_bytes + mem.output_size_in_bytes
-                                   + mem.temp_size_in_bytes - mem.alias_size_in_bytes) / 2**20,
-                sampler_temp_mb=mem.temp_size_in_bytes / 2**20,
-                process_peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return dict(
+        jit_cfg_sample_s=tm.median("jit_cfg"),
+        separate_forwards_s=tm.median("loop"),
+        max_abs_diff=max_abs_diff,
+        sample_rms=float(jnp.sqrt(jnp.mean(jnp.square(outputs["loop"])))),
+        distance_from_noise=float(jnp.max(jnp.abs(outputs["loop"] - noise))),
+        speedup=tm.median("loop") / tm.median("jit_cfg"),
+        sampler_compile_s=sampler_compile_s,
+        forward_compile_s=forward_compile_s,
+        sampler_memory_mb=(
+            mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes - mem.alias_size_in_bytes
+        )
+        / 2**20,
+        sampler_temp_mb=mem.temp_size_in_bytes / 2**20,
+        process_peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    )
 
 
 def _flag_values() -> flags.FlagValues:
@@ -191,12 +226,14 @@ def main(argv: list[str] | None = None) -> None:
     print(timing.machine())
     for key, value in schedule_distances().items():
         print(f"{key}={value:.6f}")
-    settings = (dict(batch=1, num_frames=2, size=4, width=32, depth=1),  # dispatch-bound
-                dict(batch=1), dict(batch=2, num_frames=8))
+    settings = (
+        dict(batch=1, num_frames=2, size=4, width=32, depth=1),  # dispatch-bound
+        dict(batch=1),
+        dict(batch=2, num_frames=8),
+    )
     for setting in settings:
         result = cfg_batching(**setting)
-        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                       for k, v in result.items()))
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
     shape, arch = workload(fv, Arch(temporal_patch=2))
     print("stiv workload:", timing.report(**dataclasses.asdict(shape), **dataclasses.asdict(arch), steps=fv.steps))
     print(timing.report(**stiv_cfg_sampling(shape, arch, steps=fv.steps, repeats=fv.repeats)))

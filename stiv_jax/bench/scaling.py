@@ -48,21 +48,34 @@ def _flag_values() -> flags.FlagValues:
 
 def attention_share(cfg, shape: Shape) -> float:
     """Fraction of the model FLOPs in attention score/value products (QKᵀ and AV)."""
-    kinds = forward_flops_by_kind(cfg, frames=shape.frames, height=shape.size, width=shape.size, text_len=shape.text_len)
+    kinds = forward_flops_by_kind(
+        cfg, frames=shape.frames, height=shape.size, width=shape.size, text_len=shape.text_len
+    )
     return kinds["attention"] / (kinds["attention"] + kinds["dense"])
 
 
 def run_point(shape: Shape, arch: Arch, remat: str, repeats: int) -> list[dict]:
-    steps = {layout: StivStep(bench_config(shape, dataclasses.replace(arch, layout=layout), remat=remat), shape)
-             for layout in LAYOUTS}
+    steps = {
+        layout: StivStep(bench_config(shape, dataclasses.replace(arch, layout=layout), remat=remat), shape)
+        for layout in LAYOUTS
+    }
     t = timing.interleaved({k: s.step for k, s in steps.items()}, repeats=repeats, warmup=1)
     rows = []
     for layout, s in steps.items():
         tokens = max(shape.frames // arch.temporal_patch, 1) * (shape.size // arch.patch) ** 2
-        rows.append(dict(layout=layout, frames=shape.frames, size=shape.size, tokens=tokens,
-                         step_s=t.median(layout), temp_mb=s.memory_bytes()["temporaries"] / 2**20,
-                         train_gflop=s.flops / 1e9, attention_share=attention_share(s.config.model, shape),
-                         params=s.num_params))
+        rows.append(
+            dict(
+                layout=layout,
+                frames=shape.frames,
+                size=shape.size,
+                tokens=tokens,
+                step_s=t.median(layout),
+                temp_mb=s.memory_bytes()["temporaries"] / 2**20,
+                train_gflop=s.flops / 1e9,
+                attention_share=attention_share(s.config.model, shape),
+                params=s.num_params,
+            )
+        )
     return rows
 
 
@@ -72,8 +85,16 @@ def _growth(rows: list[dict], key: str) -> None:
         mine = [r for r in rows if r["layout"] == layout]
         first = mine[0]
         for r in mine:
-            print(timing.report(sweep=key, layout=layout, **{key: r[key]}, time_x=r["step_s"] / first["step_s"],
-                                memory_x=r["temp_mb"] / first["temp_mb"], tokens_x=float(r["tokens"] / first["tokens"])))
+            print(
+                timing.report(
+                    sweep=key,
+                    layout=layout,
+                    **{key: r[key]},
+                    time_x=r["step_s"] / first["step_s"],
+                    memory_x=r["temp_mb"] / first["temp_mb"],
+                    tokens_x=float(r["tokens"] / first["tokens"]),
+                )
+            )
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -83,8 +104,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     arch = Arch(layers=fv.layers, width=fv.width, heads=fv.heads, temporal_patch=fv.temporal_patch)
     print(timing.machine())
     print("model:", timing.report(**dataclasses.asdict(arch), remat=fv.remat, batch=fv.batch))
-    sweeps = {"frames": [Shape(batch=fv.batch, frames=int(f), size=fv.base_size) for f in fv.frames],
-              "size": [Shape(batch=fv.batch, frames=fv.base_frames, size=int(s)) for s in fv.sizes]}
+    sweeps = {
+        "frames": [Shape(batch=fv.batch, frames=int(f), size=fv.base_size) for f in fv.frames],
+        "size": [Shape(batch=fv.batch, frames=fv.base_frames, size=int(s)) for s in fv.sizes],
+    }
     done: dict[Shape, list[dict]] = {}
     all_rows = []
     for key, shapes in sweeps.items():
@@ -98,8 +121,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         _growth(rows, key)
         all_rows += rows
     for shape, (fact, joint) in ((s, rows) for s, rows in done.items()):
-        print(timing.report(frames=shape.frames, size=shape.size, joint_over_factorised_time=joint["step_s"] / fact["step_s"],
-                            joint_over_factorised_memory=joint["temp_mb"] / fact["temp_mb"]))
+        print(
+            timing.report(
+                frames=shape.frames,
+                size=shape.size,
+                joint_over_factorised_time=joint["step_s"] / fact["step_s"],
+                joint_over_factorised_memory=joint["temp_mb"] / fact["temp_mb"],
+            )
+        )
     return all_rows
 
 

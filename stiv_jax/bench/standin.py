@@ -1,6 +1,6 @@
 """A small pure-JAX stand-in for the STIV DiT, for sampler tests and benchmarks.
 
-Same call convention as the DiT (COMMON.md): ``apply(params, x, t, cond) -> v`` with x
+Same call convention as the DiT (the DiT's): ``apply(params, x, t, cond) -> v`` with x
 [B, T, h, w, C], t [B], cond = {text, text_mask, pooled_text, micro, cond_mask}. Every input
 matters: each latent pixel is a token; time, pooled text and micro-conditions are added to all
 tokens, a per-frame indicator to tokens of given frames (``cond_mask``), then ``depth`` blocks of
@@ -15,6 +15,8 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from stiv_jax.model.conditioning import MICRO_FIELDS
 
 
 def _dense(rng: np.random.Generator, d_in: int, d_out: int) -> jax.Array:
@@ -32,15 +34,25 @@ def init(seed: int, *, channels: int, text_dim: int, width: int = 64, depth: int
     if width % HEAD_DIM:
         raise ValueError(f"width={width} must be a multiple of the head dim {HEAD_DIM}")
     rng = np.random.default_rng(seed)
-    blocks = [{name: _dense(rng, d_in, d_out) for name, d_in, d_out in (
-        ("qkv", width, 3 * width), ("attn_out", width, width), ("q", width, width),
-        ("kv", text_dim, 2 * width), ("mlp_in", width, 4 * width), ("mlp_out", 4 * width, width))}
-        for _ in range(depth)]
+    blocks = [
+        {
+            name: _dense(rng, d_in, d_out)
+            for name, d_in, d_out in (
+                ("qkv", width, 3 * width),
+                ("attn_out", width, width),
+                ("q", width, width),
+                ("kv", text_dim, 2 * width),
+                ("mlp_in", width, 4 * width),
+                ("mlp_out", 4 * width, width),
+            )
+        }
+        for _ in range(depth)
+    ]
     return {
         "embed": _dense(rng, channels, width),
         "time": _dense(rng, 32, width),
         "pooled": _dense(rng, text_dim, width),
-        "micro": _dense(rng, 6, width),
+        "micro": _dense(rng, len(MICRO_FIELDS), width),
         "frame_cond": jnp.asarray(0.5 * rng.standard_normal(width), jnp.float32),
         "out": _dense(rng, width, channels),
         "blocks": blocks,
@@ -53,7 +65,7 @@ def _ln(x):
 
 
 def _attend(q, k, v, mask=None):
-    split = lambda a: a.reshape(*a.shape[:2], -1, HEAD_DIM)  # noqa: E731
+    split = lambda a: a.reshape(*a.shape[:2], -1, HEAD_DIM)
     out = jax.nn.dot_product_attention(split(q), split(k), split(v), mask=mask)
     return out.reshape(q.shape)
 
@@ -66,10 +78,10 @@ def apply(params: dict, x: jax.Array, t: jax.Array, cond: dict) -> jax.Array:
     if cond_mask is not None:
         tokens = tokens + cond_mask[:, :, None, None] * params["frame_cond"]
     freqs = jnp.exp(-math.log(1e4) * jnp.arange(16) / 16)
-    t_emb = jnp.concatenate([jnp.sin(1e3 * t[:, None] * freqs), jnp.cos(1e3 * t[:, None] * freqs)],
-                            -1)
-    global_emb = (t_emb @ params["time"] + cond["pooled_text"] @ params["pooled"]
-                  + jnp.log1p(cond["micro"]) @ params["micro"])
+    t_emb = jnp.concatenate([jnp.sin(1e3 * t[:, None] * freqs), jnp.cos(1e3 * t[:, None] * freqs)], -1)
+    global_emb = (
+        t_emb @ params["time"] + cond["pooled_text"] @ params["pooled"] + jnp.log1p(cond["micro"]) @ params["micro"]
+    )
     h = (tokens + global_emb[:, None, None]).reshape(batch, -1, tokens.shape[-1])
     text_mask = cond["text_mask"][:, None, None, :]
     for blk in params["blocks"]:
@@ -81,8 +93,7 @@ def apply(params: dict, x: jax.Array, t: jax.Array, cond: dict) -> jax.Array:
     return (_ln(h) @ params["out"]).reshape(x.shape)
 
 
-def example_conditions(seed: int, batch: int, *, text_len: int = 6,
-                       text_dim: int = 16) -> tuple[dict, dict]:
+def example_conditions(seed: int, batch: int, *, text_len: int = 6, text_dim: int = 16) -> tuple[dict, dict]:
     """Random (cond, null_cond) text leaves: prompts of varying length and a 1-token null prompt.
 
     ``micro`` is left to the caller (``tasks.default_micro``); the null prompt has batch dim 1.
@@ -100,5 +111,5 @@ def example_conditions(seed: int, batch: int, *, text_len: int = 6,
         "text_mask": np.arange(text_len)[None] < 1,
         "pooled_text": null_text[:, 0],
     }
-    as_jax = lambda a: jnp.asarray(a, jnp.float32 if a.dtype.kind == "f" else a.dtype)  # noqa: E731
+    as_jax = lambda a: jnp.asarray(a, jnp.float32 if a.dtype.kind == "f" else a.dtype)
     return jax.tree.map(as_jax, cond), jax.tree.map(as_jax, null_cond)

@@ -12,7 +12,7 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +36,7 @@ def machine() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    load = " load=%.1f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
+    load = f" load={os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     return f"device={dev.platform}:{dev.device_kind} host_cpu={cpu!r} threads={cpu_threads()}{load}"
 
 

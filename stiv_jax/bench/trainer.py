@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 from absl import flags
 
+from stiv_jax.model.conditioning import micro_conditions
 from stiv_jax.model.flops import train_step_flops
 from stiv_jax.parallel.mesh import make_mesh
 from stiv_jax.parallel.rules import axis_rules
@@ -59,7 +60,9 @@ def define_workload_flags(fv: flags.FlagValues, shape: Shape, arch: Arch, *, tex
     if text:
         flags.DEFINE_integer("text_len", shape.text_len, "Caption tokens.", **d)
         flags.DEFINE_integer("text_dim", shape.text_dim, "Caption embedding width.", **d)
-    flags.DEFINE_integer("layers", arch.layers, "Blocks, including the 2 MaskDiT decoder blocks (Latte: spatial+temporal pairs).", **d)
+    flags.DEFINE_integer(
+        "layers", arch.layers, "Blocks, including the 2 MaskDiT decoder blocks (Latte: spatial+temporal pairs).", **d
+    )
     flags.DEFINE_integer("width", arch.width, "Model width.", **d)
     flags.DEFINE_integer("heads", arch.heads, "Attention heads.", **d)
 
@@ -71,8 +74,15 @@ def workload(fv: flags.FlagValues, arch: Arch = Arch()) -> tuple[Shape, Arch]:
     return shape, dataclasses.replace(arch, layers=fv.layers, width=fv.width, heads=fv.heads)
 
 
-def bench_config(shape: Shape, arch: Arch, *, mask_ratio: float = 0.0, remat: str = "dots",
-                 dtype: str = "float32", scan_layers: bool = False) -> ml_collections.ConfigDict:
+def bench_config(
+    shape: Shape,
+    arch: Arch,
+    *,
+    mask_ratio: float = 0.0,
+    remat: str = "dots",
+    dtype: str = "float32",
+    scan_layers: bool = False,
+) -> ml_collections.ConfigDict:
     """A training config for ``shape``/``arch`` on one device, reading latent-cache batches.
 
     Choices measured on the 2-core CPU (default Latte workload, interleaved medians):
@@ -90,12 +100,22 @@ def bench_config(shape: Shape, arch: Arch, *, mask_ratio: float = 0.0, remat: st
     if main < 1:
         raise ValueError(f"layers={arch.layers} must exceed decoder_blocks={arch.decoder_blocks}")
     c = base_config(
-        "small", num_layers=main, num_decoder_blocks=arch.decoder_blocks, hidden_size=arch.width,
-        num_heads=arch.heads, text_dim=shape.text_dim, in_channels=shape.channels,
-        patch_size=arch.patch, temporal_patch_size=arch.temporal_patch,
-        temporal_attention=arch.layout == "factorised", attention_layout=arch.layout,
+        "small",
+        num_layers=main,
+        num_decoder_blocks=arch.decoder_blocks,
+        hidden_size=arch.width,
+        num_heads=arch.heads,
+        text_dim=shape.text_dim,
+        in_channels=shape.channels,
+        patch_size=arch.patch,
+        temporal_patch_size=arch.temporal_patch,
+        temporal_attention=arch.layout == "factorised",
+        attention_layout=arch.layout,
         rope_ref_grid=(max(shape.frames // arch.temporal_patch, 1), shape.size // arch.patch, shape.size // arch.patch),
-        remat_policy=remat, dtype=dtype, scan_layers=scan_layers)
+        remat_policy=remat,
+        dtype=dtype,
+        scan_layers=scan_layers,
+    )
     c.batch_size = shape.batch
     c.mesh.fsdp = 1
     c.mask_ratio = mask_ratio
@@ -108,7 +128,7 @@ def bench_config(shape: Shape, arch: Arch, *, mask_ratio: float = 0.0, remat: st
 
 
 def latent_batch(shape: Shape, seed: int = 0) -> tuple[dict, dict]:
-    """A latent-cache batch (COMMON.md contract) and the null-text encoding, as NumPy arrays."""
+    """A latent-cache batch and the null-text encoding, as NumPy arrays."""
     rng = np.random.default_rng(seed)
     b, L, D = shape.batch, shape.text_len, shape.text_dim
     lengths = rng.integers(L // 2, L + 1, b)
@@ -117,17 +137,20 @@ def latent_batch(shape: Shape, seed: int = 0) -> tuple[dict, dict]:
         text_emb=rng.standard_normal((b, L, D)).astype(np.float32),
         text_mask=np.arange(L)[None] < lengths[:, None],
         pooled_text=rng.standard_normal((b, D)).astype(np.float32),
-        micro=np.tile(np.array([256, 256, 0, 0, 3, shape.frames], np.float32), (b, 1)),
+        micro=np.tile(micro_conditions(orig_h=256, orig_w=256, frame_stride=3, num_frames=shape.frames), (b, 1)),
     )
-    null = dict(text=np.zeros((1, L, D), np.float32), text_mask=np.arange(L)[None] < 1,
-                pooled_text=np.zeros((1, D), np.float32))
+    null = dict(
+        text=np.zeros((1, L, D), np.float32), text_mask=np.arange(L)[None] < 1, pooled_text=np.zeros((1, D), np.float32)
+    )
     return batch, null
 
 
 class StivStep:
     """A compiled stiv_jax train step on a fixed batch; :meth:`step` runs one and blocks."""
 
-    def __init__(self, config: ml_collections.ConfigDict, shape: Shape, seed: int = 0, compiler_options: dict | None = None):
+    def __init__(
+        self, config: ml_collections.ConfigDict, shape: Shape, seed: int = 0, compiler_options: dict | None = None
+    ):
         self.config, self.shape = config, shape
         self.mesh = make_mesh(config.mesh, jax.devices()[:1])
         batch, null = latent_batch(shape, seed)
@@ -140,8 +163,15 @@ class StivStep:
             self.compiled = self.training.step.lower(self.state, self.batch, self.frozen).compile(compiler_options)
             self.compile_seconds = time.perf_counter() - start
         self.num_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(self.state["params"]))
-        self.flops = train_step_flops(config.model, batch=shape.batch, frames=shape.frames, height=shape.size,
-                                      width=shape.size, text_len=shape.text_len, mask_ratio=config.mask_ratio)
+        self.flops = train_step_flops(
+            config.model,
+            batch=shape.batch,
+            frames=shape.frames,
+            height=shape.size,
+            width=shape.size,
+            text_len=shape.text_len,
+            mask_ratio=config.mask_ratio,
+        )
 
     def _context(self):
         import contextlib

@@ -12,7 +12,7 @@ of stiv_jax/export/torch_stiv.py and writes ``stiv.safetensors`` plus the model 
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags
 
@@ -25,9 +25,16 @@ PROG = "stiv-export-torch"
 def _flags() -> flags.FlagValues:
     fv = flags.FlagValues()
     flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints/).", flag_values=fv)
-    flags.DEFINE_string("out", None, "Output FILE.safetensors (default WORKDIR/export/stiv.safetensors); the config goes to FILE.json.", flag_values=fv)
+    flags.DEFINE_string(
+        "out",
+        None,
+        "Output FILE.safetensors (default WORKDIR/export/stiv.safetensors); the config goes to FILE.json.",
+        flag_values=fv,
+    )
     flags.DEFINE_bool("ema", True, "Export the EMA params (default) or, with --noema, the raw params.", flag_values=fv)
-    flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "Stored dtype (default: as in the checkpoint).", flag_values=fv)
+    flags.DEFINE_enum(
+        "dtype", None, ["float32", "bfloat16"], "Stored dtype (default: as in the checkpoint).", flag_values=fv
+    )
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", flag_values=fv)
     flags.mark_flag_as_required("workdir", flag_values=fv)
     return fv

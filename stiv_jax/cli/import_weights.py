@@ -15,7 +15,7 @@ training or sampling config point at (stiv_jax.encoders.pretrained.load_pretrain
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags
 

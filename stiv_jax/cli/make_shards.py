@@ -60,9 +60,7 @@ def run(argv: list[str] | None = None) -> None:
     with reported(PROG, fv.verbose):
         names = [f.name for f in dataclasses.fields(clips.CurationOptions)]
         options = clips.CurationOptions(**{n: fv[n].value for n in names})
-        manifest = make_shards(
-            fv.input, fv.out, fv.captions, options, fv.records_per_shard, fv.num_workers, warn=_warn
-        )
+        manifest = make_shards(fv.input, fv.out, fv.captions, options, fv.records_per_shard, fv.num_workers, warn=_warn)
     print(f"written={manifest['num_records']} skipped={manifest['num_skipped']}")
 
 

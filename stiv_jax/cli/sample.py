@@ -1,4 +1,4 @@
-"""stiv-sample: videos (or images) from a trained STIV run (SPEC "Contracts").
+"""stiv-sample: videos (or images) from a trained STIV run.
 
   stiv-sample --workdir=DIR --prompt=TEXT [--task=t2v|ti2v|predict|interpolate|long|t2i|upsample]
       [--image=PNG] [--last_image=PNG] [--video=MP4] [--steps=50]
@@ -6,6 +6,8 @@
       [--num_frames=N] [--seed=S] [--out=FILE.mp4|.gif]
 
 Uses the EMA weights of the latest checkpoint (``--noema`` / ``--no_ema`` for the raw ones).
+Sampler settings not given as flags (steps, schedule, solver, guidance, scales, renorm) are the
+run's: its ``config.json`` → ``sampling`` (set in the experiment file), else the built-in defaults.
 ``--prompts_file`` (one prompt per line) samples a batch and writes ``FILE_000.mp4``, … next to
 ``--out``. Without ``--out``, outputs go to ``DIR/samples/TASK_PROMPT_sSEED.mp4`` (``.png`` for
 t2i); ``DIR`` and ``--out`` may be ``gs://`` URLs. Progress and stage timings (load, encode, compile, sample, decode, write) go to stderr;
@@ -28,7 +30,8 @@ from absl import flags
 
 from stiv_jax.console import flag_utils
 from stiv_jax.console.errors import reported
-from stiv_jax.sampling import inputs, pipeline
+from stiv_jax.sampling import guidance, inputs, pipeline
+from stiv_jax.sampling.options import ALL_TASKS, SampleOptions, check_inputs
 
 PROG = "stiv-sample"
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".webm", ".gif")
@@ -38,25 +41,38 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 def _flag_values() -> flags.FlagValues:
     fv = flags.FlagValues()
     d = dict(flag_values=fv)
-    o = pipeline.SampleOptions()
+    o = SampleOptions()
     flags.DEFINE_string("workdir", None, "stiv-train run directory (config.json + checkpoints/).", **d)
     flags.DEFINE_string("prompt", None, "Text prompt.", **d)
     flags.DEFINE_string("prompts_file", None, "File with one prompt per line (a batch).", **d)
     flags.DEFINE_string("out", None, "Output .mp4/.webm/.gif (or .png/.jpg for t2i); default WORKDIR/samples/.", **d)
-    flags.DEFINE_enum("task", o.task, list(pipeline.ALL_TASKS), "What to generate.", **d)
+    flags.DEFINE_enum("task", o.task, list(ALL_TASKS), "What to generate.", **d)
     flags.DEFINE_string("image", None, "First frame (ti2v, interpolate; optional for long).", **d)
     flags.DEFINE_string("last_image", None, "Last frame (interpolate).", **d)
     flags.DEFINE_string("video", None, "Given frames for predict (first k) / upsample (low-fps clip).", **d)
     flags.DEFINE_integer("video_stride", o.video_stride, "Take every n-th frame of --video.", **d)
-    flags.DEFINE_integer("steps", o.steps, "ODE steps.", **d)
-    flags.DEFINE_enum("schedule", o.schedule, ["linear_quadratic", "linear"], "Time grid.", **d)
-    flags.DEFINE_integer("emulated_steps", o.emulated_steps, "linear_quadratic: emulated linear steps N.", **d)
-    flags.DEFINE_enum("solver", o.solver, ["euler", "heun"], "ODE solver.", **d)
-    flags.DEFINE_enum("guidance", o.guidance, ["jit", "sit", "cfg", "none"], "Classifier-free guidance.", **d)
-    flags.DEFINE_float("scale", o.scale, "Guidance scale (sit: the text scale); 1 = none, 0 = "
-                       f"unconditional, < 0 away from the prompt; |s| <= {pipeline.MAX_SCALE:g}.", **d)
-    flags.DEFINE_float("image_scale", o.image_scale, "sit: image guidance scale s_img (as --scale).", **d)
-    flags.DEFINE_enum("renorm", o.renorm, ["none", "rescale", "clip"], "CFG-renorm.", **d)
+    # Sampler settings: unset (None), the run's config.sampling applies (run_options).
+    per_run = lambda name: f" Default: the run's sampling.{name}, else {getattr(o, name)}."
+    flags.DEFINE_integer("steps", None, "ODE steps." + per_run("steps"), **d)
+    flags.DEFINE_enum("schedule", None, ["linear_quadratic", "linear"], "Time grid." + per_run("schedule"), **d)
+    flags.DEFINE_integer(
+        "emulated_steps", None, "linear_quadratic: emulated linear steps N." + per_run("emulated_steps"), **d
+    )
+    flags.DEFINE_enum("solver", None, ["euler", "heun"], "ODE solver." + per_run("solver"), **d)
+    flags.DEFINE_enum(
+        "guidance", None, ["jit", "sit", "cfg", "none"], "Classifier-free guidance." + per_run("guidance"), **d
+    )
+    flags.DEFINE_float(
+        "scale",
+        None,
+        "Guidance scale (sit: the text scale); 1 = none, 0 = unconditional, "
+        f"< 0 away from the prompt; |s| <= {guidance.MAX_SCALE:g}." + per_run("scale"),
+        **d,
+    )
+    flags.DEFINE_float(
+        "image_scale", None, "sit: image guidance scale s_img (as --scale)." + per_run("image_scale"), **d
+    )
+    flags.DEFINE_enum("renorm", None, ["none", "rescale", "clip"], "CFG-renorm." + per_run("renorm"), **d)
     flags.DEFINE_integer("num_frames", None, "Clip length T (default: the training config's).", **d)
     flags.DEFINE_integer("height", None, "Height in pixels (default: data.resolution).", **d)
     flags.DEFINE_integer("width", None, "Width in pixels (default: data.resolution).", **d)
@@ -65,8 +81,13 @@ def _flag_values() -> flags.FlagValues:
     flags.DEFINE_integer("long_keyframes", None, "long: number of keyframes K (default: T).", **d)
     flags.DEFINE_integer("seed", o.seed, "Random seed.", **d)
     flags.DEFINE_integer("batch_size", None, "Prompts per program run (default: all at once).", **d)
-    flags.DEFINE_float("fps", 8.0, f"Frame rate of the written video, in [{inputs.FPS_RANGE[0]:g}, "
-                       f"{inputs.FPS_RANGE[1]:g}] ({inputs.GIF_MAX_FPS:g} for .gif).", **d)
+    flags.DEFINE_float(
+        "fps",
+        8.0,
+        f"Frame rate of the written video, in [{inputs.FPS_RANGE[0]:g}, "
+        f"{inputs.FPS_RANGE[1]:g}] ({inputs.GIF_MAX_FPS:g} for .gif).",
+        **d,
+    )
     flags.DEFINE_bool("ema", True, "Use the EMA weights (--noema: the raw ones).", **d)
     flags.DEFINE_bool("no_ema", False, "Same as --noema.", **d)
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", **d)
@@ -125,27 +146,39 @@ def write_output(path: str, frames, fps: float) -> str:
     return path
 
 
-def _options(fv: flags.FlagValues) -> pipeline.SampleOptions:
-    names = [f.name for f in dataclasses.fields(pipeline.SampleOptions)]
-    return pipeline.SampleOptions(**{n: fv[n].value for n in names})
+def run_options(fv: flags.FlagValues) -> SampleOptions:
+    """The flags given, over the run's ``config.sampling`` (read from ``--workdir``'s config.json
+    without loading a model), over the built-in defaults."""
+    from stiv_jax.storage.workdir import Workdir
+
+    names = [f.name for f in dataclasses.fields(SampleOptions)]
+    given = {n: fv[n].value for n in names if fv[n].value is not None}
+    wd = Workdir(fv.workdir)
+    config = wd.load_config() if wd.has_config() else None  # none: load_sampler names the problem
+    return SampleOptions.for_run(config, **given)
 
 
 def run(argv: list[str] | None = None) -> list[str]:
     """Parses flags, samples, writes; returns the written paths (also printed to stdout)."""
     fv = flag_utils.parse(_flag_values(), argv, PROG, __doc__)
-    log = lambda msg: print(f"{PROG}: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    log = lambda msg: print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
     with reported(PROG, fv.verbose):
-        options = _options(fv)
+        options = run_options(fv)
         options.validate()  # cheap checks first: no model is loaded for a bad command line
         given = dict(image=fv.image, last_image=fv.last_image, video=fv.video)
-        pipeline.check_inputs(options.task, **given)
+        check_inputs(options.task, **given)
         prompts = read_prompts(fv.prompt, fv.prompts_file)
         out = fv.out or default_out(fv.workdir, prompts[0], options.task, options.seed)
         paths = output_paths(out, len(prompts), options.task)
         inputs.check_fps(fv.fps, gif=out.lower().endswith(".gif"))
         sampler = pipeline.load_sampler(
-            fv.workdir, ema=fv.ema and not fv.no_ema, step=fv.step,
-            tokenizer_path=fv.tokenizer_path, text_checkpoint=fv.text_encoder, log=log)
+            fv.workdir,
+            ema=fv.ema and not fv.no_ema,
+            step=fv.step,
+            tokenizer_path=fv.tokenizer_path,
+            text_checkpoint=fv.text_encoder,
+            log=log,
+        )
         videos = sampler.generate(prompts, options, **given)
         start = time.perf_counter()
         for path, video in zip(paths, videos):

@@ -20,8 +20,12 @@ from ml_collections import config_flags
 from stiv_jax.console import errors
 
 PROG = "stiv-train"
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/NAME.py).", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (local or gs://): checkpoints, logs, TensorBoard events.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (experiments/NAME.py).", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Run directory (local or gs://): checkpoints, logs, TensorBoard events."
+)
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show tracebacks of known errors and the libraries' INFO logs.")
 
 

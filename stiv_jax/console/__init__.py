@@ -1,0 +1,2 @@
+"""stiv_jax.console: how the console scripts talk to users — one-line errors with exit status 2
+(``errors``) and absl flag parsing with ``--verbose`` (``flag_utils``)."""

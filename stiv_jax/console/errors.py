@@ -15,15 +15,25 @@ import errno
 import logging
 import os
 import sys
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from stiv_jax.errors import UserError, one_line
 
 EXIT_KNOWN = 2
 VERBOSE_ENV = "STIV_VERBOSE"
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_USER_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
-                errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
+_USER_ERRNOS = {
+    errno.ENOENT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EEXIST,
+}
 
 
 def verbose_from_env() -> bool:
@@ -103,7 +113,7 @@ def reported(prog: str, verbose: bool = False) -> Iterator[None]:
     """Turns a known error raised inside the block into ``prog: error: …`` and exit status 2."""
     try:
         yield
-    except Exception as e:  # noqa: BLE001 - re-raised unless known
+    except Exception as e:
         if verbose or verbose_from_env() or not is_known(e):
             raise
         fail(prog, one_line(e))

@@ -10,7 +10,7 @@ exit status 2.
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import flags
 
@@ -21,7 +21,9 @@ def parse(fv: flags.FlagValues, argv: Sequence[str] | None, prog: str, usage: st
     """Parses ``argv`` (default ``sys.argv``) into ``fv``; exits with usage on --help, with one
     error line (status 2) on a bad flag; quiets library logs unless ``--verbose``."""
     if "verbose" not in fv:
-        flags.DEFINE_bool("verbose", False, "Show tracebacks of known errors and the libraries' INFO logs.", flag_values=fv)
+        flags.DEFINE_bool(
+            "verbose", False, "Show tracebacks of known errors and the libraries' INFO logs.", flag_values=fv
+        )
     args = list(sys.argv[1:] if argv is None else argv)
     if args and not args[0].startswith("-"):
         args = args[1:]

@@ -17,7 +17,8 @@ import dataclasses
 import json
 import logging
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,6 @@ from stiv_jax.data import scenes, video_io
 from stiv_jax.data.shards import KINDS
 from stiv_jax.data.video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaError
 from stiv_jax.errors import ConfigError
-
 
 _EIGHT_BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr")
 
@@ -82,7 +82,7 @@ def load_captions(path: str) -> dict[str, str]:
                 entry = json.loads(line)
                 rel, caption = entry["video"], entry["caption"]
             except (json.JSONDecodeError, KeyError, TypeError, IndexError) as e:
-                raise ConfigError(f"{path}:{lineno}: expected {{\"video\": ..., \"caption\": ...}}: {e}") from e
+                raise ConfigError(f'{path}:{lineno}: expected {{"video": ..., "caption": ...}}: {e}') from e
             if not isinstance(rel, str) or not isinstance(caption, str):
                 raise ConfigError(f"{path}:{lineno}: 'video' and 'caption' must be strings")
             captions[os.path.normpath(rel)] = caption
@@ -101,8 +101,9 @@ def read_caption_file(path: str, warn: Callable[[str], None] = logging.warning) 
     return text.strip()
 
 
-def caption_for(root: str, rel: str, captions: dict[str, str],
-                warn: Callable[[str], None] = logging.warning) -> str | None:
+def caption_for(
+    root: str, rel: str, captions: dict[str, str], warn: Callable[[str], None] = logging.warning
+) -> str | None:
     """Caption from the JSONL map, else from ``same_name.txt`` beside the file, else None."""
     if os.path.normpath(rel) in captions:
         return captions[os.path.normpath(rel)]
@@ -218,9 +219,18 @@ def _process_video(path: str, rel: str, caption: str, opts: CurationOptions) -> 
         out_size, out_rotation, out_codec = (size[0] - size[0] % 2, size[1] - size[1] % 2), 0, "h264"
     clips = [
         dict(
-            kind="video", caption=caption, source=rel, data=data, height=out_size[0], width=out_size[1],
-            num_frames=end - start, fps=fps, rotation=out_rotation, start_frame=start,
-            motion=motion, codec=out_codec,
+            kind="video",
+            caption=caption,
+            source=rel,
+            data=data,
+            height=out_size[0],
+            width=out_size[1],
+            num_frames=end - start,
+            fps=fps,
+            rotation=out_rotation,
+            start_frame=start,
+            motion=motion,
+            codec=out_codec,
         )
         for (start, end, motion), data in zip(kept, datas)
     ]
@@ -247,8 +257,22 @@ def _process_image(path: str, rel: str, caption: str, opts: CurationOptions) -> 
     else:
         data = video_io.encode_png(video_io.decode_image(raw, size)[0])
     return SourceResult(
-        [dict(kind="image", caption=caption, source=rel, data=data, height=size[0], width=size[1],
-              num_frames=1, fps=0.0, rotation=0, start_frame=0, motion=0.0, codec="image")],
+        [
+            dict(
+                kind="image",
+                caption=caption,
+                source=rel,
+                data=data,
+                height=size[0],
+                width=size[1],
+                num_frames=1,
+                fps=0.0,
+                rotation=0,
+                start_frame=0,
+                motion=0.0,
+                codec="image",
+            )
+        ],
         [],
     )
 
@@ -271,13 +295,18 @@ def process_source(task: tuple[str, str, str | None, CurationOptions]) -> Source
         return SourceResult([], [(rel, str(e))])
     except OSError as e:
         return SourceResult([], [(rel, f"cannot read: {e.strerror or e}")])
-    except Exception as e:  # noqa: BLE001 - one odd file must not end a long run; it is reported
+    except Exception as e:
         return SourceResult([], [(rel, f"failed: {type(e).__name__}: {e}")])
 
 
 def index_row(clip: dict[str, Any]) -> dict[str, Any]:
     """The ``shards.INDEX_DTYPE`` fields of a pixel clip record."""
     return dict(
-        kind=KINDS.index(clip["kind"]), num_frames=clip["num_frames"], height=clip["height"],
-        width=clip["width"], channels=3, fps=clip["fps"], motion=clip["motion"],
+        kind=KINDS.index(clip["kind"]),
+        num_frames=clip["num_frames"],
+        height=clip["height"],
+        width=clip["width"],
+        channels=3,
+        fps=clip["fps"],
+        motion=clip["motion"],
     )

@@ -20,7 +20,8 @@ encoder any ``encode_text(ids [B,L] int32, mask [B,L] bool) -> (tokens [B,L,D], 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import grain
 import jax
@@ -85,12 +86,20 @@ def encode_shards(
             text.update(text_emb=np.asarray(tokens), pooled_text=np.asarray(pooled))
         for i, key in enumerate(batch["key"]):
             src = source_index[int(key)]
-            record = {"kind": "latent", "source_key": int(key), "latents": _store(latents[i], store_dtype),
-                      "micro": batch["micro"][i]}
+            record = {
+                "kind": "latent",
+                "source_key": int(key),
+                "latents": _store(latents[i], store_dtype),
+                "micro": batch["micro"][i],
+            }
             record.update({k: _store(v[i], store_dtype) for k, v in text.items()})
             t, h, w, c = latents[i].shape
-            writer.write(record, dict(kind=src["kind"], num_frames=t, height=h, width=w, channels=c,
-                                      fps=src["fps"], motion=src["motion"]))
+            writer.write(
+                record,
+                dict(
+                    kind=src["kind"], num_frames=t, height=h, width=w, channels=c, fps=src["fps"], motion=src["motion"]
+                ),
+            )
             name = "x".join(map(str, latents[i].shape))
             shape_counts[name] = shape_counts.get(name, 0) + 1
 

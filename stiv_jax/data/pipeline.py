@@ -34,7 +34,7 @@ to leave out and report.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import grain
 import ml_collections
@@ -54,8 +54,17 @@ class BucketReader:
     """Reads record ``members[i]`` of ``source`` and turns it into an element with ``fn``
     (``fn(raw, rng)`` when ``random``, else ``fn(raw)``); picklable for Grain workers."""
 
-    def __init__(self, source, members: np.ndarray, keys: np.ndarray, shard_files: Sequence[str],
-                 shard_starts: np.ndarray, fn: Callable[..., dict], random: bool, label: str):
+    def __init__(
+        self,
+        source,
+        members: np.ndarray,
+        keys: np.ndarray,
+        shard_files: Sequence[str],
+        shard_starts: np.ndarray,
+        fn: Callable[..., dict],
+        random: bool,
+        label: str,
+    ):
         self.source, self.members, self.keys = source, np.asarray(members, np.int64), np.asarray(keys, np.int64)
         self.shard_files, self.shard_starts = list(shard_files), np.asarray(shard_starts, np.int64)
         self.fn, self.random, self.label = fn, random, label
@@ -118,15 +127,16 @@ class Elements(grain.MapDataset):
             i = int(self._parent[(j + skipped) % n])
             try:
                 element = self.reader(i, _rng(self.seed, j))
-            except Exception as e:  # noqa: BLE001 - any bad record is skipped, named and counted
+            except Exception as e:
                 shard, key = self.reader.locate(i)
                 error, reason = e, f"record key={key} in {shard}: {_reason(e)}"
                 if not self.substitute:
                     return {"key": np.int32(key), "skipped": np.int32(1), "error": reason}
                 if (shard, key) not in _WARNED:
                     _WARNED.add((shard, key))
-                    logging.warning("%s: skipping bad %s (using the next record of the stream)",
-                                    self.reader.label, reason)
+                    logging.warning(
+                        "%s: skipping bad %s (using the next record of the stream)", self.reader.label, reason
+                    )
                 continue
             element["skipped"] = np.int32(skipped)
             return element

@@ -26,7 +26,8 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -178,7 +179,9 @@ def load_null_text(shard_dir: str) -> dict[str, np.ndarray]:
     """``{"text", "text_mask", "pooled_text"}`` written by ``stiv-encode-shards``."""
     path = paths.join(shard_dir, NULL_TEXT)
     if not paths.exists(path):
-        raise FileNotFoundError(f"{path} not found: latent-cache runs need the null-text encoding written by stiv-encode-shards")
+        raise FileNotFoundError(
+            f"{path} not found: latent-cache runs need the null-text encoding written by stiv-encode-shards"
+        )
     with np.load(io.BytesIO(paths.read_bytes(path))) as z:
         return {k: z[k] for k in ("text", "text_mask", "pooled_text")}
 

@@ -18,14 +18,13 @@ seed and the element index, so it is reproducible and checkpoint-friendly.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import chex
 import numpy as np
 
 from stiv_jax.data import shards, video_io
-
-MICRO_FIELDS = ("orig_h", "orig_w", "crop_top", "crop_left", "frame_stride", "num_frames")
+from stiv_jax.model.conditioning import micro_conditions
 
 
 def fitting_strides(num_source_frames: int, num_frames: int, strides: Sequence[int]) -> list[int]:
@@ -106,7 +105,9 @@ class SampleClip:
         frames = frames[:, top : top + self.height, left : left + self.width]
         chex.assert_shape(frames, (self.num_frames, self.height, self.width, 3))
         ids, mask = self.tokenizer([rec["caption"]])
-        micro = np.array([h, w, top, left, stride, self.num_frames], np.float32)
+        micro = micro_conditions(
+            orig_h=h, orig_w=w, crop_top=top, crop_left=left, frame_stride=stride, num_frames=self.num_frames
+        )
         return {
             "video": to_unit_range(frames),
             "text_ids": ids[0],

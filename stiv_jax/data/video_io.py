@@ -14,8 +14,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
-from typing import Iterator, Sequence, Union
 
 import av
 import chex
@@ -24,7 +24,7 @@ from PIL import Image, ImageOps
 
 from stiv_jax.errors import UserError
 
-Source = Union[str, os.PathLike, bytes]
+Source = str | os.PathLike | bytes
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -128,7 +128,7 @@ def probe(src: Source) -> MediaInfo:
     """Header plus one full decode to count frames reliably (headers can lie or be missing)."""
     fps, codec = read_header(src)
     num, first = 0, None
-    for num, frame, rotation in iter_video_frames(src):
+    for num, frame, rotation in iter_video_frames(src):  # noqa: B007 - num counts the frames after the loop
         if first is None:
             first = (frame.height, frame.width, rotation)
     if first is None:
@@ -149,7 +149,7 @@ def decode_video(
     Frames are decoded sequentially and only the wanted ones are converted to RGB, so sampling a
     strided subset costs one pass of decoding and ``len(indices)`` colour conversions.
     """
-    wanted = None if indices is None else sorted(set(int(i) for i in indices))
+    wanted = None if indices is None else sorted({int(i) for i in indices})
     last = None if wanted is None else (wanted[-1] if wanted else -1)
     frames: dict[int, np.ndarray] = {}
     for index, frame, rotation in iter_video_frames(src):
@@ -274,9 +274,7 @@ def write_video(path: str | os.PathLike, frames_uint8: np.ndarray, fps: float) -
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if ext == ".gif":
         images = [Image.fromarray(f) for f in frames]
-        images[0].save(
-            path, save_all=True, append_images=images[1:], duration=max(1, round(1000 / fps)), loop=0
-        )
+        images[0].save(path, save_all=True, append_images=images[1:], duration=max(1, round(1000 / fps)), loop=0)
         return path
     formats = {".mp4": ("libx264", "mp4"), ".m4v": ("libx264", "mp4"), ".webm": ("libvpx-vp9", "webm")}
     if ext not in formats:

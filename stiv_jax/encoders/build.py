@@ -44,32 +44,42 @@ def build_text_encoder(config: Any, dim: int | None = None) -> nnx.Module | None
     Without ``kind``, a ``checkpoint``'s own kind is used."""
     kind, checkpoint = config_get(config, "kind"), config_get(config, "checkpoint")
     if kind not in TEXT_KINDS and not (not kind and checkpoint):
-        raise ConfigError(f"config.text.kind={kind!r}: unknown text encoder kind {kind!r}; use one of {'|'.join(TEXT_KINDS)}")
+        raise ConfigError(
+            f"config.text.kind={kind!r}: unknown text encoder kind {kind!r}; use one of {'|'.join(TEXT_KINDS)}"
+        )
     if kind == "cached":
         return None
     if kind == "embedding":
         if dim is None:
             raise ConfigError("config.text.kind='embedding' needs the model's text_dim")
-        return FrozenTokenEmbedding(int(config_get(config, "vocab_size", 32128)), dim, seed=int(config_get(config, "seed", 0)))
+        return FrozenTokenEmbedding(
+            int(config_get(config, "vocab_size", 32128)), dim, seed=int(config_get(config, "seed", 0))
+        )
     if checkpoint:
         loaded = load_pretrained(checkpoint, **_dtype_override(config))
         if loaded.kind not in _PRETRAINED_TEXT or (kind and loaded.kind != kind):
-            raise ConfigError(f"config.text.checkpoint={checkpoint} holds a {loaded.kind!r} model, not a {kind or 'text'} encoder")
+            raise ConfigError(
+                f"config.text.checkpoint={checkpoint} holds a {loaded.kind!r} model, not a {kind or 'text'} encoder"
+            )
         model = loaded.model
     elif config_get(config, "model"):
         config_cls = _PRETRAINED_TEXT[kind]
         cfg = config_cls.resolve(config_get(config, "model")).replace(**_dtype_override(config))
         model = random_init(kind, cfg, int(config_get(config, "seed", 0)))
     else:
-        raise ConfigError(f"config.text.kind={kind!r} needs config.text.checkpoint (a stiv-import directory) "
-                          "or config.text.model (a preset, random init)")
+        raise ConfigError(
+            f"config.text.kind={kind!r} needs config.text.checkpoint (a stiv-import directory) "
+            "or config.text.model (a preset, random init)"
+        )
     return TextEncoder(model, use_projection=bool(config_get(config, "use_projection", False)))
 
 
 def load_text_encoder(config: Any) -> TextEncoder:
     """Like :func:`build_text_encoder`, but only from a pretrained ``checkpoint`` (no random init)."""
     if not config_get(config, "checkpoint"):
-        raise ConfigError("the text encoder config needs `checkpoint`: a directory written by stiv-import --kind=clip|t5")
+        raise ConfigError(
+            "the text encoder config needs `checkpoint`: a directory written by stiv-import --kind=clip|t5"
+        )
     return build_text_encoder(config)
 
 
@@ -77,7 +87,9 @@ def build_autoencoder(config: Any) -> PixelAutoencoder | FrameAutoencoder:
     """The frame autoencoder ``config`` (a ``config.autoencoder`` section) names."""
     kind = config_get(config, "kind", "pixel")
     if kind not in AUTOENCODER_KINDS:
-        raise ConfigError(f"config.autoencoder.kind={kind!r}: unknown autoencoder kind {kind!r}; use one of {'|'.join(AUTOENCODER_KINDS)}")
+        raise ConfigError(
+            f"config.autoencoder.kind={kind!r}: unknown autoencoder kind {kind!r}; use one of {'|'.join(AUTOENCODER_KINDS)}"
+        )
     if kind == "pixel":
         return PixelAutoencoder(downsample=int(config_get(config, "downsample", 1)))
     checkpoint, preset = config_get(config, "checkpoint"), config_get(config, "model")
@@ -87,8 +99,10 @@ def build_autoencoder(config: Any) -> PixelAutoencoder | FrameAutoencoder:
         cfg = AutoencoderKLConfig.resolve(preset).replace(**_dtype_override(config))
         model = random_init("vae", cfg, int(config_get(config, "seed", 0)))
     else:
-        raise ConfigError("config.autoencoder.kind='kl' needs config.autoencoder.checkpoint (stiv-import --kind=vae) "
-                          "or config.autoencoder.model (a preset, random init)")
+        raise ConfigError(
+            "config.autoencoder.kind='kl' needs config.autoencoder.checkpoint (stiv-import --kind=vae) "
+            "or config.autoencoder.model (a preset, random init)"
+        )
     return FrameAutoencoder(model, chunk_size=int(config_get(config, "chunk_size", 16) or 16))
 
 

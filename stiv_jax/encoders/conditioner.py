@@ -24,7 +24,9 @@ from stiv_jax.text.tokenizer import null_text_ids
 class Conditioner:
     """Turns a data batch into model inputs: ``{latents, text, text_mask, pooled_text, micro}``."""
 
-    def __init__(self, config: ml_collections.ConfigDict, *, abstract: bool = False, with_autoencoder: bool | None = None):
+    def __init__(
+        self, config: ml_collections.ConfigDict, *, abstract: bool = False, with_autoencoder: bool | None = None
+    ):
         """``abstract``: encoders hold ShapeDtypeStructs, nothing allocated (AOT compilation).
         ``with_autoencoder``: build it even for latent-cache runs (the sampler decodes with it);
         by default only pixel-mode training builds one."""
@@ -98,7 +100,11 @@ def check_consistency(config: ml_collections.ConfigDict, conditioner: Conditione
     m = resolve(config.model)
     ae_ch = getattr(conditioner.autoencoder, "latent_channels", None)
     if config.data.mode == "pixels" and ae_ch is not None and ae_ch != m.in_channels:
-        raise ConfigError(f"config.model.in_channels={m.in_channels} but the autoencoder ({config.autoencoder.kind}) gives {ae_ch} latent channels")
+        raise ConfigError(
+            f"config.model.in_channels={m.in_channels} but the autoencoder ({config.autoencoder.kind}) gives {ae_ch} latent channels"
+        )
     enc_dim = getattr(conditioner.text_encoder, "dim", None)
     if enc_dim is not None and enc_dim != m.text_dim:
-        raise ConfigError(f"config.model.text_dim={m.text_dim} but the text encoder ({config.text.kind}) outputs {enc_dim}")
+        raise ConfigError(
+            f"config.model.text_dim={m.text_dim} but the text encoder ({config.text.kind}) outputs {enc_dim}"
+        )

@@ -15,21 +15,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 from flax import nnx
 
-from stiv_jax.weights.torch_state import load_state_dict
 from stiv_jax.parallel.rules import logical_to_spec
-from stiv_jax.weights.config import PretrainedConfig
 from stiv_jax.storage import paths
 from stiv_jax.text.clip import CLIPTextConfig, CLIPTextModel
 from stiv_jax.text.convert import convert_clip, convert_t5
 from stiv_jax.text.t5 import T5Encoder, T5EncoderConfig
 from stiv_jax.vae.autoencoder_kl import AutoencoderKL, AutoencoderKLConfig
 from stiv_jax.vae.convert import convert_vae
+from stiv_jax.weights.config import PretrainedConfig
+from stiv_jax.weights.torch_state import load_state_dict
 
 FORMAT = "stiv_jax.encoders.pretrained/1"
 
@@ -138,7 +139,9 @@ def load_pretrained(
     directory = os.fspath(paths.as_path(directory))
     meta_path = paths.join(directory, "config.json")
     if not paths.exists(meta_path):
-        raise FileNotFoundError(f"{directory} is not a pretrained directory (no config.json; write one with stiv-import)")
+        raise FileNotFoundError(
+            f"{directory} is not a pretrained directory (no config.json; write one with stiv-import)"
+        )
     meta = json.loads(paths.read_text(meta_path))
     if meta.get("format") != FORMAT:
         raise ValueError(f"{meta_path}: unknown format {meta.get('format')!r}, expected {FORMAT!r}")
@@ -152,6 +155,8 @@ def load_pretrained(
         state,
         is_leaf=lambda x: isinstance(x, nnx.Variable),
     )
-    restored = ocp.StandardCheckpointer().restore(paths.as_path(paths.join(directory, "params")), nnx.to_pure_dict(target))
+    restored = ocp.StandardCheckpointer().restore(
+        paths.as_path(paths.join(directory, "params")), nnx.to_pure_dict(target)
+    )
     nnx.replace_by_pure_dict(state, restored)
     return Pretrained(kind, cfg, nnx.merge(graphdef, state))

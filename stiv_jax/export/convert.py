@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import ml_collections
 import ml_dtypes
 import numpy as np
 from flax import nnx, traverse_util
 
-from stiv_jax.export.torch_stiv import mismatches
+from stiv_jax.export.torch_stiv import mismatches, unsupported
 from stiv_jax.model.config import get_model_config, resolve
 from stiv_jax.model.dit import abstract_model
 from stiv_jax.storage import checkpoints, paths
@@ -48,7 +49,8 @@ _PERMUTATIONS: dict[Path, tuple[int, ...]] = {
 
 def model_config(config: Mapping[str, Any] | ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The locked, resolved (size-derived fields filled in) Flax model ConfigDict from a dict
-    (e.g. the exported JSON) or a ConfigDict."""
+    (e.g. the exported JSON) or a ConfigDict; :class:`ConversionError` if the PyTorch STIV does
+    not implement it (``torch_stiv.unsupported``: e.g. ``attention_layout='joint'``)."""
     if isinstance(config, ml_collections.ConfigDict):
         c = resolve(config)
     else:
@@ -56,13 +58,16 @@ def model_config(config: Mapping[str, Any] | ml_collections.ConfigDict) -> ml_co
         if "size" not in d:
             raise ConversionError(f"model config has no 'size' key: {sorted(d)}")
         c = resolve(get_model_config(d.pop("size"), **d))
-    if c.attention_layout != "factorised":  # torch_stiv.STIV has no joint 3D attention
-        raise ConversionError(f"model.attention_layout={c.attention_layout!r}: the PyTorch STIV implements the "
-                              "paper's factorised spatial/temporal attention only; the 'joint' ablation cannot be exported")
+    if problems := unsupported(c.to_dict()):  # it would load and silently compute another function
+        raise ConversionError(
+            "the PyTorch STIV does not implement this model, it cannot be exported: " + "; ".join(problems)
+        )
     return c
 
 
-def load_run(workdir: str | os.PathLike | Workdir, ema: bool = True, step: int | None = None) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
+def load_run(
+    workdir: str | os.PathLike | Workdir, ema: bool = True, step: int | None = None
+) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
     """``(model config, pure numpy params, step)`` of a run's latest (or given) checkpoint, EMA by
     default: the model config is checked first (a directory that is no run fails early), then only
     the params subtree is read (``stiv_jax.storage.checkpoints.restore_params``)."""
@@ -138,7 +143,11 @@ def torch_to_flax(state_dict: Mapping[str, Any], config, *, dtype: str | None = 
     """PyTorch state dict (tensors or numpy arrays) → Flax pure params (nested dict of numpy)."""
     want = expected_shapes(config)
     layout = {path: torch_entries(path, shape) for path, shape in want.items()}
-    _check({k: s for entries in layout.values() for k, _, s in entries}, {k: tuple(v.shape) for k, v in state_dict.items()}, "PyTorch tensors")
+    _check(
+        {k: s for entries in layout.values() for k, _, s in entries},
+        {k: tuple(v.shape) for k, v in state_dict.items()},
+        "PyTorch tensors",
+    )
     flat = {}
     for path, entries in layout.items():
         layers = []
@@ -154,7 +163,14 @@ def config_to_dict(config) -> dict:
     return json.loads(json.dumps(model_config(config).to_dict()))
 
 
-def export(params: Mapping[str, Any], config, out: str | os.PathLike, *, dtype: str | None = None, metadata: Mapping[str, str] | None = None) -> tuple[str, str]:
+def export(
+    params: Mapping[str, Any],
+    config,
+    out: str | os.PathLike,
+    *,
+    dtype: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> tuple[str, str]:
     """Writes ``out`` (``FILE.safetensors``) and ``FILE.json`` (the model config, with
     ``param_dtype`` set to ``dtype`` when given); returns both paths."""
     from safetensors.numpy import save_file

@@ -10,11 +10,12 @@ a PyTorch code base on its own. It computes the same function as the Flax model 
 
 Same config (the Flax model ConfigDict as a dict), same tensors (channels-last latents
 ``[B, T, H, W, C]``, ``t`` in [0, 1] with 1 = data, ``cond_mask [B, T]`` True = clean replaced
-frame, optional MaskDiT ``keep_idx [B, K]``). Architecture (paper §2, Fig. 3): cubify [+ the
-optional sin-cos position table, ``pos_embed``] → singleton condition + shared AdaLN → STIV
-blocks (spatial attn with 2D RoPE, temporal attn with 1D RoPE, cross-attn to text, MLP; QK
-RMSNorm; sandwich norms) → [MaskDiT decoder blocks] → modulated LN → un-cubify [→ velocity from
-the clean-latent prediction, ``prediction='x'``]. The image path (T = 1) sums the temporal patch
+frame, optional MaskDiT ``keep_idx [B, K]``); a config key or option value this port does not
+implement is refused (:func:`unsupported`), never ignored. Architecture (paper §2, Fig. 3):
+cubify [+ the optional sin-cos position table, ``pos_embed``] → singleton condition + shared
+AdaLN → STIV blocks (spatial attn with 2D RoPE, temporal attn with 1D RoPE, cross-attn to
+text, MLP; QK RMSNorm; sandwich norms) → [MaskDiT decoder blocks] → modulated LN → un-cubify
+[→ velocity from the clean-latent prediction, ``prediction='x'``]. The image path (T = 1) sums the temporal patch
 kernel on the way in and averages it on the way out.
 
 Precision follows the Flax model: the residual stream, LayerNorms, RMSNorms, RoPE, the singleton
@@ -32,29 +33,57 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-NUM_MODULATIONS = 6  # shift/scale/gate for spatial attention and for the MLP
+# Copies of Flax-side constants (checked equal by tests/test_torch_twin_contract.py).
+NUM_MODULATIONS = 6  # shift/scale/gate for spatial attention and for the MLP (model/conditioning.py)
 X_PRED_MIN_GAP = 0.05  # prediction='x': v = (x̂1 − x_t) / max(1 − t, this) (stiv_jax/flow/interpolant.py)
-CONFIG_KEYS = (
+CONFIG_KEYS = (  # read as they are
     "num_layers", "hidden_size", "num_heads", "mlp_ratio", "in_channels", "patch_size",
     "temporal_patch_size", "text_dim", "freq_dim", "num_micro_conditions", "temporal_attention",
     "cond_indicator", "rope_theta", "rope_ref_grid", "num_decoder_blocks", "ln_eps",
 )  # fmt: skip
+# Option-valued keys: the values implemented (the first is the default of configs older than the
+# key). Other values of model/config.py CHOICES are refused: 'joint' (3D attention) is not ported.
+OPTIONS = {"attention_layout": ("factorised",), "pos_embed": ("none", "sincos"), "prediction": ("v", "x")}
+# Keys that do not change the function computed, ignored here; any other key is refused.
+NON_ARCHITECTURAL_KEYS = {
+    "size": "a preset name; num_layers, hidden_size and num_heads carry the shape",
+    "dtype": "compute dtype: here the parameters' dtype (model.to(torch.bfloat16))",
+    "param_dtype": "storage dtype: load_torch_stiv keeps the file's, or dtype=",
+    "remat_policy": "what the backward pass recomputes; the forward is the same",
+    "scan_layers": "lax.scan or a Python loop over the same blocks",
+    "attention_impl": "XLA, cuDNN or splash kernel for the same attention (SDPA here)",
+}
 
 Rope = tuple[torch.Tensor, torch.Tensor]
 
 
+def unknown_keys(keys) -> list[str]:
+    """The config keys in none of ``CONFIG_KEYS``, ``OPTIONS`` and ``NON_ARCHITECTURAL_KEYS``."""
+    return sorted(set(keys) - {*CONFIG_KEYS, *OPTIONS, *NON_ARCHITECTURAL_KEYS})
+
+
+def unsupported(cfg: Mapping[str, Any]) -> list[str]:
+    """Why this module cannot compute ``cfg``'s model: unknown keys, unimplemented option values."""
+    bad = [f"{k}={cfg[k]!r} (implemented: {', '.join(v)})" for k, v in OPTIONS.items() if cfg.get(k, v[0]) not in v]
+    return [f"unknown key {k!r}" for k in unknown_keys(cfg)] + bad
+
+
 def config_dict(config: Any) -> dict:
-    """Plain dict from a dict or an ``ml_collections.ConfigDict``; names any missing key."""
-    cfg = dict(config.to_dict() if hasattr(config, "to_dict") else config)
-    missing = [k for k in CONFIG_KEYS if k not in cfg]
+    """Plain dict from a dict or an ``ml_collections.ConfigDict``, option defaults filled in;
+    ``ValueError`` naming any missing key, unknown key or unimplemented option value."""
+    cfg = {k: v[0] for k, v in OPTIONS.items()} | dict(config.to_dict() if hasattr(config, "to_dict") else config)
+    missing = [k for k in CONFIG_KEYS if cfg.get(k) is None]  # None: a size-derived key unresolved
     if missing:
         raise ValueError(f"STIV config is missing keys {missing}")
+    if problems := unsupported(cfg):
+        raise ValueError("STIV config not implemented by this PyTorch port (newer stiv_jax?): " + "; ".join(problems))
     return cfg
 
 
@@ -178,7 +207,14 @@ class Attention(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.num_heads, self.head_dim))
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, *, rope: Rope | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        *,
+        rope: Rope | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``x [..., S, d]`` (leading dims fold into the batch); ``mask [N, 1, 1, L]`` True = attend."""
         context = x if context is None else context
         q = self.q_norm(self._heads(self.q(x)))
@@ -218,7 +254,15 @@ class STIVBlock(nn.Module):
         self.mlp = MLP(d, int(d * cfg["mlp_ratio"]))
         self.modulation = nn.Parameter(torch.zeros(NUM_MODULATIONS, d))  # per-block AdaLN offsets
 
-    def forward(self, x: torch.Tensor, mod: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, spatial_rope: Rope, temporal_rope: Rope) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        mod: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        spatial_rope: Rope,
+        temporal_rope: Rope,
+    ) -> torch.Tensor:
         """``x [B, T', S, d]`` float32, ``mod [B, 6, d]``, ``text [B, L, d]``, ``text_mask [B, L]``."""
         b, tt, s, d = x.shape
         ln = lambda a: layer_norm(a, self.eps)
@@ -247,7 +291,9 @@ class PatchEmbed(nn.Conv3d):
     uses the kernel summed over time, i.e. the token of the static video (App. B)."""
 
     def __init__(self, channels: int, dim: int, patch: int, temporal_patch: int):
-        super().__init__(channels, dim, kernel_size=(temporal_patch, patch, patch), stride=(temporal_patch, patch, patch))
+        super().__init__(
+            channels, dim, kernel_size=(temporal_patch, patch, patch), stride=(temporal_patch, patch, patch)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, t, h, w, c = x.shape
@@ -260,7 +306,9 @@ class PatchEmbed(nn.Conv3d):
         if t == 1:
             weight = weight.sum(2, keepdim=True)
         elif t % pt:
-            raise ValueError(f"{t} latent frames: video length must be a multiple of temporal patch {pt} (or 1 for images)")
+            raise ValueError(
+                f"{t} latent frames: video length must be a multiple of temporal patch {pt} (or 1 for images)"
+            )
         y = F.conv3d(x.permute(0, 4, 1, 2, 3).to(weight.dtype), weight, self.bias, stride=(weight.shape[2], p, p))
         return y.permute(0, 2, 3, 4, 1)
 
@@ -373,15 +421,12 @@ class STIV(nn.Module):
         d, c = cfg["hidden_size"], cfg["in_channels"]
         p, pt = cfg["patch_size"], cfg["temporal_patch_size"]
         self.head_dim = d // cfg["num_heads"]
-        self.pos_embed = cfg.get("pos_embed", "none")  # absent from configs older than the option
-        if self.pos_embed not in ("none", "sincos"):
-            raise ValueError(f"STIV config pos_embed={self.pos_embed!r}; this module knows 'none' and 'sincos'")
-        self.prediction = cfg.get("prediction", "v")
-        if self.prediction not in ("v", "x"):
-            raise ValueError(f"STIV config prediction={self.prediction!r}; this module knows 'v' and 'x'")
+        self.pos_embed, self.prediction = cfg["pos_embed"], cfg["prediction"]  # checked by config_dict
         self.patch_embed = PatchEmbed(c, d, p, pt)
         self.cond_indicator = FrameConditionIndicator(d, pt) if cfg["cond_indicator"] else None
-        self.condition = SingletonCondition(d, cfg["text_dim"], cfg["freq_dim"], cfg["num_micro_conditions"], cfg["ln_eps"])
+        self.condition = SingletonCondition(
+            d, cfg["text_dim"], cfg["freq_dim"], cfg["num_micro_conditions"], cfg["ln_eps"]
+        )
         self.adaln = SharedAdaLN(d)
         self.text_proj1, self.text_proj2 = Linear(cfg["text_dim"], d), Linear(d, d)
         self.blocks = nn.ModuleList(STIVBlock(cfg) for _ in range(cfg["num_layers"]))
@@ -479,18 +524,28 @@ def mismatches(want: Mapping[str, tuple], got: Mapping[str, tuple], limit: int =
     return (
         lines([f"missing key {k} {want[k]}" for k in sorted(want.keys() - got.keys())])
         + lines([f"unexpected key {k} {got[k]}" for k in sorted(got.keys() - want.keys())])
-        + lines([f"shape mismatch at {k}: config gives {want[k]}, got {got[k]}" for k in sorted(want.keys() & got.keys()) if want[k] != got[k]])
+        + lines(
+            [
+                f"shape mismatch at {k}: config gives {want[k]}, got {got[k]}"
+                for k in sorted(want.keys() & got.keys())
+                if want[k] != got[k]
+            ]
+        )
     )
 
 
 def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
     """Raises ``ValueError`` naming every missing, unexpected or mis-shaped key."""
-    problems = mismatches({k: tuple(v.shape) for k, v in model.state_dict().items()}, {k: tuple(v.shape) for k, v in state.items()})
+    problems = mismatches(
+        {k: tuple(v.shape) for k, v in model.state_dict().items()}, {k: tuple(v.shape) for k, v in state.items()}
+    )
     if problems:
         raise ValueError(f"{source} does not match its config:\n  " + "\n  ".join(problems))
 
 
-def load_torch_stiv(path: str | os.PathLike, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> STIV:
+def load_torch_stiv(
+    path: str | os.PathLike, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
+) -> STIV:
     """Rebuilds the module from ``FILE.safetensors`` and ``FILE.json`` (written by
     ``stiv-export-torch``); parameters in ``dtype`` (default: as stored), in eval mode."""
     from safetensors import SafetensorError

@@ -1,4 +1,4 @@
-"""Training-time distributions of the flow time t ∈ (0, 1) (paper: unstated; notes §3).
+"""Training-time distributions of the flow time t ∈ (0, 1) (paper: unstated; docs/design.md).
 
 - ``logit_normal`` (default; Movie Gen / SD3): ``t = sigmoid(m + s·n)``, n ~ N(0, 1).
 - ``uniform``: t ~ U(0, 1).
@@ -18,7 +18,9 @@ def shift_time(t: jax.Array, shift: float) -> jax.Array:
     return 1.0 - shift * sigma / (1.0 + (shift - 1.0) * sigma)
 
 
-def sample_time(key: jax.Array, batch: int, kind: str = "logit_normal", mean: float = 0.0, std: float = 1.0, shift: float = 1.0) -> jax.Array:
+def sample_time(
+    key: jax.Array, batch: int, kind: str = "logit_normal", mean: float = 0.0, std: float = 1.0, shift: float = 1.0
+) -> jax.Array:
     """``[batch]`` float32 times in (0, 1)."""
     if kind == "logit_normal":
         t = jax.nn.sigmoid(mean + std * jax.random.normal(key, (batch,)))

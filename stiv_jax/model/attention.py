@@ -9,7 +9,6 @@ flash attention on GPU, or the Pallas splash kernel on TPU (stiv_jax/model/splas
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 from flax import nnx

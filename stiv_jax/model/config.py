@@ -10,7 +10,7 @@ MLP ratio 4 with GELU(tanh) (PixArt-α; the paper does not state it), spatial pa
 patch 2 (App. B). Text comes from a 1280-d CLIP-bigG-class encoder (App. C).
 
 Parameter-count convention (tests/test_param_counts.py): the paper's counts are not mutually
-consistent (notes §1). 0.6B and 1.5B match the *image* model (no temporal attention, the T2I
+consistent (docs/design.md). 0.6B and 1.5B match the *image* model (no temporal attention, the T2I
 ablation setting in which Table 1's XL/XXL are introduced) while 8.7B matches the *video* model
 (temporal attention included). We therefore compare XL/XXL with ``temporal_attention=False`` and
 M with it on; all counts include the 2 MaskDiT decoder blocks, embedders and final layer.
@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import ml_collections
 from ml_collections import config_dict
+
+from stiv_jax.model.conditioning import MICRO_FIELDS
 
 SIZES = {
     # name: (num_layers, hidden_size, num_heads)
@@ -40,6 +42,10 @@ POS_EMBEDS = ("none", "sincos")  # 'sincos' adds stiv_jax/model/posembed.py's ta
 # What the output layer predicts: 'v' the velocity (the paper, §2.1) | 'x' the clean latents,
 # turned into the velocity by stiv_jax/flow/interpolant.py (x-prediction; the CPU demo).
 PREDICTIONS = ("v", "x")
+# Every option-valued key and its choices, checked by validate() (one source for the PyTorch
+# twin's contract test, tests/test_torch_twin_contract.py).
+CHOICES = {"remat_policy": REMAT_POLICIES, "attention_impl": ATTENTION_IMPLS, "attention_layout": ATTENTION_LAYOUTS,
+           "pos_embed": POS_EMBEDS, "prediction": PREDICTIONS}  # fmt: skip
 
 
 def get_model_config(size: str = "XL", **overrides) -> ml_collections.ConfigDict:
@@ -69,7 +75,7 @@ def _defaults(size: str) -> ml_collections.ConfigDict:
     c.temporal_patch_size = 2
     c.text_dim = 64 if cpu else 1280  # CLIP-bigG width (App. C)
     c.freq_dim = 256  # sinusoid width for timestep and micro-conditions
-    c.num_micro_conditions = 6  # (orig_h, orig_w, crop_top, crop_left, frame_stride, num_frames)
+    c.num_micro_conditions = len(MICRO_FIELDS)  # conditioning.MICRO_FIELDS
     c.temporal_attention = True
     c.attention_layout = "factorised"
     c.cond_indicator = True  # learned per-frame indicator of replaced frames
@@ -119,17 +125,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
         raise ValueError(f"hidden_size={c.hidden_size} not divisible by num_heads={c.num_heads}")
     if (c.hidden_size // c.num_heads) % 4:
         raise ValueError("head_dim must be a multiple of 4 for 2D RoPE")
-    if c.remat_policy not in REMAT_POLICIES:
-        raise ValueError(f"model.remat_policy={c.remat_policy!r}; choose one of {REMAT_POLICIES}")
-    if c.attention_impl not in ATTENTION_IMPLS:
-        raise ValueError(f"model.attention_impl={c.attention_impl!r}; choose one of {ATTENTION_IMPLS}")
-    if c.attention_layout not in ATTENTION_LAYOUTS:
-        raise ValueError(f"model.attention_layout={c.attention_layout!r}; choose one of {ATTENTION_LAYOUTS}")
+    for key, choices in CHOICES.items():
+        if c[key] not in choices:
+            raise ValueError(f"model.{key}={c[key]!r}; choose one of {choices}")
     if c.attention_layout == "joint" and c.temporal_attention:
-        raise ValueError("model.attention_layout='joint' attends across frames already: set model.temporal_attention=False")
-    if c.pos_embed not in POS_EMBEDS:
-        raise ValueError(f"model.pos_embed={c.pos_embed!r}; choose one of {POS_EMBEDS}")
-    if c.prediction not in PREDICTIONS:
-        raise ValueError(f"model.prediction={c.prediction!r}; choose one of {PREDICTIONS}")
+        raise ValueError(
+            "model.attention_layout='joint' attends across frames already: set model.temporal_attention=False"
+        )
     if len(tuple(c.rope_ref_grid)) != 3:
         raise ValueError("model.rope_ref_grid must be (temporal, height, width) in tokens")

@@ -18,7 +18,8 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import operator
+from collections.abc import Callable
 
 import chex
 import jax
@@ -27,7 +28,6 @@ from flax import nnx
 
 from stiv_jax.flow.interpolant import velocity_from_data
 from stiv_jax.model import maskdit
-from stiv_jax.model.softmax_attention import ATTENTION_PROBS
 from stiv_jax.model.block import SPATIAL_ATTN, TEMPORAL_ATTN, STIVBlock
 from stiv_jax.model.conditioning import SharedAdaLN, SingletonCondition
 from stiv_jax.model.config import resolve
@@ -35,6 +35,7 @@ from stiv_jax.model.layers import dense, layer_norm, modulate
 from stiv_jax.model.patchify import FrameConditionIndicator, PatchEmbed, Unpatchify
 from stiv_jax.model.posembed import sincos_3d
 from stiv_jax.model.rope import rope_1d, rope_2d, rope_3d
+from stiv_jax.model.softmax_attention import ATTENTION_PROBS
 
 
 def remat_policy(name: str):
@@ -50,7 +51,8 @@ def remat_policy(name: str):
         "full": jax.checkpoint_policies.nothing_saveable,
         "dots": jax.checkpoint_policies.save_from_both_policies(
             jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-            jax.checkpoint_policies.save_only_these_names(ATTENTION_PROBS)),
+            jax.checkpoint_policies.save_only_these_names(ATTENTION_PROBS),
+        ),
         "save_self_attn": jax.checkpoint_policies.save_only_these_names(SPATIAL_ATTN, TEMPORAL_ATTN),
     }
     return policies[name]
@@ -74,20 +76,53 @@ class STIV(nnx.Module):
         d = cfg.hidden_size
         dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         self.head_dim = d // cfg.num_heads
-        self.patch_embed = PatchEmbed(cfg.in_channels, d, patch=cfg.patch_size, temporal_patch=cfg.temporal_patch_size, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-        self.cond_indicator = FrameConditionIndicator(d, temporal_patch=cfg.temporal_patch_size, param_dtype=param_dtype) if cfg.cond_indicator else None
-        self.condition = SingletonCondition(d, cfg.text_dim, freq_dim=cfg.freq_dim, num_micro=cfg.num_micro_conditions, eps=cfg.ln_eps, rngs=rngs, param_dtype=param_dtype)
+        self.patch_embed = PatchEmbed(
+            cfg.in_channels,
+            d,
+            patch=cfg.patch_size,
+            temporal_patch=cfg.temporal_patch_size,
+            rngs=rngs,
+            dtype=dtype,
+            param_dtype=param_dtype,
+        )
+        self.cond_indicator = (
+            FrameConditionIndicator(d, temporal_patch=cfg.temporal_patch_size, param_dtype=param_dtype)
+            if cfg.cond_indicator
+            else None
+        )
+        self.condition = SingletonCondition(
+            d,
+            cfg.text_dim,
+            freq_dim=cfg.freq_dim,
+            num_micro=cfg.num_micro_conditions,
+            eps=cfg.ln_eps,
+            rngs=rngs,
+            param_dtype=param_dtype,
+        )
         self.adaln = SharedAdaLN(d, rngs=rngs, param_dtype=param_dtype)
-        self.text_proj1 = dense(cfg.text_dim, d, ("text_embed", "embed"), std=0.02, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.text_proj1 = dense(
+            cfg.text_dim, d, ("text_embed", "embed"), std=0.02, rngs=rngs, dtype=dtype, param_dtype=param_dtype
+        )
         self.text_proj2 = dense(d, d, ("embed", "embed"), std=0.02, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.blocks = _stack(lambda r: STIVBlock(cfg, rngs=r), cfg.num_layers, rngs)
         if cfg.num_decoder_blocks:
-            self.mask_token = nnx.Param(0.02 * jax.random.normal(rngs.params(), (d,), param_dtype), out_sharding=("embed",))
+            self.mask_token = nnx.Param(
+                0.02 * jax.random.normal(rngs.params(), (d,), param_dtype), out_sharding=("embed",)
+            )
             self.decoder_blocks = _stack(lambda r: STIVBlock(cfg, rngs=r), cfg.num_decoder_blocks, rngs)
         else:
             self.mask_token = self.decoder_blocks = None
-        self.final_modulation = nnx.Param(jax.random.normal(rngs.params(), (2, d), param_dtype) / d**0.5, out_sharding=(None, "embed"))
-        self.unpatchify = Unpatchify(d, cfg.in_channels, patch=cfg.patch_size, temporal_patch=cfg.temporal_patch_size, rngs=rngs, param_dtype=param_dtype)
+        self.final_modulation = nnx.Param(
+            jax.random.normal(rngs.params(), (2, d), param_dtype) / d**0.5, out_sharding=(None, "embed")
+        )
+        self.unpatchify = Unpatchify(
+            d,
+            cfg.in_channels,
+            patch=cfg.patch_size,
+            temporal_patch=cfg.temporal_patch_size,
+            rngs=rngs,
+            param_dtype=param_dtype,
+        )
 
     def _run_blocks(self, stack: nnx.Module, x: jax.Array, *args) -> jax.Array:
         graphdef, params = nnx.split(stack)
@@ -102,7 +137,7 @@ class STIV(nnx.Module):
             return jax.lax.scan(lambda h, p: (layer(h, p), None), x, params)[0]
         n = jax.tree.leaves(params)[0].shape[0]
         for i in range(n):
-            x = layer(x, jax.tree.map(lambda a: a[i], params))
+            x = layer(x, jax.tree.map(operator.itemgetter(i), params))
         return x
 
     def __call__(

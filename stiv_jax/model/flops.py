@@ -9,6 +9,7 @@ not hardware FLOPs).
 
 from __future__ import annotations
 
+from stiv_jax.model import maskdit
 from stiv_jax.model.config import resolve
 
 
@@ -27,7 +28,9 @@ def _block_flops(d: int, mlp: int, tt: int, s: int, text_len: int, temporal: boo
     return float(dense), float(attn)
 
 
-def forward_flops_by_kind(model_cfg, *, frames: int, height: int, width: int, text_len: int, mask_ratio: float = 0.0) -> dict[str, float]:
+def forward_flops_by_kind(
+    model_cfg, *, frames: int, height: int, width: int, text_len: int, mask_ratio: float = 0.0
+) -> dict[str, float]:
     """``{'dense': ..., 'attention': ...}``: one forward pass for one sample of latents
     ``[frames, height, width, C]``, split into weight matmuls and attention score/value products."""
     c = resolve(model_cfg)
@@ -35,7 +38,7 @@ def forward_flops_by_kind(model_cfg, *, frames: int, height: int, width: int, te
     mlp = int(d * c.mlp_ratio)
     tt = 1 if frames == 1 else frames // pt
     s = (height // p) * (width // p)
-    kept = s if not (mask_ratio and c.num_decoder_blocks) else max(1, int(round(s * (1 - mask_ratio))))
+    kept = maskdit.num_kept(s, mask_ratio) if maskdit.is_masked(mask_ratio, c.num_decoder_blocks) else s
     patch_in = (1 if frames == 1 else pt) * p * p * c.in_channels
     dense = 2 * tt * s * patch_in * d * 2  # patch embedding + un-patchify
     dense += 2 * text_len * (c.text_dim * d + d * d)  # caption projection
@@ -43,16 +46,26 @@ def forward_flops_by_kind(model_cfg, *, frames: int, height: int, width: int, te
     joint = c.attention_layout == "joint"
     main = _block_flops(d, mlp, tt, kept, text_len, c.temporal_attention, joint)
     decoder = _block_flops(d, mlp, tt, s, text_len, c.temporal_attention, joint)
-    return dict(dense=float(dense + c.num_layers * main[0] + c.num_decoder_blocks * decoder[0]),
-                attention=float(c.num_layers * main[1] + c.num_decoder_blocks * decoder[1]))
+    return dict(
+        dense=float(dense + c.num_layers * main[0] + c.num_decoder_blocks * decoder[0]),
+        attention=float(c.num_layers * main[1] + c.num_decoder_blocks * decoder[1]),
+    )
 
 
 def forward_flops(model_cfg, *, frames: int, height: int, width: int, text_len: int, mask_ratio: float = 0.0) -> float:
     """FLOPs of one forward pass for one sample of latents ``[frames, height, width, C]``."""
-    kinds = forward_flops_by_kind(model_cfg, frames=frames, height=height, width=width, text_len=text_len, mask_ratio=mask_ratio)
+    kinds = forward_flops_by_kind(
+        model_cfg, frames=frames, height=height, width=width, text_len=text_len, mask_ratio=mask_ratio
+    )
     return kinds["dense"] + kinds["attention"]
 
 
-def train_step_flops(model_cfg, *, batch: int, frames: int, height: int, width: int, text_len: int, mask_ratio: float = 0.0) -> float:
+def train_step_flops(
+    model_cfg, *, batch: int, frames: int, height: int, width: int, text_len: int, mask_ratio: float = 0.0
+) -> float:
     """Model FLOPs of one training step (forward + backward = 3 × forward) for ``batch`` samples."""
-    return 3.0 * batch * forward_flops(model_cfg, frames=frames, height=height, width=width, text_len=text_len, mask_ratio=mask_ratio)
+    return (
+        3.0
+        * batch
+        * forward_flops(model_cfg, frames=frames, height=height, width=width, text_len=text_len, mask_ratio=mask_ratio)
+    )

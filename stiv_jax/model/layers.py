@@ -7,7 +7,7 @@ All normalisations run in float32 whatever the compute dtype (App. D stability t
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp

@@ -14,11 +14,21 @@ import jax
 import jax.numpy as jnp
 
 
-def sample_keep_indices(key: jax.Array, batch: int, num_tokens: int, mask_ratio: float) -> jax.Array:
-    """Sorted random kept spatial-token indices ``[batch, round(num_tokens·(1-mask_ratio))]``."""
+def num_kept(num_tokens: int, mask_ratio: float) -> int:
+    """Spatial tokens the main blocks see: ``round(num_tokens·(1 − mask_ratio))``, at least one."""
     if not 0.0 <= mask_ratio < 1.0:
         raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
-    num_keep = max(1, int(round(num_tokens * (1.0 - mask_ratio))))
+    return max(1, int(round(num_tokens * (1.0 - mask_ratio))))
+
+
+def is_masked(mask_ratio: float, num_decoder_blocks: int) -> bool:
+    """Whether training masks tokens: a positive ratio and decoder blocks to unmask them."""
+    return bool(mask_ratio > 0 and num_decoder_blocks)
+
+
+def sample_keep_indices(key: jax.Array, batch: int, num_tokens: int, mask_ratio: float) -> jax.Array:
+    """Sorted random kept spatial-token indices ``[batch, num_kept(num_tokens, mask_ratio)]``."""
+    num_keep = num_kept(num_tokens, mask_ratio)
     noise = jax.random.uniform(key, (batch, num_tokens))
     keep = jnp.argsort(noise, axis=-1)[:, :num_keep]
     return jnp.sort(keep, axis=-1).astype(jnp.int32)

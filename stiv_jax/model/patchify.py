@@ -18,7 +18,17 @@ from flax import nnx
 
 
 class PatchEmbed(nnx.Module):
-    def __init__(self, channels: int, dim: int, *, patch: int, temporal_patch: int, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
+    def __init__(
+        self,
+        channels: int,
+        dim: int,
+        *,
+        patch: int,
+        temporal_patch: int,
+        rngs: nnx.Rngs,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+    ):
         self.p, self.pt, self.channels, self.dtype = patch, temporal_patch, channels, dtype
         init = nnx.initializers.variance_scaling(1.0, "fan_avg", "uniform", in_axis=(0, 1, 2, 3), out_axis=4)
         init = nnx.with_partitioning(init, (None, None, None, None, "embed"))
@@ -36,7 +46,9 @@ class PatchEmbed(nnx.Module):
         if t == 1:
             kernel, pt = kernel.sum(axis=0, keepdims=True), 1
         elif t % pt:
-            raise ValueError(f"{t} latent frames: video length must be a multiple of temporal patch {pt} (or 1 for images)")
+            raise ValueError(
+                f"{t} latent frames: video length must be a multiple of temporal patch {pt} (or 1 for images)"
+            )
         x = x.reshape(b, t // pt, pt, h // p, p, w // p, p, c).transpose(0, 1, 3, 5, 2, 4, 6, 7)
         x = x.reshape(b, t // pt, h // p, w // p, pt * p * p * c).astype(self.dtype)
         y = x @ kernel.reshape(-1, kernel.shape[-1]).astype(self.dtype)
@@ -46,10 +58,15 @@ class PatchEmbed(nnx.Module):
 class Unpatchify(nnx.Module):
     """Zero-initialised output projection ``d -> pt·p·p·C`` and the inverse rearrangement."""
 
-    def __init__(self, dim: int, channels: int, *, patch: int, temporal_patch: int, rngs: nnx.Rngs, param_dtype=jnp.float32):
+    def __init__(
+        self, dim: int, channels: int, *, patch: int, temporal_patch: int, rngs: nnx.Rngs, param_dtype=jnp.float32
+    ):
         del rngs
         self.p, self.pt, self.channels = patch, temporal_patch, channels
-        self.kernel = nnx.Param(jnp.zeros((dim, temporal_patch, patch, patch, channels), param_dtype), out_sharding=("embed", None, None, None, None))
+        self.kernel = nnx.Param(
+            jnp.zeros((dim, temporal_patch, patch, patch, channels), param_dtype),
+            out_sharding=("embed", None, None, None, None),
+        )
         self.bias = nnx.Param(jnp.zeros((patch, patch, channels), param_dtype), out_sharding=(None, None, None))
 
     def __call__(self, tokens: jax.Array, num_frames: int) -> jax.Array:

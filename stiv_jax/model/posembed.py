@@ -5,7 +5,7 @@ STIV encodes position with RoPE alone (§2.1: RoPE replaced the absolute embeddi
 baseline). RoPE is relative, so from pure noise a RoPE-only model has nothing that tells frame 0
 from frame 3 or the centre from a corner (``tests/test_model.py``: identical frames get identical
 outputs). The CPU demo adds this table on top of RoPE so that T2V can place the first frame and
-follow the direction word within its short budget (README "What you should see").
+follow the direction word within its short budget (README "What the demo shows").
 
 Each of (frame, row, column) gets ``2·(dim // 6)`` channels: ``sin`` then ``cos`` of
 ``position · POS_EMBED_THETA^(-i/k)``, ``i < k = dim // 6``; leftover channels are zero. Positions

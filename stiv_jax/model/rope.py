@@ -38,7 +38,9 @@ def rope_1d(n: int, head_dim: int, *, ref: int | None = None, theta: float = 100
     return np.cos(angles), np.sin(angles)
 
 
-def rope_2d(h: int, w: int, head_dim: int, *, ref: tuple[int, int] | None = None, theta: float = 10000.0) -> tuple[np.ndarray, np.ndarray]:
+def rope_2d(
+    h: int, w: int, head_dim: int, *, ref: tuple[int, int] | None = None, theta: float = 10000.0
+) -> tuple[np.ndarray, np.ndarray]:
     """``(cos, sin)`` tables ``[h·w, head_dim]`` for a row-major h×w token grid."""
     ref_h, ref_w = ref if ref is not None else (h, w)
     quarter = head_dim // 4
@@ -52,7 +54,9 @@ def rope_2d(h: int, w: int, head_dim: int, *, ref: tuple[int, int] | None = None
     return np.cos(angles), np.sin(angles)
 
 
-def rope_3d(t: int, h: int, w: int, head_dim: int, *, ref: tuple[int, int, int] | None = None, theta: float = 10000.0) -> tuple[np.ndarray, np.ndarray]:
+def rope_3d(
+    t: int, h: int, w: int, head_dim: int, *, ref: tuple[int, int, int] | None = None, theta: float = 10000.0
+) -> tuple[np.ndarray, np.ndarray]:
     """``(cos, sin)`` tables ``[t·h·w, head_dim]`` for a frame-major t×h×w token grid.
 
     Of the ``head_dim/2`` rotary frequencies, rows and columns get ``3/8`` each and time the
@@ -64,9 +68,19 @@ def rope_3d(t: int, h: int, w: int, head_dim: int, *, ref: tuple[int, int, int] 
     temporal = half - 2 * spatial
     if spatial < 1 or temporal < 1:
         raise ValueError(f"head_dim={head_dim} too small for 3D RoPE")
-    grid = np.meshgrid(interpolated_positions(t, ref_t), interpolated_positions(h, ref_h), interpolated_positions(w, ref_w), indexing="ij")
+    grid = np.meshgrid(
+        interpolated_positions(t, ref_t),
+        interpolated_positions(h, ref_h),
+        interpolated_positions(w, ref_w),
+        indexing="ij",
+    )
     angles = np.concatenate(
-        [pos.reshape(-1, 1) * inverse_frequencies(n, theta)[None, :] for pos, n in zip(grid, (temporal, spatial, spatial))], axis=-1)
+        [
+            pos.reshape(-1, 1) * inverse_frequencies(n, theta)[None, :]
+            for pos, n in zip(grid, (temporal, spatial, spatial))
+        ],
+        axis=-1,
+    )
     angles = np.concatenate([angles, angles], axis=-1)
     return np.cos(angles), np.sin(angles)
 

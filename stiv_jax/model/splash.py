@@ -3,7 +3,7 @@
 XLA's attention materialises the ``[heads, Sq, Sk]`` score matrix in float32. For STIV-M at 512²
 the decoder blocks' spatial attention sees 32×32 = 1024 tokens per frame, 10 temporal patches and
 48 heads: 2 GiB of scores per clip, plus probabilities and their gradients during the backward
-pass, which alone overflows a 16 GiB v5e chip (README, "Memory on TPU"). The splash kernel
+pass, which alone overflows a 16 GiB v5e chip (docs/training.md, "Memory on TPU"). The splash kernel
 (``jax.experimental.pallas.ops.tpu.splash_attention``) streams key/value blocks through VMEM with
 an online softmax and never stores the scores.
 
@@ -45,8 +45,16 @@ def _block(n: int) -> int:
 @functools.lru_cache(maxsize=64)
 def _kernel(heads: int, q_len: int, kv_len: int, interpret: bool):
     bq, bkv = _block(q_len), _block(kv_len)
-    sizes = splash.BlockSizes(block_q=bq, block_kv=bkv, block_kv_compute=bkv, block_q_dkv=bq, block_kv_dkv=bkv,
-                              block_kv_dkv_compute=bkv, block_q_dq=bq, block_kv_dq=bkv)
+    sizes = splash.BlockSizes(
+        block_q=bq,
+        block_kv=bkv,
+        block_kv_compute=bkv,
+        block_q_dkv=bq,
+        block_kv_dkv=bkv,
+        block_kv_dkv_compute=bkv,
+        block_q_dq=bq,
+        block_kv_dq=bkv,
+    )
     mask = splash_mask.MultiHeadMask([splash_mask.FullMask((q_len, kv_len))] * heads)
     return splash.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret)
 
@@ -56,7 +64,9 @@ def _target_platform() -> str:
     return device.platform if device is not None else jax.default_backend()
 
 
-def _local_attention(q: jax.Array, k: jax.Array, v: jax.Array, kv_valid: jax.Array | None, interpret: bool) -> jax.Array:
+def _local_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, kv_valid: jax.Array | None, interpret: bool
+) -> jax.Array:
     """Per-device attention: ``[n, S, h, D]`` inputs, ``kv_valid [n, Sk]`` or ``None``."""
     n, sq, h, d = q.shape
     kernel = _kernel(h, sq, k.shape[1], interpret)
@@ -72,7 +82,9 @@ def _local_attention(q: jax.Array, k: jax.Array, v: jax.Array, kv_valid: jax.Arr
     return heads_major(out)
 
 
-def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None, *, interpret: bool | None = None) -> jax.Array:
+def splash_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None, *, interpret: bool | None = None
+) -> jax.Array:
     """Softmax attention on ``[N, S, H, D]`` inputs, like ``jax.nn.dot_product_attention``.
 
     ``mask`` may only be a key padding mask broadcastable as ``[N, 1, 1, Sk]`` (True = attend).
@@ -99,6 +111,9 @@ def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array |
     spec = logical_to_spec(("batch", None, "act_heads", None))
     row = jax.sharding.PartitionSpec(spec[0], None)
     if kv_valid is None:
-        return jax.shard_map(lambda a, b, c: fn(a, b, c, None), mesh=mesh, in_specs=(spec,) * 3, out_specs=spec, check_vma=False)(q, k, v)
-    return jax.shard_map(fn, mesh=mesh, in_specs=(spec, spec, spec, row), out_specs=spec, check_vma=False)(q, k, v, kv_valid)
-
+        return jax.shard_map(
+            lambda a, b, c: fn(a, b, c, None), mesh=mesh, in_specs=(spec,) * 3, out_specs=spec, check_vma=False
+        )(q, k, v)
+    return jax.shard_map(fn, mesh=mesh, in_specs=(spec, spec, spec, row), out_specs=spec, check_vma=False)(
+        q, k, v, kv_valid
+    )

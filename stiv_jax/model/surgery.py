@@ -7,7 +7,7 @@ change (``model.rope_ref_grid``).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from flax import nnx
 

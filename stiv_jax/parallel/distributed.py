@@ -23,8 +23,10 @@ def initialize(config: ml_collections.ConfigDict) -> None:
     num = config.get("distributed_num_processes")
     pid = config.get("distributed_process_id")
     if coordinator is not None and (num is None or pid is None):
-        raise ValueError("config.distributed_coordinator is set: also set config.distributed_num_processes "
-                         "and config.distributed_process_id (or set none of them to auto-detect on TPU/Slurm)")
+        raise ValueError(
+            "config.distributed_coordinator is set: also set config.distributed_num_processes "
+            "and config.distributed_process_id (or set none of them to auto-detect on TPU/Slurm)"
+        )
     if num is not None and pid is not None and not 0 <= pid < num:
         raise ValueError(f"config.distributed_process_id={pid} is not in [0, distributed_num_processes={num})")
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num, process_id=pid)

@@ -5,7 +5,7 @@ activations are constrained with :func:`constrain`. A rule table maps each logic
 axis (or a tuple of them, or ``None`` for replicated); the table lives in the config
 (``config.sharding_rules``) so FSDP, tensor parallelism or pure data parallelism are a config edit.
 
-Mesh axes are ``('data', 'fsdp', 'tensor')`` (SPEC.md). Logical names used in this code base:
+Mesh axes are ``('data', 'fsdp', 'tensor')``. Logical names used in this code base:
 
 - parameters: ``embed`` (model width d), ``mlp`` (MLP hidden), ``heads`` (flattened heads×head_dim),
   ``text_embed`` (text-encoder width), ``cond`` (per-condition features), ``vocab``, ``layers``
@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import jax
 from jax.sharding import PartitionSpec as P

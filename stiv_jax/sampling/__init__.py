@@ -1,4 +1,4 @@
-"""stiv_jax.sampling: flow-matching samplers for STIV (SPEC "Sampling").
+"""stiv_jax.sampling: flow-matching samplers for STIV.
 
 schedules (time grids) · ode (Euler/Heun in one ``lax.scan``) · frames (given-frame state rule)
 · guidance (cfg / JIT-CFG / SIT-CFG, renorm) · sampler (the jitted core ``sample``) · tasks

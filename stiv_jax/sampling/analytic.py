@@ -21,20 +21,17 @@ def _component_velocity(x, t, mean, std):
     return mean + (t * std**2 - (1.0 - t)) / var_t * (x - t * mean), var_t
 
 
-def gaussian_velocity(x: jax.Array, t: jax.Array, mean: jax.Array | float,
-                      std: jax.Array | float) -> jax.Array:
+def gaussian_velocity(x: jax.Array, t: jax.Array, mean: jax.Array | float, std: jax.Array | float) -> jax.Array:
     """Exact velocity for data N(mean, std²) (per element; mean/std broadcast against x)."""
     return _component_velocity(x, t, mean, std)[0]
 
 
-def gaussian_flow_endpoint(noise: jax.Array, mean: jax.Array | float,
-                           std: jax.Array | float) -> jax.Array:
+def gaussian_flow_endpoint(noise: jax.Array, mean: jax.Array | float, std: jax.Array | float) -> jax.Array:
     """Exact ODE solution at t = 1 started from ``noise`` at t = 0: mean + std·noise."""
     return mean + std * noise
 
 
-def mixture_velocity(x: jax.Array, t: jax.Array, means: jax.Array, std: float,
-                     weights: jax.Array) -> jax.Array:
+def mixture_velocity(x: jax.Array, t: jax.Array, means: jax.Array, std: float, weights: jax.Array) -> jax.Array:
     """Exact velocity for data Σ_k weights_k N(means_k, std² I); x [B, D], means [K, D]."""
     v_k, var_t = _component_velocity(x[:, None, :], t, means[None], std)  # [B, K, D]
     sq_dist = jnp.sum((x[:, None, :] - t * means[None]) ** 2, axis=-1)  # [B, K]

@@ -1,4 +1,4 @@
-"""Frame replacement at sampling time (paper §2.3.1, §8; SPEC "Flow matching and training").
+"""Frame replacement at sampling time (paper §2.3.1, §8).
 
 STIV conditions on images by *replacing* latent frames with clean latents of the given images
 (TI2V first frame, prediction first k, interpolation first+last, TUP every other frame) and marks
@@ -22,7 +22,7 @@ the forward noising path x_t = t·latents + (1 − t)·ε₀ (:meth:`uncondition
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import chex
 import jax
@@ -39,21 +39,19 @@ class FrameCondition:
     noise: jax.Array
 
     @classmethod
-    def create(cls, latents: jax.Array, mask: jax.Array, noise: jax.Array) -> "FrameCondition":
+    def create(cls, latents: jax.Array, mask: jax.Array, noise: jax.Array) -> FrameCondition:
         chex.assert_rank(mask, 2)
         chex.assert_equal_shape([latents, noise])
         chex.assert_equal_shape_prefix([latents, mask], 2)
-        return cls(latents=jnp.asarray(latents, noise.dtype), mask=jnp.asarray(mask, bool),
-                   noise=noise)
+        return cls(latents=jnp.asarray(latents, noise.dtype), mask=jnp.asarray(mask, bool), noise=noise)
 
     @classmethod
-    def none(cls, noise: jax.Array) -> "FrameCondition":
+    def none(cls, noise: jax.Array) -> FrameCondition:
         """No given frames (T2V / T2I)."""
         return cls.create(jnp.zeros_like(noise), jnp.zeros(noise.shape[:2], bool), noise)
 
     @classmethod
-    def from_given(cls, given: jax.Array, indices: Sequence[int],
-                   noise: jax.Array) -> "FrameCondition":
+    def from_given(cls, given: jax.Array, indices: Sequence[int], noise: jax.Array) -> FrameCondition:
         """Places ``given`` [B, G, ...] clean latents at frame ``indices`` (G of them) of ``noise``."""
         num_frames = noise.shape[1]
         if len(indices) != given.shape[1]:

@@ -27,12 +27,15 @@ anyway, the model is trained without loss there, and so the renorm norm covers g
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import chex
 import jax
 import jax.numpy as jnp
 
+from stiv_jax.errors import ConfigError
 from stiv_jax.sampling.frames import FrameCondition
 
 Cond = Mapping[str, Any]
@@ -41,6 +44,7 @@ ModelFn = Callable[[jax.Array, jax.Array, Cond], jax.Array]
 GUIDANCE_KINDS = ("none", "cfg", "jit", "sit")
 RENORM_MODES = ("none", "rescale", "clip")
 TEXT_KEYS = ("text", "text_mask", "pooled_text")
+MAX_SCALE = 1e3  # |guidance scale|: far beyond any useful value, and well inside float32
 
 # Branches as (with_text, with_image); the first is always the fully conditional F(cT, cI).
 _BRANCHES = {
@@ -57,7 +61,8 @@ class Guidance:
     """Guidance kind, scales (traced: changing them does not recompile) and renorm mode.
 
     ``scale`` is s for cfg/jit and s_txt for sit; ``image_scale`` is s_img (sit only).
-    Defaults follow the paper: JIT-CFG s = 7.5 (App. B); SIT-CFG s_img = 1.5, s_txt = 7.5.
+    Defaults follow the paper: JIT-CFG s = 7.5 (App. B); SIT-CFG s_img = 1.5, s_txt = 7.5. They are
+    the sampler's defaults (``options.SampleOptions`` and ``stiv-sample`` read them here).
     """
 
     kind: str = dataclasses.field(default="jit", metadata=dict(static=True))
@@ -70,6 +75,17 @@ class Guidance:
             raise ValueError(f"unknown guidance {self.kind!r}; expected one of {GUIDANCE_KINDS}")
         if self.renorm not in RENORM_MODES:
             raise ValueError(f"unknown renorm {self.renorm!r}; expected one of {RENORM_MODES}")
+
+    def check_scales(self) -> Guidance:
+        """Raises :class:`ConfigError` naming the flag unless each scale is finite with
+        ``|s| <= MAX_SCALE`` (before tracing: a NaN scale draws black frames). Returns ``self``."""
+        for name in ("scale", "image_scale"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and abs(value) <= MAX_SCALE):
+                raise ConfigError(
+                    f"{name} (--{name}) must be a finite number in [-{MAX_SCALE:g}, {MAX_SCALE:g}], got {value}"
+                )
+        return self
 
 
 def renormalize(guided: jax.Array, conditional: jax.Array, mode: str) -> jax.Array:
@@ -101,9 +117,15 @@ def _branch(x, t, cond, null_text, frames, with_text, with_image):
     return (x if with_image else frames.unconditioned(x, t)), branch_cond
 
 
-def guided_velocity(model_fn: ModelFn, x: jax.Array, t: jax.Array, cond: Cond,
-                    null_cond: Cond | None, frames: FrameCondition,
-                    guidance: Guidance) -> jax.Array:
+def guided_velocity(
+    model_fn: ModelFn,
+    x: jax.Array,
+    t: jax.Array,
+    cond: Cond,
+    null_cond: Cond | None,
+    frames: FrameCondition,
+    guidance: Guidance,
+) -> jax.Array:
     """Guided velocity at state ``x`` [B, T, ...] and scalar time ``t`` (module docstring).
 
     ``cond`` holds text [B, L, D], text_mask [B, L], pooled_text [B, D], micro [B, 6] (plus any
@@ -139,6 +161,5 @@ def guided_velocity(model_fn: ModelFn, x: jax.Array, t: jax.Array, cond: Cond,
         guided = uncond_v + s * (cond_v - uncond_v)
     else:
         cond_v, image_v, uncond_v = v
-        guided = (uncond_v + guidance.image_scale * (image_v - uncond_v)
-                  + s * (cond_v - image_v))
+        guided = uncond_v + guidance.image_scale * (image_v - uncond_v) + s * (cond_v - image_v)
     return renormalize(guided, cond_v, guidance.renorm)

@@ -21,8 +21,7 @@ from stiv_jax.data import video_io
 from stiv_jax.data.transforms import crop_geometry, to_unit_range
 from stiv_jax.errors import ConfigError
 
-__all__ = ["as_model_pixels", "check_fps", "fit_frames", "load_image", "load_video", "to_uint8",
-           "to_unit_range"]
+__all__ = ["as_model_pixels", "check_fps", "fit_frames", "load_image", "load_video", "to_uint8", "to_unit_range"]
 
 # Frame rates video_io's writers handle: H.264/VP9 time bases (denominator <= 1001; above ~2000
 # fps the written file has no decodable frame); GIF frame delays are whole centiseconds (players
@@ -46,7 +45,7 @@ def fit_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
         image = Image.fromarray(frame)
         if (rh, rw) != (h, w):
             image = image.resize((rw, rh), Image.Resampling.BICUBIC, reducing_gap=3.0)
-        out.append(np.asarray(image)[top: top + height, left: left + width])
+        out.append(np.asarray(image)[top : top + height, left : left + width])
     return np.stack(out)
 
 
@@ -65,8 +64,9 @@ def load_image(path: str, height: int, width: int, *, flag: str = "--image") -> 
     return fit_frames(image, height, width)[0]
 
 
-def load_video(path: str, num_frames: int, height: int, width: int, *, stride: int = 1,
-               flag: str = "--video") -> np.ndarray:
+def load_video(
+    path: str, num_frames: int, height: int, width: int, *, stride: int = 1, flag: str = "--video"
+) -> np.ndarray:
     """Frames 0, stride, 2·stride, … (``num_frames`` of them) of a video → ``uint8 [T, H, W, 3]``."""
     _check_exists(path, flag)
     if stride < 1:
@@ -75,8 +75,9 @@ def load_video(path: str, num_frames: int, height: int, width: int, *, stride: i
         info = video_io.probe(path)
         needed = (num_frames - 1) * stride + 1
         if info.num_frames < needed:
-            raise ValueError(f"{flag} {path!r} has {info.num_frames} frames; {num_frames} frames at "
-                             f"stride {stride} need {needed}")
+            raise ValueError(
+                f"{flag} {path!r} has {info.num_frames} frames; {num_frames} frames at stride {stride} need {needed}"
+            )
         frames = video_io.decode_video(path, np.arange(num_frames) * stride)
     except video_io.MediaError as e:
         raise ValueError(f"{flag} {path!r}: {e}") from e
@@ -87,8 +88,7 @@ def check_fps(fps: float, flag: str = "--fps", *, gif: bool = False) -> float:
     """``fps`` when the video writers can use it, else :class:`ConfigError` naming ``flag``."""
     lo, hi = FPS_RANGE[0], (GIF_MAX_FPS if gif else FPS_RANGE[1])
     if not (math.isfinite(fps) and lo <= fps <= hi):
-        raise ConfigError(f"{flag} must be a frame rate in [{lo:g}, {hi:g}]{' for a GIF' if gif else ''}, "
-                          f"got {fps}")
+        raise ConfigError(f"{flag} must be a frame rate in [{lo:g}, {hi:g}]{' for a GIF' if gif else ''}, got {fps}")
     return fps
 
 
@@ -97,8 +97,7 @@ def to_uint8(video: jnp.ndarray) -> jnp.ndarray:
     return jnp.round((jnp.clip(video, -1.0, 1.0) + 1.0) * 127.5).astype(jnp.uint8)
 
 
-def as_model_pixels(value: np.ndarray | None, height: int, width: int, name: str, *,
-                    ndim: int) -> np.ndarray:
+def as_model_pixels(value: np.ndarray | None, height: int, width: int, name: str, *, ndim: int) -> np.ndarray:
     """uint8 (fitted) or float32 [-1, 1] (exact size) pixels → float32 ``[B, G, H, W, 3]``.
 
     ``ndim`` is 3 for images (``[H, W, 3]`` or ``[B, H, W, 3]``; G = 1) and 4 for videos
@@ -110,19 +109,25 @@ def as_model_pixels(value: np.ndarray | None, height: int, width: int, name: str
     if value.ndim == ndim:
         value = value[None]
     if value.ndim != ndim + 1 or value.shape[-1] != 3:
-        raise ValueError(f"{name} must be [{'T, ' if ndim == 4 else ''}H, W, 3] or with a batch "
-                         f"dim in front, got shape {value.shape}")
+        raise ValueError(
+            f"{name} must be [{'T, ' if ndim == 4 else ''}H, W, 3] or with a batch "
+            f"dim in front, got shape {value.shape}"
+        )
     if value.dtype == np.uint8:
         lead = value.shape[:-3]
         fitted = fit_frames(value.reshape(-1, *value.shape[-3:]), height, width)
         value = to_unit_range(fitted).reshape(*lead, height, width, 3)
     elif value.shape[-3:-1] != (height, width):
-        raise ValueError(f"{name} is {value.shape[-3]}x{value.shape[-2]} float pixels; give uint8 "
-                         f"pixels (fitted automatically) or exactly {height}x{width}")
+        raise ValueError(
+            f"{name} is {value.shape[-3]}x{value.shape[-2]} float pixels; give uint8 "
+            f"pixels (fitted automatically) or exactly {height}x{width}"
+        )
     value = value.astype(np.float32)
     if value.size and (value.min() < -1.001 or value.max() > 1.001):
-        raise ValueError(f"{name}: float pixels must lie in [-1, 1], got [{value.min():.3g}, "
-                         f"{value.max():.3g}] (pass uint8 arrays for 0-255 pixels)")
+        raise ValueError(
+            f"{name}: float pixels must lie in [-1, 1], got [{value.min():.3g}, "
+            f"{value.max():.3g}] (pass uint8 arrays for 0-255 pixels)"
+        )
     value = value if ndim == 4 else value[:, None]
     chex.assert_rank(value, 5)
     return value

@@ -1,4 +1,4 @@
-"""Long-video generation: keyframes, then interpolation between each pair (paper §5, notes §8).
+"""Long-video generation: keyframes, then interpolation between each pair (paper §5, App. J).
 
 STIV trains two modes into one model and changes the image and micro conditions between them:
 
@@ -22,8 +22,14 @@ import numpy as np
 from stiv_jax.sampling.frames import FrameCondition
 from stiv_jax.sampling.guidance import TEXT_KEYS, Cond, Guidance
 from stiv_jax.sampling.sampler import Model, sample
-from stiv_jax.sampling.tasks import (Autoencoder, decode, default_micro, encode_frame_condition,
-                                     gaussian_noise, latent_shape)
+from stiv_jax.sampling.tasks import (
+    Autoencoder,
+    decode,
+    default_micro,
+    encode_frame_condition,
+    gaussian_noise,
+    latent_shape,
+)
 
 
 def num_long_frames(num_keyframes: int, segment_frames: int) -> int:
@@ -35,11 +41,23 @@ def _text_only(cond: Cond) -> dict:
     return {k: v for k, v in cond.items() if k != "micro"}
 
 
-def sample_keyframes(model: Model, ae: Autoencoder, rng: jax.Array, *, cond: Cond,
-                     null_cond: Cond | None, height: int, width: int, times: np.ndarray,
-                     num_keyframes: int, segment_frames: int, small_stride: int = 1,
-                     first_image: jax.Array | None = None, guidance: Guidance = Guidance(),
-                     solver: str = "euler") -> jax.Array:
+def sample_keyframes(
+    model: Model,
+    ae: Autoencoder,
+    rng: jax.Array,
+    *,
+    cond: Cond,
+    null_cond: Cond | None,
+    height: int,
+    width: int,
+    times: np.ndarray,
+    num_keyframes: int,
+    segment_frames: int,
+    small_stride: int = 1,
+    first_image: jax.Array | None = None,
+    guidance: Guidance = Guidance(),
+    solver: str = "euler",
+) -> jax.Array:
     """Keyframe latents [B, K, h, w, C] at stride (T − 1)·small_stride (TI2V if ``first_image``)."""
     if num_keyframes < 2:
         raise ValueError(f"long video needs num_keyframes >= 2, got {num_keyframes}")
@@ -48,14 +66,33 @@ def sample_keyframes(model: Model, ae: Autoencoder, rng: jax.Array, *, cond: Con
     images = None if first_image is None else jnp.reshape(first_image, (batch, 1, height, width, -1))
     frames = encode_frame_condition(ae, images, (0,) if images is not None else (), noise)
     micro = default_micro(batch, height, width, num_keyframes, (segment_frames - 1) * small_stride)
-    return sample(model, noise, {**_text_only(cond), "micro": micro}, null_cond, times,
-                  frames=frames, guidance=guidance, solver=solver)
+    return sample(
+        model,
+        noise,
+        {**_text_only(cond), "micro": micro},
+        null_cond,
+        times,
+        frames=frames,
+        guidance=guidance,
+        solver=solver,
+    )
 
 
-def interpolate_segments(model: Model, rng: jax.Array, keyframes: jax.Array, *, cond: Cond,
-                         null_cond: Cond | None, height: int, width: int, times: np.ndarray,
-                         segment_frames: int, small_stride: int = 1,
-                         guidance: Guidance = Guidance(), solver: str = "euler") -> jax.Array:
+def interpolate_segments(
+    model: Model,
+    rng: jax.Array,
+    keyframes: jax.Array,
+    *,
+    cond: Cond,
+    null_cond: Cond | None,
+    height: int,
+    width: int,
+    times: np.ndarray,
+    segment_frames: int,
+    small_stride: int = 1,
+    guidance: Guidance = Guidance(),
+    solver: str = "euler",
+) -> jax.Array:
     """A T-frame clip between each keyframe pair; returns latents [B, (K − 1)·T, h, w, C]."""
     if segment_frames < 2:
         raise ValueError(f"segment_frames must be >= 2, got {segment_frames}")
@@ -69,18 +106,30 @@ def interpolate_segments(model: Model, rng: jax.Array, keyframes: jax.Array, *, 
     seg_cond = {k: jnp.repeat(v, pairs, axis=0) for k, v in _text_only(cond).items()}
     seg_cond["micro"] = default_micro(batch * pairs, height, width, clip, small_stride)
     if null_cond is not None:  # leading dim 1 broadcasts in guidance; B must be repeated
-        null_cond = {k: (v if v.shape[0] == 1 else jnp.repeat(v, pairs, axis=0))
-                     for k, v in null_cond.items() if k in TEXT_KEYS}
-    clips = sample(model, noise, seg_cond, null_cond, times, frames=frames, guidance=guidance,
-                   solver=solver)
+        null_cond = {
+            k: (v if v.shape[0] == 1 else jnp.repeat(v, pairs, axis=0)) for k, v in null_cond.items() if k in TEXT_KEYS
+        }
+    clips = sample(model, noise, seg_cond, null_cond, times, frames=frames, guidance=guidance, solver=solver)
     return clips.reshape(batch, pairs * clip, *latent)
 
 
-def generate_long(model: Model, ae: Autoencoder, rng: jax.Array, *, cond: Cond,
-                  null_cond: Cond | None, height: int, width: int, times: np.ndarray,
-                  num_keyframes: int = 20, segment_frames: int = 20, small_stride: int = 1,
-                  first_image: jax.Array | None = None, guidance: Guidance = Guidance(),
-                  solver: str = "euler") -> tuple[jax.Array, jax.Array]:
+def generate_long(
+    model: Model,
+    ae: Autoencoder,
+    rng: jax.Array,
+    *,
+    cond: Cond,
+    null_cond: Cond | None,
+    height: int,
+    width: int,
+    times: np.ndarray,
+    num_keyframes: int = 20,
+    segment_frames: int = 20,
+    small_stride: int = 1,
+    first_image: jax.Array | None = None,
+    guidance: Guidance = Guidance(),
+    solver: str = "euler",
+) -> tuple[jax.Array, jax.Array]:
     """Long video (module docstring); returns (video [B, (K−1)·T, H, W, 3], latents).
 
     Micro-conditions are set per pass (``cond['micro']`` is ignored); ``first_image``
@@ -88,11 +137,33 @@ def generate_long(model: Model, ae: Autoencoder, rng: jax.Array, *, cond: Cond,
     """
     key_rng, seg_rng = jax.random.split(rng)
     keyframes = sample_keyframes(
-        model, ae, key_rng, cond=cond, null_cond=null_cond, height=height, width=width,
-        times=times, num_keyframes=num_keyframes, segment_frames=segment_frames,
-        small_stride=small_stride, first_image=first_image, guidance=guidance, solver=solver)
+        model,
+        ae,
+        key_rng,
+        cond=cond,
+        null_cond=null_cond,
+        height=height,
+        width=width,
+        times=times,
+        num_keyframes=num_keyframes,
+        segment_frames=segment_frames,
+        small_stride=small_stride,
+        first_image=first_image,
+        guidance=guidance,
+        solver=solver,
+    )
     latents = interpolate_segments(
-        model, seg_rng, keyframes, cond=cond, null_cond=null_cond, height=height, width=width,
-        times=times, segment_frames=segment_frames, small_stride=small_stride,
-        guidance=guidance, solver=solver)
+        model,
+        seg_rng,
+        keyframes,
+        cond=cond,
+        null_cond=null_cond,
+        height=height,
+        width=width,
+        times=times,
+        segment_frames=segment_frames,
+        small_stride=small_stride,
+        guidance=guidance,
+        solver=solver,
+    )
     return decode(ae, latents), latents

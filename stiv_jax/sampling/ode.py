@@ -1,4 +1,4 @@
-"""Fixed-grid ODE integration of a flow-matching velocity field (paper §2.1, SPEC "Sampling").
+"""Fixed-grid ODE integration of a flow-matching velocity field (paper §2.1).
 
 ``dx/dt = v(x, t)`` is integrated from ``times[0]`` (noise, t = 0) to ``times[-1]`` (data, t = 1)
 over the given grid inside one ``lax.scan``, so a 50-step sampler compiles to a single loop:
@@ -14,7 +14,7 @@ update (including Heun's predictor), so replaced entries never drift.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -25,8 +25,9 @@ ReplaceFn = Callable[[jax.Array, jax.Array], jax.Array]
 SOLVERS = ("euler", "heun")
 
 
-def _step(velocity_fn: VelocityFn, replace_fn: ReplaceFn, solver: str,
-          x: jax.Array, t0: jax.Array, t1: jax.Array) -> jax.Array:
+def _step(
+    velocity_fn: VelocityFn, replace_fn: ReplaceFn, solver: str, x: jax.Array, t0: jax.Array, t1: jax.Array
+) -> jax.Array:
     h = (t1 - t0).astype(x.dtype)
     v0 = velocity_fn(x, t0)
     if solver == "euler":
@@ -36,13 +37,15 @@ def _step(velocity_fn: VelocityFn, replace_fn: ReplaceFn, solver: str,
     return replace_fn(x + 0.5 * h * (v0 + v1), t1)
 
 
-def scan_integrate(velocity_fn: VelocityFn,
-              x0: jax.Array,
-              times: jax.Array | np.ndarray,
-              solver: str = "euler",
-              *,
-              replace_fn: ReplaceFn | None = None,
-              return_trajectory: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
+def scan_integrate(
+    velocity_fn: VelocityFn,
+    x0: jax.Array,
+    times: jax.Array | np.ndarray,
+    solver: str = "euler",
+    *,
+    replace_fn: ReplaceFn | None = None,
+    return_trajectory: bool = False,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Integrates ``velocity_fn(x, t) -> v`` over ``times`` ([S+1], rising) from ``x0``.
 
     Returns x at ``times[-1]``; with ``return_trajectory`` also the states at every time,
@@ -55,7 +58,7 @@ def scan_integrate(velocity_fn: VelocityFn,
     if times.ndim != 1 or times.shape[0] < 2:
         raise ValueError(f"times must be a 1-D grid of at least 2 points, got shape {times.shape}")
     if replace_fn is None:
-        replace_fn = lambda x, t: x  # noqa: E731
+        replace_fn = lambda x, t: x
     step = functools.partial(_step, velocity_fn, replace_fn, solver)
 
     def body(x, t_pair):
@@ -70,22 +73,21 @@ def scan_integrate(velocity_fn: VelocityFn,
     return x_final
 
 
-
-_integrate_jit = jax.jit(
-    scan_integrate, static_argnames=("velocity_fn", "solver", "replace_fn", "return_trajectory"))
+_integrate_jit = jax.jit(scan_integrate, static_argnames=("velocity_fn", "solver", "replace_fn", "return_trajectory"))
 
 
-def integrate(velocity_fn: VelocityFn,
-              x0: jax.Array,
-              times: jax.Array | np.ndarray,
-              solver: str = "euler",
-              *,
-              replace_fn: ReplaceFn | None = None,
-              return_trajectory: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
-    """Jitted :func:`scan_integrate` (the SPEC contract); same arguments and results.
+def integrate(
+    velocity_fn: VelocityFn,
+    x0: jax.Array,
+    times: jax.Array | np.ndarray,
+    solver: str = "euler",
+    *,
+    replace_fn: ReplaceFn | None = None,
+    return_trajectory: bool = False,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
+    """Jitted :func:`scan_integrate`; same arguments and results.
 
     ``velocity_fn``/``replace_fn`` are static arguments hashed by identity: define them once (a
     new closure per call recompiles), or use :func:`scan_integrate` inside your own ``jax.jit``.
     """
-    return _integrate_jit(velocity_fn, x0, times, solver, replace_fn=replace_fn,
-                          return_trajectory=return_trajectory)
+    return _integrate_jit(velocity_fn, x0, times, solver, replace_fn=replace_fn, return_trajectory=return_trajectory)

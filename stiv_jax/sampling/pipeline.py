@@ -10,17 +10,15 @@ Loading rebuilds everything from the workdir's ``config.json``: the DiT (EMA par
 default, ``ema=False`` for the raw ones), the T5 tokenizer (``data.tokenizer_path``), the frozen
 text encoder and autoencoder through the trainer's :class:`Conditioner` (so prompts are encoded
 exactly as in training) and the null (empty-prompt) text used by guidance. Defaults for the clip
-length, resolution, frame stride and number of prediction frames come from the training config.
+length, resolution, frame stride and number of prediction frames come from the training config,
+those of the sampler (steps, schedule, guidance) from its ``sampling`` section when set.
 
 One ``generate`` call = per chunk of prompts: encode text → one jitted program (noise, encode the
-given frames, the whole ODE ``lax.scan`` with guidance, SPEC "Sampling") → one jitted decode to
-``uint8``. Both programs are compiled ahead of time (``jit(...).lower(...).compile()``) and cached
-per shape/option set, which makes compile time measurable: ``Sampler.timings`` holds the seconds
-spent in ``encode``, ``compile``, ``sample`` and ``decode`` by the last call (device work is
-waited for, so the numbers are honest).
-
-Randomness: the noise of chunk ``i`` comes from ``fold_in(key(seed), i)``; the same seed, prompts
-and options give bit-identical frames.
+given frames, the whole ODE ``lax.scan`` with guidance) → one jitted decode to
+``uint8``, both compiled ahead of time (``jit(...).lower(...).compile()``) and cached per
+shape/option set. ``Sampler.timings``: the seconds the last call spent in ``encode``,
+``compile``, ``sample`` and ``decode`` (device work waited for). The noise of chunk ``i`` comes
+from ``fold_in(key(seed), i)``: the same seed, prompts and options give bit-identical frames.
 
 Long videos (``task="long"``, paper §5): K keyframes (``long_keyframes``, default T) at stride
 (T − 1)·s, then every consecutive pair is interpolated with a T-frame clip (first and last frames
@@ -29,13 +27,14 @@ given), so every model call sees the training clip length T. Output: (K − 1)·
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-import math
-import os
+import json
 import sys
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -43,89 +42,16 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from stiv_jax.errors import ConfigError
+from stiv_jax.data.latent_cache import null_text_for
+from stiv_jax.encoders.conditioner import Conditioner, check_consistency
 from stiv_jax.model.config import resolve as resolve_model
 from stiv_jax.model.dit import STIV
-from stiv_jax.sampling import inputs, long, ode, schedules, tasks
-from stiv_jax.sampling.guidance import GUIDANCE_KINDS, RENORM_MODES, Guidance
+from stiv_jax.sampling import inputs, long, schedules, tasks
+from stiv_jax.sampling.options import FLAGS, Pixels, SampleOptions, check_inputs
+from stiv_jax.storage import checkpoints as checkpoint
 from stiv_jax.storage import paths
 from stiv_jax.storage.workdir import Workdir
 from stiv_jax.text.tokenizer import T5Tokenizer
-from stiv_jax.storage import checkpoints as checkpoint
-from stiv_jax.data.latent_cache import null_text_for
-from stiv_jax.encoders.conditioner import Conditioner, check_consistency
-
-ALL_TASKS = (*tasks.TASKS, "long")
-# Conditioning pixels each task needs (required) and accepts (optional), by argument name.
-_REQUIRED = {"ti2v": ("image",), "interpolate": ("image", "last_image"),
-             "predict": ("video",), "upsample": ("video",)}
-_OPTIONAL = {"long": ("image",)}
-_FLAG = {"image": "--image", "last_image": "--last_image", "video": "--video"}
-MAX_SCALE = 1e3  # |guidance scale|: far beyond any useful value, and well inside float32
-
-Pixels = str | np.ndarray | None  # a file path, uint8 pixels, or float32 pixels in [-1, 1]
-
-
-@dataclasses.dataclass(frozen=True)
-class SampleOptions:
-    """Everything that shapes a sample; ``None`` fields default from the training config. Guidance
-    scales: any finite ``|s| <= MAX_SCALE`` (1: no guidance, 0: unconditional, < 0: away from the
-    prompt or image)."""
-
-    task: str = "t2v"
-    num_frames: int | None = None  # clip length T (data.num_frames; 1 for t2i)
-    height: int | None = None  # data.resolution
-    width: int | None = None
-    steps: int = 50
-    schedule: str = "linear_quadratic"
-    emulated_steps: int = 250
-    guidance: str = "jit"
-    scale: float = 7.5  # s (cfg/jit), s_txt (sit)
-    image_scale: float = 1.5  # s_img (sit)
-    renorm: str = "none"
-    solver: str = "euler"
-    seed: int = 0
-    frame_stride: int | None = None  # micro-condition; data.frame_strides[0]
-    predict_frames: int | None = None  # predict: given frames k; min(config.predict_frames, T − 1)
-    long_keyframes: int | None = None  # long: keyframes K; T
-    video_stride: int = 1  # predict/upsample: take every n-th frame of the given video
-    batch_size: int | None = None  # prompts per program run (None: all at once)
-
-    def validate(self) -> None:
-        """Raises ``ValueError`` naming the bad option (cheap: call before loading a model)."""
-        choices = dict(task=ALL_TASKS, schedule=schedules.SCHEDULES, guidance=GUIDANCE_KINDS,
-                       renorm=RENORM_MODES, solver=ode.SOLVERS)
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"unknown {name} {getattr(self, name)!r}; expected one of {allowed}")
-        for name in ("num_frames", "height", "width", "frame_stride", "predict_frames",
-                     "long_keyframes", "batch_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        for name in ("scale", "image_scale"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and abs(value) <= MAX_SCALE):
-                raise ConfigError(f"{name} (--{name}) must be a finite number in [-{MAX_SCALE:g}, "
-                                  f"{MAX_SCALE:g}], got {value}")
-        if not 0 <= self.seed < 2**32:  # jax.random.key keeps 32 bits: larger seeds alias
-            raise ConfigError(f"seed (--seed) must be in [0, 2**32), got {self.seed}")
-        if self.steps < 1 or self.video_stride < 1:
-            raise ValueError(f"steps and video_stride must be >= 1, got {self.steps}, {self.video_stride}")
-        schedules.get(self.schedule, self.steps, self.emulated_steps)  # raises on bad step counts
-
-
-def check_inputs(task: str, **given: Pixels) -> None:
-    """Fails fast when ``task`` misses a conditioning input or gets one it cannot use."""
-    required, allowed = _REQUIRED.get(task, ()), _REQUIRED.get(task, ()) + _OPTIONAL.get(task, ())
-    for name, value in given.items():
-        if value is None and name in required:
-            raise ValueError(f"task {task!r} needs {name} ({_FLAG[name]})")
-        if value is not None and name not in allowed:
-            raise ValueError(f"task {task!r} does not use {name} ({_FLAG[name]}); it takes "
-                             f"{', '.join(_FLAG[a] for a in allowed) or 'no conditioning pixels'}")
-        if isinstance(value, str) and not os.path.isfile(value):
-            raise FileNotFoundError(f"{_FLAG[name]} {value!r}: no such file")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,20 +79,43 @@ class Plan:
         return {"predict": self.num_given or 0, "upsample": -(-self.num_frames // 2)}.get(self.task, 0)
 
 
-def _sample_latents(model, ae_arg, key, cond, null_cond, times, given, guidance, *, plan: Plan,
-                    ae_static):
+def _sample_latents(model, ae_arg, key, cond, null_cond, times, given, guidance, *, plan: Plan, ae_static):
     ae = ae_static if ae_arg is None else ae_arg
     if plan.task == "long":
         first = None if given is None else given[:, 0]
         return long.generate_long(
-            model, ae, key, cond=cond, null_cond=null_cond, height=plan.height, width=plan.width,
-            times=times, num_keyframes=plan.num_keyframes, segment_frames=plan.num_frames,
-            small_stride=plan.frame_stride, first_image=first, guidance=guidance,
-            solver=plan.solver)[1]
+            model,
+            ae,
+            key,
+            cond=cond,
+            null_cond=null_cond,
+            height=plan.height,
+            width=plan.width,
+            times=times,
+            num_keyframes=plan.num_keyframes,
+            segment_frames=plan.num_frames,
+            small_stride=plan.frame_stride,
+            first_image=first,
+            guidance=guidance,
+            solver=plan.solver,
+        )[1]
     return tasks.generate(
-        model, ae, key, task=plan.task, cond=cond, null_cond=null_cond, num_frames=plan.num_frames,
-        height=plan.height, width=plan.width, times=times, images=given, num_given=plan.num_given,
-        frame_stride=plan.frame_stride, guidance=guidance, solver=plan.solver)[1]
+        model,
+        ae,
+        key,
+        task=plan.task,
+        cond=cond,
+        null_cond=null_cond,
+        num_frames=plan.num_frames,
+        height=plan.height,
+        width=plan.width,
+        times=times,
+        images=given,
+        num_given=plan.num_given,
+        frame_stride=plan.frame_stride,
+        guidance=guidance,
+        solver=plan.solver,
+    )[1]
 
 
 def _decode_uint8(ae_arg, latents, *, ae_static):
@@ -186,9 +135,18 @@ def default_geometry(config: ml_collections.ConfigDict, task: str) -> tuple[int,
 class Sampler:
     """A trained STIV ready to sample (see the module docstring); build it with :func:`load_sampler`."""
 
-    def __init__(self, config: ml_collections.ConfigDict, model: STIV, conditioner: Conditioner,
-                 frozen: dict, tokenizer: T5Tokenizer, *, step: int, ema: bool,
-                 log: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        model: STIV,
+        conditioner: Conditioner,
+        frozen: dict,
+        tokenizer: T5Tokenizer,
+        *,
+        step: int,
+        ema: bool,
+        log: Callable[[str], None] | None = None,
+    ):
         self.config, self.model, self.conditioner = config, model, conditioner
         self.frozen, self.tokenizer, self.step, self.ema = frozen, tokenizer, step, ema
         self.log = log or (lambda msg: None)
@@ -217,19 +175,21 @@ class Sampler:
         height, width = options.height or h0, options.width or w0
         pt, cell = m.temporal_patch_size, self.autoencoder.downsample * m.patch_size
         if num_frames != 1 and num_frames % pt:
-            raise ValueError(f"num_frames={num_frames} must be 1 or a multiple of the model's "
-                             f"temporal patch {pt}")
+            raise ValueError(f"num_frames={num_frames} must be 1 or a multiple of the model's temporal patch {pt}")
         if height % cell or width % cell:
-            raise ValueError(f"height x width = {height}x{width} must be multiples of {cell} "
-                             f"(autoencoder downsample x patch size)")
+            raise ValueError(
+                f"height x width = {height}x{width} must be multiples of {cell} (autoencoder downsample x patch size)"
+            )
         num_given, keyframes = None, 0
         if task == "predict":
             num_given = options.predict_frames or max(1, min(int(c.get("predict_frames", 4)), num_frames - 1))
         if task == "long":
             keyframes = options.long_keyframes or num_frames
             if keyframes < 2 or keyframes % pt or num_frames < 3:
-                raise ValueError(f"long needs long_keyframes >= 2 (a multiple of {pt}) and "
-                                 f"num_frames >= 3; got {keyframes} and {num_frames}")
+                raise ValueError(
+                    f"long needs long_keyframes >= 2 (a multiple of {pt}) and "
+                    f"num_frames >= 3; got {keyframes} and {num_frames}"
+                )
         tasks.given_frame_indices(task if task != "long" else "t2v", num_frames, num_given)
         stride = options.frame_stride or int(tuple(c.data.frame_strides)[0])
         return Plan(task, num_frames, height, width, stride, num_given, keyframes, options.solver)
@@ -241,18 +201,28 @@ class Sampler:
             if count > limit:
                 words = prompt.split()
                 head = " ".join(words[:6]) + (" …" if len(words) > 6 else "")
-                self.warn(f"warning: prompt {head!r} has {count} tokens (EOS included) but "
-                          f"data.max_text_length is {limit}: the last {count - limit} are cut")
+                self.warn(
+                    f"warning: prompt {head!r} has {count} tokens (EOS included) but "
+                    f"data.max_text_length is {limit}: the last {count - limit} are cut"
+                )
 
     def encode_prompts(self, prompts: Sequence[str]) -> dict[str, jax.Array]:
         """Token embeddings, mask and pooled embedding of ``prompts`` (the training encoder)."""
         ids, mask = self.tokenizer(list(prompts))
         tokens, pooled = self._encode_text(self.frozen, jnp.asarray(ids), jnp.asarray(mask))
-        return dict(text=tokens.astype(jnp.float32), text_mask=jnp.asarray(mask),
-                    pooled_text=pooled.astype(jnp.float32))
+        return dict(
+            text=tokens.astype(jnp.float32), text_mask=jnp.asarray(mask), pooled_text=pooled.astype(jnp.float32)
+        )
 
-    def given_frames(self, plan: Plan, *, image: Pixels = None, last_image: Pixels = None,
-                     video: Pixels = None, video_stride: int = 1) -> np.ndarray | None:
+    def given_frames(
+        self,
+        plan: Plan,
+        *,
+        image: Pixels = None,
+        last_image: Pixels = None,
+        video: Pixels = None,
+        video_stride: int = 1,
+    ) -> np.ndarray | None:
         """Conditioning frames as float32 ``[1 or B, G, H, W, 3]`` in [-1, 1] (None for none)."""
         h, w = plan.height, plan.width
         if plan.task in ("predict", "upsample"):
@@ -261,14 +231,16 @@ class Sampler:
                 video = inputs.load_video(video, n, h, w, stride=video_stride)
             frames = inputs.as_model_pixels(video, h, w, "video", ndim=4)
             if frames.shape[1] < n:
-                raise ValueError(f"video has {frames.shape[1]} frames; task {plan.task!r} with "
-                                 f"num_frames={plan.num_frames} needs {n}")
+                raise ValueError(
+                    f"video has {frames.shape[1]} frames; task {plan.task!r} with "
+                    f"num_frames={plan.num_frames} needs {n}"
+                )
             return frames[:, :n]
         pixels = []
         for name, value in (("image", image), ("last_image", last_image)):
             if value is not None:
                 if isinstance(value, str):
-                    value = inputs.load_image(value, h, w, flag=_FLAG[name])
+                    value = inputs.load_image(value, h, w, flag=FLAGS[name])
                 pixels.append(inputs.as_model_pixels(value, h, w, name, ndim=3)[:, 0])
         if not pixels:
             return None
@@ -277,8 +249,12 @@ class Sampler:
 
     def _program(self, name: str, fn: Callable, args: tuple, **static) -> Callable:
         leaves = jax.tree.leaves(args)
-        key = (name, tuple(static.items()), jax.tree.structure(args),
-               tuple((np.shape(x), getattr(x, "dtype", type(x))) for x in leaves))
+        key = (
+            name,
+            tuple(static.items()),
+            jax.tree.structure(args),
+            tuple((np.shape(x), getattr(x, "dtype", type(x))) for x in leaves),
+        )
         if key not in self._compiled:
             start = time.perf_counter()
             self._compiled[key] = jax.jit(functools.partial(fn, **static)).lower(*args).compile()
@@ -291,35 +267,44 @@ class Sampler:
         self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
         return out
 
-    def generate(self, prompts: str | Sequence[str], options: SampleOptions | None = None, *,
-                 image: Pixels = None, last_image: Pixels = None, video: Pixels = None,
-                 **overrides: Any) -> np.ndarray:
+    def generate(
+        self,
+        prompts: str | Sequence[str],
+        options: SampleOptions | None = None,
+        *,
+        image: Pixels = None,
+        last_image: Pixels = None,
+        video: Pixels = None,
+        **overrides: Any,
+    ) -> np.ndarray:
         """Samples one clip per prompt; returns ``uint8 [B, T, H, W, 3]``.
 
-        ``options`` (or keyword ``overrides`` of its fields) set the task and sampler; ``image``,
-        ``last_image`` (``[H, W, 3]`` or ``[B, H, W, 3]``) and ``video`` (``[T, H, W, 3]`` or
-        ``[B, T, H, W, 3]``) are file paths, uint8 pixels (fitted to the size) or float32 pixels
-        in [-1, 1] (exact size); one of them for all prompts or one per prompt.
+        ``options`` (default: the run's, :meth:`SampleOptions.for_run`) or keyword ``overrides`` of
+        its fields set the task and sampler; ``image``, ``last_image`` (``[H, W, 3]`` or
+        ``[B, H, W, 3]``) and ``video`` (``[T, H, W, 3]`` or ``[B, T, H, W, 3]``) are file paths,
+        uint8 pixels (fitted to the size) or float32 pixels in [-1, 1] (exact size); one of them
+        for all prompts or one per prompt.
         """
-        options = dataclasses.replace(options or SampleOptions(), **overrides)
+        options = dataclasses.replace(options or SampleOptions.for_run(self.config), **overrides)
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise ValueError("no prompts given")
         check_inputs(options.task, image=image, last_image=last_image, video=video)
         plan = self.plan(options)
         self.warn_truncated(prompts)
-        given = self.given_frames(plan, image=image, last_image=last_image, video=video,
-                                  video_stride=options.video_stride)
+        given = self.given_frames(
+            plan, image=image, last_image=last_image, video=video, video_stride=options.video_stride
+        )
         if given is not None and given.shape[0] not in (1, len(prompts)):
             raise ValueError(f"{given.shape[0]} conditioning images/videos for {len(prompts)} prompts")
-        times = jnp.asarray(schedules.get(options.schedule, options.steps, options.emulated_steps),
-                            jnp.float32)
-        guidance = Guidance(options.guidance, options.scale, options.image_scale, options.renorm)
-        self.timings = {}
-        self.log(f"sampling task={plan.task} prompts={len(prompts)} frames={plan.output_frames} "
-                 f"size={plan.height}x{plan.width} steps={options.steps} ({options.schedule}, "
-                 f"{options.solver}) guidance={options.guidance} scale={options.scale} "
-                 f"seed={options.seed}")
+        times = jnp.asarray(schedules.get(options.schedule, options.steps, options.emulated_steps), jnp.float32)
+        guidance, self.timings = options.guidance_settings(), {}
+        self.log(
+            f"sampling task={plan.task} prompts={len(prompts)} frames={plan.output_frames} "
+            f"size={plan.height}x{plan.width} steps={options.steps} ({options.schedule}, "
+            f"{options.solver}) guidance={options.guidance} scale={options.scale} "
+            f"seed={options.seed}"
+        )
         chunk = options.batch_size or len(prompts)
         videos = []
         for i, start in enumerate(range(0, len(prompts), chunk)):
@@ -333,8 +318,7 @@ class Sampler:
             args = (self.model, self._ae_arg, key, cond, self.null_cond, times, chunk_given, guidance)
             run = self._program("sample", _sample_latents, args, plan=plan, ae_static=self._ae_static)
             latents = self._timed("sample", run, *args)
-            decode = self._program("decode", _decode_uint8, (self._ae_arg, latents),
-                                   ae_static=self._ae_static)
+            decode = self._program("decode", _decode_uint8, (self._ae_arg, latents), ae_static=self._ae_static)
             video = np.asarray(self._timed("decode", decode, self._ae_arg, latents))
             videos.append(video[: len(prompts) - start])
         self.log("timings: " + " ".join(f"{k}={v:.2f}s" for k, v in self.timings.items()))
@@ -344,25 +328,32 @@ class Sampler:
 def _resolve_text_config(config: ml_collections.ConfigDict, text_checkpoint: str | None):
     """``config`` with ``text`` pointing at ``text_checkpoint`` (needed for cached-text runs)."""
     if text_checkpoint:
-        import json
-
         meta = paths.join(text_checkpoint, "config.json")
         if not paths.exists(meta):
-            raise FileNotFoundError(f"--text_encoder {text_checkpoint!r} is not a stiv-import "
-                                    "directory (no config.json)")
+            raise FileNotFoundError(
+                f"--text_encoder {text_checkpoint!r} is not a stiv-import directory (no config.json)"
+            )
         kind = json.loads(paths.read_text(meta)).get("kind")
         config = ml_collections.ConfigDict(config.to_dict())
         config.text.kind, config.text.checkpoint = kind, text_checkpoint
     elif config.text.kind == "cached":
-        raise ValueError("this run trained on cached text embeddings (config.text.kind='cached'); "
-                         "pass the text encoder that wrote them (--text_encoder=DIR, a stiv-import "
-                         "directory)")
+        raise ValueError(
+            "this run trained on cached text embeddings (config.text.kind='cached'); "
+            "pass the text encoder that wrote them (--text_encoder=DIR, a stiv-import "
+            "directory)"
+        )
     return config
 
 
-def load_sampler(workdir: str, ema: bool = True, *, step: int | None = None,
-                 tokenizer_path: str | None = None, text_checkpoint: str | None = None,
-                 log: Callable[[str], None] | None = None) -> Sampler:
+def load_sampler(
+    workdir: str,
+    ema: bool = True,
+    *,
+    step: int | None = None,
+    tokenizer_path: str | None = None,
+    text_checkpoint: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Sampler:
     """Rebuilds a trained run's sampler from ``workdir`` (latest checkpoint unless ``step``)."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     wd = Workdir(workdir)
@@ -374,27 +365,25 @@ def load_sampler(workdir: str, ema: bool = True, *, step: int | None = None,
     if not tokenizer_path:
         raise ValueError(f"{workdir}/config.json has no data.tokenizer_path; pass --tokenizer_path")
     if not paths.exists(tokenizer_path):
-        raise FileNotFoundError(f"tokenizer {tokenizer_path!r} (data.tokenizer_path) not found; "
-                                "pass --tokenizer_path")
+        raise FileNotFoundError(f"tokenizer {tokenizer_path!r} (data.tokenizer_path) not found; pass --tokenizer_path")
     tokenizer = T5Tokenizer(tokenizer_path, max_length=config.data.max_text_length)
     source_config = config
     config = _resolve_text_config(config, text_checkpoint)
     if config.text.kind == "embedding" and tokenizer.vocab_size > config.text.vocab_size:
-        raise ValueError(f"tokenizer {tokenizer_path} has {tokenizer.vocab_size} pieces but "
-                         f"config.text.vocab_size is {config.text.vocab_size}")
+        raise ValueError(
+            f"tokenizer {tokenizer_path} has {tokenizer.vocab_size} pieces but "
+            f"config.text.vocab_size is {config.text.vocab_size}"
+        )
     params, step = checkpoint.restore_params(wd, ema=ema, step=step)  # names the available steps on failure
     conditioner = Conditioner(config, with_autoencoder=True)
     check_consistency(config, conditioner)  # names the key when e.g. --text_encoder's width is off
     null_text = None
-    if source_config.text.kind == "cached":
-        try:  # the empty-prompt encoding the run was trained with, when still available
+    if source_config.text.kind == "cached":  # the empty-prompt encoding the run was trained with,
+        with contextlib.suppress(FileNotFoundError):  # when still available
             null_text = null_text_for(source_config)
-        except FileNotFoundError:
-            null_text = None
     frozen = conditioner.frozen_params(null_text)
 
     graphdef, _ = nnx.split(jax.eval_shape(lambda: STIV(config.model, rngs=nnx.Rngs(0))), nnx.Param)
     model = nnx.merge(graphdef, params)
-    log(f"loaded {workdir} step {step} ({'EMA' if ema else 'raw'} weights) in "
-        f"{time.perf_counter() - start:.2f}s")
+    log(f"loaded {workdir} step {step} ({'EMA' if ema else 'raw'} weights) in {time.perf_counter() - start:.2f}s")
     return Sampler(config, model, conditioner, frozen, tokenizer, step=step, ema=ema, log=log)

@@ -5,7 +5,7 @@ all guidance branches; frame replacement after every update) as a single compile
 
 The model is either
 
-- an ``nnx.Module`` called as ``model(x, t, **cond)`` (the DiT convention, COMMON.md). NNX
+- an ``nnx.Module`` called as ``model(x, t, **cond)`` (the DiT's call convention). NNX
   modules are pytrees, so their weights are traced jit *arguments* (not baked-in constants), or
 - a function ``model_fn(x, t, cond) -> v``; it is a static argument, hashed by identity, so
   define it once to reuse the compiled program.
@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import chex
 import jax
@@ -56,25 +57,26 @@ def _as_apply(model: Model) -> tuple[Callable[..., jax.Array], Any]:
 
 
 @functools.partial(jax.jit, static_argnames=("apply", "solver", "return_trajectory"))
-def _sample(apply, params, noise, cond, null_cond, times, frames, guidance, solver,
-            return_trajectory):
-    model_fn = lambda x, t, c: apply(params, x, t, c)  # noqa: E731
-    velocity_fn = lambda x, t: guided_velocity(  # noqa: E731
-        model_fn, x, t, cond, null_cond, frames, guidance)
-    return scan_integrate(velocity_fn, noise, times, solver, replace_fn=frames.replace,
-                          return_trajectory=return_trajectory)
+def _sample(apply, params, noise, cond, null_cond, times, frames, guidance, solver, return_trajectory):
+    model_fn = lambda x, t, c: apply(params, x, t, c)
+    velocity_fn = lambda x, t: guided_velocity(model_fn, x, t, cond, null_cond, frames, guidance)
+    return scan_integrate(
+        velocity_fn, noise, times, solver, replace_fn=frames.replace, return_trajectory=return_trajectory
+    )
 
 
-def sample(model: Model,
-           noise: jax.Array,
-           cond: Cond,
-           null_cond: Cond | None,
-           times: np.ndarray | jax.Array,
-           *,
-           frames: FrameCondition | None = None,
-           guidance: Guidance = Guidance(),
-           solver: str = "euler",
-           return_trajectory: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
+def sample(
+    model: Model,
+    noise: jax.Array,
+    cond: Cond,
+    null_cond: Cond | None,
+    times: np.ndarray | jax.Array,
+    *,
+    frames: FrameCondition | None = None,
+    guidance: Guidance = Guidance(),
+    solver: str = "euler",
+    return_trajectory: bool = False,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Samples latents [B, T, h, w, C] from ``noise`` (the state at t = 0) over ``times``.
 
     ``cond``: text [B, L, D], text_mask [B, L], pooled_text [B, D], micro [B, 6];
@@ -86,5 +88,15 @@ def sample(model: Model,
     if frames is None:
         frames = FrameCondition.none(noise)
     apply, params = _as_apply(model)
-    return _sample(apply, params, noise, dict(cond), None if null_cond is None else dict(null_cond),
-                   jnp.asarray(times, jnp.float32), frames, guidance, solver, return_trajectory)
+    return _sample(
+        apply,
+        params,
+        noise,
+        dict(cond),
+        None if null_cond is None else dict(null_cond),
+        jnp.asarray(times, jnp.float32),
+        frames,
+        guidance,
+        solver,
+        return_trajectory,
+    )

@@ -1,10 +1,10 @@
 """Sampling time grids for the flow-matching ODE (t = 0 noise → t = 1 data).
 
 STIV (paper §2.1) integrates the learned velocity from t = 0 to 1 but does not state the grid.
-SPEC.md fixes two grids:
+Two grids are offered:
 
 - :func:`linear`: ``num_steps`` equal steps.
-- :func:`linear_quadratic`: Movie Gen's linear-quadratic t-schedule (notes §9; the same shape as
+- :func:`linear_quadratic`: Movie Gen's linear-quadratic t-schedule (the same shape as
   ``linear_quadratic_schedule`` in Mochi's public pipeline). With S = ``num_steps`` and
   N = ``emulated_steps`` the first L = S//2 steps are *exactly* the first L steps of the N-step
   linear grid (step 1/N, so t_L = τ = L/N), and the remaining Q = S − L steps follow the quadratic
@@ -41,7 +41,8 @@ def linear_quadratic(num_steps: int = 50, emulated_steps: int = 250) -> np.ndarr
     if emulated_steps < num_steps:
         raise ValueError(
             f"emulated_steps ({emulated_steps}) must be >= num_steps ({num_steps}): the schedule "
-            "emulates a finer linear grid")
+            "emulates a finer linear grid"
+        )
     num_linear = num_steps // 2
     num_quad = num_steps - num_linear
     tau = num_linear / emulated_steps

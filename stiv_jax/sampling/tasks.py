@@ -1,15 +1,6 @@
 """STIV sampling tasks: which latent frames are given, and pixels in → video out (paper §2.3, §5).
 
-=============  ==========================================  =====================================
-task           given frames (of T)                          paper
-=============  ==========================================  =====================================
-t2i            none (T = 1)                                 T2I base model (§3.2)
-t2v            none                                         T2V (§3.3)
-ti2v           first                                        TI2V by frame replacement (§2.3.1)
-predict        first k (default 4)                          STIV-V2V video prediction (App. J.1)
-interpolate    first and last                               interpolation mode of long video (§5)
-upsample       every other (0, 2, 4, ...)                   STIV-TUP temporal upsampler (App. J.2)
-=============  ==========================================  =====================================
+The tasks and their given frames are ``stiv_jax.flow.tasks``' table, shared with training.
 
 Given images go through the autoencoder (``ae.encode`` frames [B, G, H, W, 3] in [-1, 1] →
 latents, one latent frame per frame, as STIV's per-frame VAE and ``PixelAutoencoder``); the
@@ -18,19 +9,19 @@ sample is decoded with ``ae.decode``. ``long`` (keyframes then interpolation) is
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stiv_jax.flow.tasks import DEFAULT_PREDICT_FRAMES, TASKS, given_frames
+from stiv_jax.model.conditioning import micro_conditions
 from stiv_jax.sampling.frames import FrameCondition
 from stiv_jax.sampling.guidance import Cond, Guidance
 from stiv_jax.sampling.sampler import Model, sample
-
-TASKS = ("t2i", "t2v", "ti2v", "predict", "interpolate", "upsample")
-DEFAULT_PREDICT_FRAMES = 4  # STIV-V2V replaces the first 4 frames (App. J.1)
 
 
 class Autoencoder(Protocol):
@@ -45,7 +36,8 @@ class Autoencoder(Protocol):
 
 
 def given_frame_indices(task: str, num_frames: int, num_given: int | None = None) -> tuple[int, ...]:
-    """Indices of the given (replaced) frames of a ``num_frames`` clip for ``task``."""
+    """Indices of the given (replaced) frames of a ``num_frames`` clip for ``task``
+    (``flow.tasks.given_frames``), refusing clips too short for the task."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS} (or use long.py)")
     if task == "t2i" and num_frames != 1:
@@ -53,18 +45,10 @@ def given_frame_indices(task: str, num_frames: int, num_given: int | None = None
     min_frames = {"ti2v": 2, "predict": 2, "interpolate": 3, "upsample": 2}.get(task, 1)
     if num_frames < min_frames:
         raise ValueError(f"task {task!r} needs num_frames >= {min_frames}, got {num_frames}")
-    if task == "ti2v":
-        return (0,)
-    if task == "predict":
-        k = DEFAULT_PREDICT_FRAMES if num_given is None else num_given
-        if not 1 <= k < num_frames:
-            raise ValueError(f"predict needs 1 <= num_given < num_frames={num_frames}, got {k}")
-        return tuple(range(k))
-    if task == "interpolate":
-        return (0, num_frames - 1)
-    if task == "upsample":
-        return tuple(range(0, num_frames, 2))
-    return ()
+    k = DEFAULT_PREDICT_FRAMES if num_given is None else num_given
+    if task == "predict" and not 1 <= k < num_frames:
+        raise ValueError(f"predict needs 1 <= num_given < num_frames={num_frames}, got {k}")
+    return given_frames(task, num_frames, num_given)
 
 
 def gaussian_noise(rng: jax.Array, shape: Sequence[int]) -> jax.Array:
@@ -76,25 +60,22 @@ def gaussian_noise(rng: jax.Array, shape: Sequence[int]) -> jax.Array:
     return jax.random.normal(rng, (int(np.prod(shape)),), jnp.float32).reshape(shape)
 
 
-def default_micro(batch: int, height: int, width: int, num_frames: int,
-                  frame_stride: int = 1) -> jax.Array:
-    """Sampling micro-conditions [B, 6]: (orig_h, orig_w, crop_top=0, crop_left=0, stride, T)."""
-    row = jnp.asarray([height, width, 0, 0, frame_stride, num_frames], jnp.float32)
-    return jnp.broadcast_to(row, (batch, 6))
+def default_micro(batch: int, height: int, width: int, num_frames: int, frame_stride: int = 1) -> jax.Array:
+    """Sampling micro-conditions ``[B, len(MICRO_FIELDS)]``: the full frame, no crop."""
+    row = micro_conditions(orig_h=height, orig_w=width, frame_stride=frame_stride, num_frames=num_frames)
+    return jnp.broadcast_to(jnp.asarray(row), (batch, row.size))
 
 
-def latent_shape(ae: Autoencoder, batch: int, num_frames: int, height: int,
-                 width: int) -> tuple[int, ...]:
+def latent_shape(ae: Autoencoder, batch: int, num_frames: int, height: int, width: int) -> tuple[int, ...]:
     """Shape of the latents for a [B, T, H, W, 3] video."""
     if height % ae.downsample or width % ae.downsample:
-        raise ValueError(f"{height}x{width} is not divisible by the autoencoder's "
-                         f"downsample={ae.downsample}")
-    return (batch, num_frames, height // ae.downsample, width // ae.downsample,
-            ae.latent_channels)
+        raise ValueError(f"{height}x{width} is not divisible by the autoencoder's downsample={ae.downsample}")
+    return (batch, num_frames, height // ae.downsample, width // ae.downsample, ae.latent_channels)
 
 
-def encode_frame_condition(ae: Autoencoder, images: jax.Array | None, indices: Sequence[int],
-                           noise: jax.Array) -> FrameCondition:
+def encode_frame_condition(
+    ae: Autoencoder, images: jax.Array | None, indices: Sequence[int], noise: jax.Array
+) -> FrameCondition:
     """Encodes ``images`` [B, G, H, W, 3] and places them at ``indices`` of the clip."""
     if not indices:
         return FrameCondition.none(noise)
@@ -106,8 +87,7 @@ def encode_frame_condition(ae: Autoencoder, images: jax.Array | None, indices: S
     return FrameCondition.from_given(given, tuple(indices), noise)
 
 
-def with_micro(cond: Cond, batch: int, height: int, width: int, num_frames: int,
-               frame_stride: int) -> dict:
+def with_micro(cond: Cond, batch: int, height: int, width: int, num_frames: int, frame_stride: int) -> dict:
     """``cond`` with ``micro`` filled in by :func:`default_micro` when absent."""
     cond = dict(cond)
     if "micro" not in cond:
@@ -120,22 +100,24 @@ def decode(ae: Autoencoder, latents: jax.Array) -> jax.Array:
     return jnp.clip(ae.decode(latents), -1.0, 1.0)
 
 
-def generate(model: Model,
-             ae: Autoencoder,
-             rng: jax.Array,
-             *,
-             task: str,
-             cond: Cond,
-             null_cond: Cond | None,
-             num_frames: int,
-             height: int,
-             width: int,
-             times: np.ndarray,
-             images: jax.Array | None = None,
-             num_given: int | None = None,
-             frame_stride: int = 1,
-             guidance: Guidance = Guidance(),
-             solver: str = "euler") -> tuple[jax.Array, jax.Array]:
+def generate(
+    model: Model,
+    ae: Autoencoder,
+    rng: jax.Array,
+    *,
+    task: str,
+    cond: Cond,
+    null_cond: Cond | None,
+    num_frames: int,
+    height: int,
+    width: int,
+    times: np.ndarray,
+    images: jax.Array | None = None,
+    num_given: int | None = None,
+    frame_stride: int = 1,
+    guidance: Guidance = Guidance(),
+    solver: str = "euler",
+) -> tuple[jax.Array, jax.Array]:
     """Runs one task; returns (video [B, T, H, W, 3] in [-1, 1], latents [B, T, h, w, C]).
 
     ``images`` [B, G, H, W, 3] are the given frames in order (ti2v: the first frame; predict: the
@@ -147,6 +129,5 @@ def generate(model: Model,
     noise = gaussian_noise(rng, latent_shape(ae, batch, num_frames, height, width))
     frames = encode_frame_condition(ae, images, indices, noise)
     cond = with_micro(cond, batch, height, width, num_frames, frame_stride)
-    latents = sample(model, noise, cond, null_cond, times, frames=frames, guidance=guidance,
-                     solver=solver)
+    latents = sample(model, noise, cond, null_cond, times, frames=frames, guidance=guidance, solver=solver)
     return decode(ae, latents), latents

@@ -35,7 +35,9 @@ class Checkpointer:
 
     def __init__(self, workdir: str | Workdir, *, max_to_keep: int = 3, async_save: bool = True):
         self.workdir = as_workdir(workdir)
-        self._options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True)
+        self._options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True
+        )
         self.manager = ocp.CheckpointManager(self.workdir.checkpoints, options=self._options)
 
     def latest_step(self) -> int | None:
@@ -46,7 +48,9 @@ class Checkpointer:
 
     def restore(self, step: int, abstract_state: Any) -> dict:
         """Restores ``state`` onto the shardings in ``abstract_state``."""
-        return self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))["state"]
+        return self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))[
+            "state"
+        ]
 
     def restore_newest_readable(self, abstract_state: Any) -> tuple[int | None, dict | None]:
         """``(step, state)`` of the newest checkpoint every process can restore, moving each
@@ -55,7 +59,7 @@ class Checkpointer:
             error = None
             try:
                 state = self.restore(step, abstract_state)
-            except Exception as e:  # noqa: BLE001 - any failure to read makes the step unusable
+            except Exception as e:
                 error = e
                 _quiet_closed_loop_callbacks()
             if not distributed.any_process(error is not None):
@@ -63,8 +67,12 @@ class Checkpointer:
             moved = self.workdir.damaged_checkpoint(step)
             if distributed.is_primary():
                 why = one_line(error) if error else "on another process"
-                print(f"Warning: checkpoint step {step} cannot be restored ({why}); moved to {moved} "
-                      "(not deleted); trying the one before.", file=sys.stderr, flush=True)
+                print(
+                    f"Warning: checkpoint step {step} cannot be restored ({why}); moved to {moved} "
+                    "(not deleted); trying the one before.",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 paths.move(self.workdir.file(CHECKPOINTS, str(step)), moved)
             distributed.barrier("damaged_checkpoint")
             self.manager.close()
@@ -132,7 +140,9 @@ def _quiet_closed_loop_callbacks() -> None:
     sys.unraisablehook = hook
 
 
-def restore_params(workdir: str | os.PathLike | Workdir, ema: bool = True, step: int | None = None) -> tuple[dict[str, Any], int]:
+def restore_params(
+    workdir: str | os.PathLike | Workdir, ema: bool = True, step: int | None = None
+) -> tuple[dict[str, Any], int]:
     """``(params, step)``: the EMA (default) or raw parameters of the latest (or given) checkpoint,
     as numpy.
 
@@ -148,27 +158,33 @@ def restore_params(workdir: str | os.PathLike | Workdir, ema: bool = True, step:
     if not wd.checkpoints.exists():
         raise FileNotFoundError(f"{wd.checkpoints}: no checkpoint directory")
     key = "ema_params" if ema else "params"
-    with ocp.CheckpointManager(wd.checkpoints, item_handlers={"state": ocp.PyTreeCheckpointHandler()}, options=_READ) as manager:
+    with ocp.CheckpointManager(
+        wd.checkpoints, item_handlers={"state": ocp.PyTreeCheckpointHandler()}, options=_READ
+    ) as manager:
         steps = sorted(manager.all_steps())
         if not steps:
             raise CheckpointError(f"{wd.checkpoints}: no checkpoint")
         chosen = steps[-1] if step is None else int(step)
         if chosen not in steps:
-            raise CheckpointError(f"no checkpoint at step {chosen} in {wd.checkpoints}; "
-                                  f"available steps: {_steps_text(steps)}")
+            raise CheckpointError(
+                f"no checkpoint at step {chosen} in {wd.checkpoints}; available steps: {_steps_text(steps)}"
+            )
         try:
             tree = manager.item_metadata(chosen)["state"]
             tree = getattr(tree, "tree", tree)
             if tree is None or key not in tree:
-                raise ValueError(f"{wd.checkpoints}/{chosen}/state: no {key!r} subtree (found {sorted(tree) if tree else []})")
+                raise ValueError(
+                    f"{wd.checkpoints}/{chosen}/state: no {key!r} subtree (found {sorted(tree) if tree else []})"
+                )
             target = {key: tree[key]}
             restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
             args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
             params = manager.restore(chosen, args=ocp.args.Composite(state=args))["state"][key]
-        except Exception as e:  # noqa: BLE001 - orbax/tensorstore report damage as ValueError, KeyError, OSError, …
+        except Exception as e:
             _quiet_closed_loop_callbacks()
             others = [s for s in steps if s != chosen]
             hint = f"other steps: {_steps_text(others)} (--step=N)" if others else "there is no other step"
-            raise CheckpointError(f"checkpoint step {chosen} in {wd.checkpoints} cannot be read "
-                                  f"({_reason(e)}); {hint}") from e
+            raise CheckpointError(
+                f"checkpoint step {chosen} in {wd.checkpoints} cannot be read ({_reason(e)}); {hint}"
+            ) from e
     return params, chosen

@@ -39,10 +39,22 @@ def _alive(pid: int) -> bool:
 
 
 class WorkdirLock:
-    def __init__(self, workdir: Workdir, *, heartbeat_secs: float = 30.0, stale_after_secs: float = 180.0, settle_secs: float = 0.5):
+    def __init__(
+        self,
+        workdir: Workdir,
+        *,
+        heartbeat_secs: float = 30.0,
+        stale_after_secs: float = 180.0,
+        settle_secs: float = 0.5,
+    ):
         self.path = workdir.file(LOCK)
         self.heartbeat_secs, self.stale_after_secs, self.settle_secs = heartbeat_secs, stale_after_secs, settle_secs
-        self.record = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(), "token": uuid.uuid4().hex}
+        self.record = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": time.time(),
+            "token": uuid.uuid4().hex,
+        }
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -75,7 +87,8 @@ class WorkdirLock:
             f"{self.path}: the workdir is in use by process {held.get('pid')} on host {held.get('host')} "
             f"(since {since}, last heartbeat {age:.0f} s ago); stop that run first, or use another "
             f"--workdir (a lock whose process is gone, or {self.stale_after_secs:.0f} s without a "
-            "heartbeat, is taken over)")
+            "heartbeat, is taken over)"
+        )
 
     def acquire(self) -> None:
         held = self._read()
@@ -83,8 +96,12 @@ class WorkdirLock:
             reason = self.stale_reason(held)
             if reason is None:
                 raise self._refusal(held)
-            print(f"Warning: taking over the stale lock {self.path} of process {held.get('pid')} on "
-                  f"{held.get('host')} ({reason}).", file=sys.stderr, flush=True)
+            print(
+                f"Warning: taking over the stale lock {self.path} of process {held.get('pid')} on "
+                f"{held.get('host')} ({reason}).",
+                file=sys.stderr,
+                flush=True,
+            )
         self._write()
         time.sleep(self.settle_secs)
         held = self._read()
@@ -98,7 +115,11 @@ class WorkdirLock:
             try:
                 held = self._read()
                 if not held or held.get("token") != self.record["token"]:
-                    print(f"Warning: {self.path} was taken by another process; no longer refreshed.", file=sys.stderr, flush=True)
+                    print(
+                        f"Warning: {self.path} was taken by another process; no longer refreshed.",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     return
                 self._write()
             except OSError as e:  # a storage hiccup: try again at the next beat
@@ -112,7 +133,7 @@ class WorkdirLock:
         if held and held.get("token") == self.record["token"]:
             paths.as_path(self.path).unlink()
 
-    def __enter__(self) -> "WorkdirLock":
+    def __enter__(self) -> WorkdirLock:
         self.acquire()
         return self
 

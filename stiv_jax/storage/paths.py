@@ -21,14 +21,14 @@ import contextlib
 import os
 import shutil
 import tempfile
-from typing import Iterator
+from collections.abc import Iterator
 
 os.environ.setdefault("EPATH_USE_TF", "false")
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
-from etils import epath  # noqa: E402  (after the environment defaults above)
+from etils import epath
 
-from stiv_jax.errors import UserError  # noqa: E402
+from stiv_jax.errors import UserError
 
 PathLike = str | os.PathLike
 REMOTE_PREFIXES = ("gs://",)
@@ -153,7 +153,7 @@ def fuse_path(url: str) -> str:
     """Where a read-only Cloud Storage FUSE mount shows ``gs://BUCKET/PATH``."""
     if not url.startswith("gs://"):
         raise ValueError(f"{url!r} is not a gs:// URL")
-    return os.path.join(gcsfuse_root(), url[len("gs://"):])
+    return os.path.join(gcsfuse_root(), url[len("gs://") :])
 
 
 def local_file(path: PathLike, what: str) -> str:
@@ -165,11 +165,12 @@ def local_file(path: PathLike, what: str) -> str:
         return os.path.abspath(path)
     local = fuse_path(path)
     if not os.path.exists(local):
-        bucket = path[len("gs://"):].split("/", 1)[0]
+        bucket = path[len("gs://") :].split("/", 1)[0]
         raise MountError(
             f"{what}={path} is in a bucket, and Grain reads shards only from local files: expected "
             f"its Cloud Storage FUSE mount at {local}, which is missing; mount the bucket first "
             f"(`mkdir -p {gcsfuse_root()}/{bucket} && gcsfuse -o ro --implicit-dirs {bucket} "
             f"{gcsfuse_root()}/{bucket}`; launch_tpu does this on every worker; "
-            f"{GCSFUSE_ROOT_ENV} moves the root)")
+            f"{GCSFUSE_ROOT_ENV} moves the root)"
+        )
     return local

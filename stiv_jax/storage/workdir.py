@@ -146,7 +146,11 @@ class RunLog:
             local_root = workdir.path
             os.makedirs(local_root, exist_ok=True)
         self._jsonl_path = os.path.join(local_root, METRICS)
-        rows = paths.read_text(workdir.file(METRICS)).splitlines(keepends=True) if paths.exists(workdir.file(METRICS)) else []
+        rows = (
+            paths.read_text(workdir.file(METRICS)).splitlines(keepends=True)
+            if paths.exists(workdir.file(METRICS))
+            else []
+        )
         if keep_until is not None:  # a resumed run: rows after its checkpoint are logged again
             rows = [r for r in rows if _step(r) is not None and _step(r) <= keep_until]
         if workdir.remote or keep_until is not None:

@@ -16,15 +16,16 @@ Pooling (``CLIPTextConfig.pooling``):
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from stiv_jax.weights.config import PretrainedConfig
 from stiv_jax.text import layers
+from stiv_jax.weights.config import PretrainedConfig
 
 POOLINGS = ("last", "eos", "argmax")
 
@@ -76,7 +77,7 @@ class CLIPTextConfig(PretrainedConfig):
             raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}")
 
     @classmethod
-    def from_hf(cls, hf: Mapping[str, Any]) -> "CLIPTextConfig":
+    def from_hf(cls, hf: Mapping[str, Any]) -> CLIPTextConfig:
         """From a ``CLIPTextConfig`` dict, or a full ``CLIPConfig`` (its ``text_config``)."""
         text = hf.get("text_config", hf)
         arch = hf.get("architectures") or ()
@@ -130,8 +131,12 @@ class CLIPTextModel(nnx.Module):
 
     def __init__(self, cfg: CLIPTextConfig, *, rngs: nnx.Rngs):
         self.config = cfg
-        self.token_embedding = layers.embedding(cfg.vocab_size, cfg.width, ("vocab", "embed"), rngs=rngs, param_dtype=cfg.params_dtype)
-        self.position_embedding = layers.embedding(cfg.max_length, cfg.width, (None, "embed"), rngs=rngs, param_dtype=cfg.params_dtype)
+        self.token_embedding = layers.embedding(
+            cfg.vocab_size, cfg.width, ("vocab", "embed"), rngs=rngs, param_dtype=cfg.params_dtype
+        )
+        self.position_embedding = layers.embedding(
+            cfg.max_length, cfg.width, (None, "embed"), rngs=rngs, param_dtype=cfg.params_dtype
+        )
         self.layers = layers.stacked(lambda r: CLIPLayer(cfg, rngs=r), cfg.num_layers, rngs)
         self.final_norm = layers.layer_norm(cfg.width, cfg.layer_norm_eps, rngs=rngs, param_dtype=cfg.params_dtype)
         if cfg.projection_dim:

@@ -7,14 +7,14 @@ parameter, where it comes from. Per-block weights are stacked on the ``layers`` 
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from flax import nnx
 
-from stiv_jax.weights.torch_state import Rule, convert, identity, linear
 from stiv_jax.text.clip import CLIPTextConfig, CLIPTextModel
 from stiv_jax.text.t5 import T5Encoder, T5EncoderConfig
+from stiv_jax.weights.torch_state import Rule, convert, identity, linear
 
 
 def _stack(target: str, template: str, n: int, transform=identity) -> Rule:

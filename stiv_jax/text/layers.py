@@ -9,7 +9,7 @@ bigG compiles one block.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -21,11 +21,20 @@ Axes = Sequence[str | None]
 
 
 def dense(
-    din: int, dout: int, axes: Axes, *, rngs: nnx.Rngs, use_bias: bool = True, dtype=jnp.float32, param_dtype=jnp.float32
+    din: int,
+    dout: int,
+    axes: Axes,
+    *,
+    rngs: nnx.Rngs,
+    use_bias: bool = True,
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
 ) -> nnx.Linear:
     """``nnx.Linear`` with logical axis names ``axes = (in, out)`` and N(0, 0.02) init (the text
     encoders are loaded from checkpoints; their init matters only for random toy encoders)."""
-    return model_layers.dense(din, dout, axes, rngs=rngs, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, std=0.02)
+    return model_layers.dense(
+        din, dout, axes, rngs=rngs, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, std=0.02
+    )
 
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -36,7 +45,14 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "silu": jax.nn.silu,
 }
 # Hugging Face ``hidden_act`` / ``dense_act_fn`` names → ours.
-HF_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "quick_gelu": "quick_gelu", "relu": "relu", "silu": "silu"}
+HF_ACTIVATIONS = {
+    "gelu": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "quick_gelu": "quick_gelu",
+    "relu": "relu",
+    "silu": "silu",
+}
 
 
 def hf_activation(name: str) -> str:

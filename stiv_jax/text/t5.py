@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import chex
 import jax
@@ -18,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from stiv_jax.weights.config import PretrainedConfig
 from stiv_jax.text import layers
+from stiv_jax.weights.config import PretrainedConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +51,7 @@ class T5EncoderConfig(PretrainedConfig):
             raise ValueError(f"unknown activation {self.activation!r}; use one of {sorted(layers.ACTIVATIONS)}")
 
     @classmethod
-    def from_hf(cls, hf: Mapping[str, Any]) -> "T5EncoderConfig":
+    def from_hf(cls, hf: Mapping[str, Any]) -> T5EncoderConfig:
         ff = hf.get("feed_forward_proj", "relu")
         gated = ff.startswith("gated-")
         act = ff[len("gated-") :] if gated else ff
@@ -119,7 +120,9 @@ class T5Encoder(nnx.Module):
 
     def __init__(self, cfg: T5EncoderConfig, *, rngs: nnx.Rngs):
         self.config = cfg
-        self.embedding = layers.embedding(cfg.vocab_size, cfg.width, ("vocab", "embed"), rngs=rngs, param_dtype=cfg.params_dtype)
+        self.embedding = layers.embedding(
+            cfg.vocab_size, cfg.width, ("vocab", "embed"), rngs=rngs, param_dtype=cfg.params_dtype
+        )
         self.relative_attention_bias = nnx.Param(
             nnx.initializers.normal(0.02)(rngs.params(), (cfg.num_buckets, cfg.num_heads), cfg.params_dtype),
             out_sharding=(None, None),
@@ -130,7 +133,9 @@ class T5Encoder(nnx.Module):
     def position_bias(self, length: int) -> jax.Array:
         """``[1, heads, L, L]`` additive attention bias from the bucketed relative positions."""
         pos = np.arange(length)
-        buckets = relative_position_bucket(pos[None, :] - pos[:, None], self.config.num_buckets, self.config.max_distance)
+        buckets = relative_position_bucket(
+            pos[None, :] - pos[:, None], self.config.num_buckets, self.config.max_distance
+        )
         table = self.relative_attention_bias[...].astype(jnp.float32)
         return jnp.transpose(table[buckets], (2, 0, 1))[None]
 

@@ -8,7 +8,7 @@ Backends: ``sentencepiece`` (default, light, picklable so it runs inside Grain w
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -39,17 +39,19 @@ class AotReport:
 
     def render(self) -> str:
         gib = lambda n: f"{n / 2**30:8.3f} GiB"
-        return "\n".join([
-            f"topology        {self.topology} ({self.num_devices} devices), mesh {self.mesh}",
-            f"batch           {self.per_device_batch:g} per device",
-            f"arguments       {gib(self.argument_bytes)}   (params, EMA, optimizer state, batch)",
-            f"outputs         {gib(self.output_bytes)}   (aliased with donated inputs: {gib(self.alias_bytes).strip()})",
-            f"temporaries     {gib(self.temp_bytes)}   (activations saved for backward, workspace)",
-            f"code            {gib(self.generated_code_bytes)}",
-            f"total           {gib(self.total_bytes)}   per device",
-            f"FLOPs/step      {self.model_flops:.4g} model (analytic), {self.xla_flops:.4g} XLA per device",
-            f"per_device_total_bytes={self.total_bytes} flops_per_step={self.model_flops:.12g}",
-        ])
+        return "\n".join(
+            [
+                f"topology        {self.topology} ({self.num_devices} devices), mesh {self.mesh}",
+                f"batch           {self.per_device_batch:g} per device",
+                f"arguments       {gib(self.argument_bytes)}   (params, EMA, optimizer state, batch)",
+                f"outputs         {gib(self.output_bytes)}   (aliased with donated inputs: {gib(self.alias_bytes).strip()})",
+                f"temporaries     {gib(self.temp_bytes)}   (activations saved for backward, workspace)",
+                f"code            {gib(self.generated_code_bytes)}",
+                f"total           {gib(self.total_bytes)}   per device",
+                f"FLOPs/step      {self.model_flops:.4g} model (analytic), {self.xla_flops:.4g} XLA per device",
+                f"per_device_total_bytes={self.total_bytes} flops_per_step={self.model_flops:.12g}",
+            ]
+        )
 
 
 def tpu_devices(topology: str):
@@ -69,7 +71,10 @@ def compile_train_step(config: ml_collections.ConfigDict, devices, topology: str
     with jax.set_mesh(mesh), axis_rules(tuple(config.sharding_rules) if config.sharding_rules else None):
         tr = build(config, mesh, abstract=True)
         rep = replicated(mesh)
-        frozen = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), tr.conditioner.frozen_params(tr.abstract_null_text()))
+        frozen = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep),
+            tr.conditioner.frozen_params(tr.abstract_null_text()),
+        )
         batch = tr.abstract_batch()
         compiled = tr.step.lower(tr.abstract_state, batch, frozen).compile()
     mem = compiled.memory_analysis()
@@ -78,7 +83,15 @@ def compile_train_step(config: ml_collections.ConfigDict, devices, topology: str
     lat = batch["latents"].shape if "latents" in batch else None
     t, r = config.data.num_frames, config.data.resolution
     h = lat[2] if lat else r // config.autoencoder.downsample
-    flops = train_step_flops(config.model, batch=config.batch_size, frames=t, height=h, width=h, text_len=config.data.max_text_length, mask_ratio=config.mask_ratio)
+    flops = train_step_flops(
+        config.model,
+        batch=config.batch_size,
+        frames=t,
+        height=h,
+        width=h,
+        text_len=config.data.max_text_length,
+        mask_ratio=config.mask_ratio,
+    )
     return AotReport(
         topology=topology or str(devices[0].platform),
         num_devices=len(devices),

@@ -1,6 +1,6 @@
 """Defaults shared by every training config (experiments/*.py extend these).
 
-Every training config has the SPEC.md keys: ``seed``, ``num_train_steps``, ``batch_size``
+Every training config has the keys ``seed``, ``num_train_steps``, ``batch_size``
 (global), ``learning_rate``, ``warmup_steps``, ``checkpoint_every_steps``, ``log_every_steps``,
 ``mesh.{data,fsdp,tensor}``, ``data.path``, ``data.num_frames``, ``data.resolution``,
 ``model.size``. The returned config is locked: an unknown ``--config.KEY`` fails at flag parsing,
@@ -26,7 +26,9 @@ def base_config(size: str = "XL", **model_overrides) -> ml_collections.ConfigDic
     c.grad_accum_steps = 1  # micro-batches per step (same global batch in less memory)
     c.learning_rate = 2e-4
     c.warmup_steps = 1000
-    c.lr_decay = "constant"  # after warmup: 'constant' (the paper) | 'cosine' (to lr_final_fraction·lr at the last step)
+    c.lr_decay = (
+        "constant"  # after warmup: 'constant' (the paper) | 'cosine' (to lr_final_fraction·lr at the last step)
+    )
     c.lr_final_fraction = 0.0
     c.checkpoint_every_steps = 2000
     c.log_every_steps = 50
@@ -60,7 +62,9 @@ def base_config(size: str = "XL", **model_overrides) -> ml_collections.ConfigDic
     # 'cached' (latent-cache batches carry text_emb/pooled_text); autoencoder.kind: 'pixel' | 'kl'.
     # text.model: a preset/JSON to randomly initialise a CLIP/T5 encoder when there is no checkpoint
     # (toy runs only).
-    c.text = ml_collections.ConfigDict(dict(kind="clip", checkpoint="", model="", use_projection=False, vocab_size=32128, seed=0))
+    c.text = ml_collections.ConfigDict(
+        dict(kind="clip", checkpoint="", model="", use_projection=False, vocab_size=32128, seed=0)
+    )
     c.autoencoder = ml_collections.ConfigDict(dict(kind="kl", checkpoint="", model="", downsample=8, chunk_size=16))
 
     # Input pipeline: keys documented in stiv_jax/data/config.py, plus the source kind.
@@ -76,49 +80,35 @@ def base_config(size: str = "XL", **model_overrides) -> ml_collections.ConfigDic
 
     # Progressive initialisation (§2.4, Fig. 4): spatial weights from one run, temporal from another.
     c.init_from = ml_collections.ConfigDict(dict(spatial="", temporal="", use_ema=True))
-    return c
 
-
-def paper_config(size: str, *, resolution: int, num_frames: int, tasks: dict[str, float], batch_size: int = 1024, **model_overrides) -> ml_collections.ConfigDict:
-    """A paper-scale run (§3.1, App. B): 400k steps, AdaFactor at 2e-4 after 1k warmup, EMA 0.9999,
-    MaskDiT 50%, 8%/10% image/text dropout, FSDP over every chip, bf16 compute.
-
-    Trains from the latent cache (``stiv-encode-shards`` with the VAE and CLIP-bigG text encoder):
-    ``data.mode='latents'``, ``text.kind='cached'``. To encode on the fly instead, set
-    ``data.mode=pixels``, ``text.kind=clip``, ``text.checkpoint=...``, ``autoencoder.checkpoint=...``.
-    """
-    c = base_config(size, temporal_attention=num_frames > 1, **model_overrides)
-    c.batch_size = batch_size
-    c.data.mode = "latents"
-    c.data.num_frames = num_frames
-    c.data.resolution = resolution
-    c.text.kind = "cached"
-    for name in c.tasks:
-        c.tasks[name] = 0.0
-    c.tasks.update(tasks)
-    return c
-
-
-def fit_16gib_chips(c: ml_collections.ConfigDict, grad_accum_steps: int = 4) -> ml_collections.ConfigDict:
-    """Memory settings that fit STIV-M at 512² on 16 GiB v5e chips with the paper's batch.
-
-    ``stiv-aot --config=experiments/t2v_m_512.py --topology=v5e:16x16`` (README, "Memory on TPU"):
-    4 clips per chip with XLA attention and the paper's remat policy need 40.55 GiB of temporaries.
-    The same 1024-clip step fits in 13.65 GiB per chip with (1) ``grad_accum_steps=4`` micro-batches
-    of 1 clip per chip, (2) splash (flash) attention, which never stores the 2 GiB-per-clip spatial
-    score matrices of the decoder blocks, and (3) full remat (only each block's input is kept;
-    the paper's "self-attention outputs" policy measured 19.07 GiB). On v5p (95 GiB) none is needed.
-    """
-    c.grad_accum_steps = grad_accum_steps
-    c.model.attention_impl = "splash"
-    c.model.remat_policy = "full"
+    # stiv-sample's defaults for this run (fields of stiv_jax.sampling.options.SampleOptions); a
+    # flag overrides them. Unset: the sampler's own defaults (SampleOptions, guidance.Guidance).
+    c.sampling = ml_collections.ConfigDict()
+    for key, kind in (
+        ("steps", int),
+        ("schedule", str),
+        ("emulated_steps", int),
+        ("solver", str),
+        ("guidance", str),
+        ("scale", float),
+        ("image_scale", float),
+        ("renorm", str),
+    ):
+        c.sampling[key] = config_dict.placeholder(kind)
     return c
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
     """Fails before anything is written or compiled, naming the key, on values that cannot work."""
-    positive = ("num_train_steps", "batch_size", "grad_accum_steps", "checkpoint_every_steps",
-                "log_every_steps", "max_checkpoints_to_keep", "stop_check_every_steps")
+    positive = (
+        "num_train_steps",
+        "batch_size",
+        "grad_accum_steps",
+        "checkpoint_every_steps",
+        "log_every_steps",
+        "max_checkpoints_to_keep",
+        "stop_check_every_steps",
+    )
     for key in positive:
         if not int(c[key]) >= 1:
             raise ConfigError(f"config.{key}={c[key]} must be >= 1")
@@ -126,12 +116,30 @@ def validate(c: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.data.max_skipped_fraction={c.data.max_skipped_fraction} must be in [0, 1]")
     if not float(c.learning_rate) >= 0.0:  # also rejects NaN
         raise ConfigError(f"config.learning_rate={c.learning_rate} must be a number >= 0")
+    if not 0.0 <= float(c.mask_ratio) < 1.0:
+        raise ConfigError(f"config.mask_ratio={c.mask_ratio} must be in [0, 1)")
+    if c.mask_ratio > 0 and not c.model.num_decoder_blocks:  # it would silently train unmasked
+        raise ConfigError(
+            f"config.mask_ratio={c.mask_ratio} masks tokens, but config.model.num_decoder_blocks=0 "
+            "leaves no MaskDiT decoder to unmask them (§2.2): set config.mask_ratio=0 or "
+            "config.model.num_decoder_blocks >= 1"
+        )
 
 
 # What a resumed run may not change: the train state's structure and what the model was fed.
-FIXED_ON_RESUME = ("model.", "optimizer.", "text.kind", "text.model", "text.vocab_size", "text.use_projection",
-                   "autoencoder.kind", "autoencoder.model", "autoencoder.downsample", "data.mode",
-                   "data.max_text_length")
+FIXED_ON_RESUME = (
+    "model.",
+    "optimizer.",
+    "text.kind",
+    "text.model",
+    "text.vocab_size",
+    "text.use_projection",
+    "autoencoder.kind",
+    "autoencoder.model",
+    "autoencoder.downsample",
+    "data.mode",
+    "data.max_text_length",
+)
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, object]:
@@ -144,17 +152,21 @@ def _flat(d: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def resume_changes(saved: ml_collections.ConfigDict, new: ml_collections.ConfigDict, where: str = "the workdir") -> list[str]:
+def resume_changes(
+    saved: ml_collections.ConfigDict, new: ml_collections.ConfigDict, where: str = "the workdir"
+) -> list[str]:
     """``key: old → new`` for every setting that differs from the workdir's ``config.json``;
     raises :class:`ConfigError` listing them when one of ``FIXED_ON_RESUME`` changed."""
     a, b = _flat(saved.to_dict()), _flat(new.to_dict())
-    norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731  (JSON turns tuples into lists)
+    norm = lambda v: list(v) if isinstance(v, tuple) else v
     # Keys the saved config lacks are settings added since it was written: not a change.
     changed = sorted(k for k in a if norm(a[k]) != norm(b.get(k)))
     lines = [f"{k}: {a.get(k)!r} → {b.get(k)!r}" for k in changed]
     fixed = [line for k, line in zip(changed, lines) if k.startswith(FIXED_ON_RESUME)]
     if fixed:
-        raise ConfigError(f"{where} holds a run with another model or encoders, so it cannot resume "
-                          f"with this config ({'; '.join(fixed)}); use a new --workdir, or the run's own settings "
-                          "(its config.json is unchanged)")
+        raise ConfigError(
+            f"{where} holds a run with another model or encoders, so it cannot resume "
+            f"with this config ({'; '.join(fixed)}); use a new --workdir, or the run's own settings "
+            "(its config.json is unchanged)"
+        )
     return lines

@@ -15,7 +15,7 @@ runs, built with Grain too.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import chex
 import grain
@@ -25,6 +25,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from stiv_jax.data import pipeline, shards
+from stiv_jax.model.conditioning import micro_conditions
 from stiv_jax.parallel.mesh import batch_sharding
 
 
@@ -49,11 +50,13 @@ class SyntheticClip:
         ids = np.zeros(self.text_length, np.int32)
         ids[:3] = [3 + i % 50, 53 + i % 4, 1]  # "<colour id> <direction id> </s>"
         mask = ids > 0
-        micro = np.array([self.size, self.size, 0, 0, 1, self.frames], np.float32)
+        micro = micro_conditions(orig_h=self.size, orig_w=self.size, num_frames=self.frames)
         return dict(video=video, text_ids=ids, text_mask=mask, micro=micro)
 
 
-def synthetic_dataset(config: ml_collections.ConfigDict, batch_size: int, rows: Sequence[int] | None = None, start: int = 0) -> grain.IterDataset:
+def synthetic_dataset(
+    config: ml_collections.ConfigDict, batch_size: int, rows: Sequence[int] | None = None, start: int = 0
+) -> grain.IterDataset:
     d = config.data
     ds = grain.MapDataset.range(d.synthetic_examples).repeat(None).seed(config.seed).shuffle()
     ds = pipeline.batch_rows(ds.map(SyntheticClip(d.num_frames, d.resolution, d.max_text_length)), batch_size, rows)
@@ -71,7 +74,9 @@ def process_rows(mesh: Mesh, batch_size: int, process_index: int | None = None) 
     return np.array(sorted(rows), np.int64)
 
 
-def make_iterator(config: ml_collections.ConfigDict, batch_size: int | None = None, rows: Sequence[int] | None = None, start: int = 0):
+def make_iterator(
+    config: ml_collections.ConfigDict, batch_size: int | None = None, rows: Sequence[int] | None = None, start: int = 0
+):
     """A Grain iterator over this process's ``rows`` of each global batch of ``batch_size``
     (default ``config.batch_size``; default rows: all), from global batch ``start`` on."""
     batch_size = config.batch_size if batch_size is None else batch_size
@@ -103,7 +108,9 @@ def to_global(batch: dict[str, np.ndarray], mesh: Mesh, rows: Sequence[int], bat
         chex.assert_axis_dimension(v, 0, len(position))
         sharding = batch_sharding(mesh, v.ndim)
         shape = (batch_size, *v.shape[1:])
-        arrays = [jax.device_put(v[[position[r] for r in range(*index[0].indices(batch_size))]], device)
-                  for device, index in sharding.addressable_devices_indices_map(shape).items()]
+        arrays = [
+            jax.device_put(v[[position[r] for r in range(*index[0].indices(batch_size))]], device)
+            for device, index in sharding.addressable_devices_indices_map(shape).items()
+        ]
         out[k] = jax.make_array_from_single_device_arrays(shape, sharding, arrays)
     return out

@@ -14,8 +14,8 @@ import ml_collections
 
 from stiv_jax.model.surgery import is_temporal
 from stiv_jax.parallel.distributed import log
-from stiv_jax.storage.workdir import Workdir
 from stiv_jax.storage.checkpoints import restore_params
+from stiv_jax.storage.workdir import Workdir
 
 
 def _flatten(tree: dict, prefix: tuple = ()) -> dict:
@@ -41,7 +41,9 @@ def merge_params(target: dict, source: dict, select) -> tuple[dict, list[tuple[s
                 out[k] = visit(v, path)
             elif path in src and select(path):
                 if tuple(src[path].shape) != tuple(v.shape):
-                    raise ValueError(f"init_from: shape mismatch at {'.'.join(path)}: run has {tuple(v.shape)}, checkpoint has {tuple(src[path].shape)}")
+                    raise ValueError(
+                        f"init_from: shape mismatch at {'.'.join(path)}: run has {tuple(v.shape)}, checkpoint has {tuple(src[path].shape)}"
+                    )
                 out[k] = jax.device_put(src[path].astype(v.dtype), v.sharding)
                 copied.append(path)
             else:
@@ -61,7 +63,9 @@ def apply_init_from(config: ml_collections.ConfigDict, state: dict, shardings: d
         src_cfg = Workdir(workdir).load_config()
         src_params, step = restore_params(workdir, ema=spec.use_ema)
         params, copied = merge_params(params, src_params, select)
-        log(f"init_from: {len(copied)} {what} parameter arrays from {workdir} (step {step}, {'EMA' if spec.use_ema else 'raw'}); RoPE reference grid {tuple(config.model.rope_ref_grid)} (source {tuple(src_cfg.model.rope_ref_grid)})")
+        log(
+            f"init_from: {len(copied)} {what} parameter arrays from {workdir} (step {step}, {'EMA' if spec.use_ema else 'raw'}); RoPE reference grid {tuple(config.model.rope_ref_grid)} (source {tuple(src_cfg.model.rope_ref_grid)})"
+        )
     if params is state["params"]:
         return state
     params = jax.device_put(params, shardings["params"])

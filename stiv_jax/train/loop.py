@@ -17,22 +17,23 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 
+from stiv_jax.data import latent_cache
 from stiv_jax.errors import UserError
 from stiv_jax.model.flops import train_step_flops
 from stiv_jax.parallel import distributed
 from stiv_jax.parallel.mesh import make_mesh
 from stiv_jax.parallel.rules import axis_rules
+from stiv_jax.storage.checkpoints import Checkpointer
 from stiv_jax.storage.lock import WorkdirLock, WorkdirLocked
 from stiv_jax.storage.workdir import RunLog, Workdir
-from stiv_jax.data import latent_cache
 from stiv_jax.train import data as train_data
-from stiv_jax.storage.checkpoints import Checkpointer
 from stiv_jax.train.config import resume_changes, validate
 from stiv_jax.train.init_from import apply_init_from
 from stiv_jax.train.setup import build
@@ -60,7 +61,13 @@ def _first_bad_step(state: dict) -> int:
     return int(jax.device_get(state["first_bad_step"]))
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, *, devices: list | None = None, callback: Callable[[int], None] | None = None) -> dict[str, Any]:
+def train(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    devices: list | None = None,
+    callback: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     """Runs (or resumes) training; returns the last logged metrics.
 
     ``devices`` restricts the mesh (default: all); ``callback(step)`` runs after every step.
@@ -126,7 +133,15 @@ def _train(config, wd: Workdir, tr, callback) -> dict[str, Any]:
                 batch = train_data.to_global(next(data_iter), tr.mesh, rows, config.batch_size)
                 if flops is None:
                     _, t, h, w, _ = tr.conditioner.latent_shape(batch)
-                    flops = train_step_flops(config.model, batch=config.batch_size, frames=t, height=h, width=w, text_len=batch["text_mask"].shape[1], mask_ratio=config.mask_ratio)
+                    flops = train_step_flops(
+                        config.model,
+                        batch=config.batch_size,
+                        frames=t,
+                        height=h,
+                        width=w,
+                        text_len=batch["text_mask"].shape[1],
+                        mask_ratio=config.mask_ratio,
+                    )
                 state, metrics = tr.step(state, batch, frozen)
                 skipped.add(metrics)
                 done = step + 1
@@ -142,7 +157,10 @@ def _train(config, wd: Workdir, tr, callback) -> dict[str, Any]:
                     m["tflops_per_sec"] = m["steps_per_sec"] * flops / 1e12
                     t_log, step_log = now, done
                     if log is not None:
-                        print(f"step {done}/{total} {_progress(done, total, start, now - t0)} loss {m['loss']:.4f} grad {m['grad_norm']:.3f} lr {m['learning_rate']:.2e} {m['steps_per_sec']:.2f} steps/s {m['tflops_per_sec']:.3f} TFLOP/s", flush=True)
+                        print(
+                            f"step {done}/{total} {_progress(done, total, start, now - t0)} loss {m['loss']:.4f} grad {m['grad_norm']:.3f} lr {m['learning_rate']:.2e} {m['steps_per_sec']:.2f} steps/s {m['tflops_per_sec']:.3f} TFLOP/s",
+                            flush=True,
+                        )
                         log.write(done, m)
                     last = m
                 if done % config.checkpoint_every_steps == 0 or done == total or stopping:
@@ -152,7 +170,9 @@ def _train(config, wd: Workdir, tr, callback) -> dict[str, Any]:
                         log.sync()
                 if stopping:
                     ckpt.wait()
-                    distributed.log(f"Stopping on {stop.reason}: saved checkpoint at step {done} in {wd.path}; exiting.")
+                    distributed.log(
+                        f"Stopping on {stop.reason}: saved checkpoint at step {done} in {wd.path}; exiting."
+                    )
                     last["stopped_at"] = done
                     break
     finally:
@@ -188,7 +208,8 @@ class _SkipCounter:
             raise TooManySkippedRecords(
                 f"{self.total} of the {read} records read in this session could not be read or decoded, more "
                 f"than config.data.max_skipped_fraction={self.fraction:g}; the warnings above name each shard and "
-                "key (raise the fraction to train on regardless)")
+                "key (raise the fraction to train on regardless)"
+            )
         return {"data/skipped_records": float(self.total)}
 
 
@@ -198,4 +219,6 @@ def _raise_if_bad(state: dict, ckpt: Checkpointer) -> None:
         ckpt.wait()
         good = ckpt.latest_step()
         where = f"the last good checkpoint is step {good}" if good is not None else "no checkpoint was written"
-        raise NonFiniteLossError(f"loss or gradient became NaN/inf at step {bad + 1}; training stopped and {where} (not overwritten).")
+        raise NonFiniteLossError(
+            f"loss or gradient became NaN/inf at step {bad + 1}; training stopped and {where} (not overwritten)."
+        )

@@ -13,7 +13,6 @@ from __future__ import annotations
 import ml_collections
 import optax
 
-
 LR_DECAYS = ("constant", "cosine")
 
 

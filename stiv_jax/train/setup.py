@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import ml_collections
@@ -14,13 +14,14 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
+from stiv_jax.encoders.conditioner import Conditioner, check_consistency
+from stiv_jax.errors import ConfigError
+from stiv_jax.model.conditioning import MICRO_FIELDS
 from stiv_jax.model.config import resolve
 from stiv_jax.parallel.mesh import batch_sharding, replicated
 from stiv_jax.parallel.rules import DEFAULT_RULES, Rules
 from stiv_jax.storage import checkpoints
 from stiv_jax.storage.workdir import Workdir, as_workdir
-from stiv_jax.encoders.conditioner import Conditioner, check_consistency
-from stiv_jax.errors import ConfigError
 from stiv_jax.train.optimizer import make_optimizer
 from stiv_jax.train.sharding import param_shardings, state_shardings, with_shardings
 from stiv_jax.train.step import init_state, make_train_step
@@ -48,7 +49,7 @@ class Training:
         m = resolve(c.model)
         b = c.batch_size if per_device_batch is None else per_device_batch * self.mesh.size
         t, r, L = c.data.num_frames, c.data.resolution, c.data.max_text_length
-        spec = dict(text_mask=((b, L), bool), micro=((b, 6), np.float32))
+        spec = dict(text_mask=((b, L), bool), micro=((b, len(MICRO_FIELDS)), np.float32))
         if c.data.mode == "latents":
             f = c.autoencoder.downsample
             spec["latents"] = ((b, t, r // f, r // f, m.in_channels), np.float32)
@@ -65,12 +66,18 @@ class Training:
         if self.config.text.kind != "cached":
             return None
         m, L = resolve(self.config.model), self.config.data.max_text_length
-        return dict(text=jax.ShapeDtypeStruct((1, L, m.text_dim), np.float32), text_mask=jax.ShapeDtypeStruct((1, L), bool), pooled_text=jax.ShapeDtypeStruct((1, m.text_dim), np.float32))
+        return dict(
+            text=jax.ShapeDtypeStruct((1, L, m.text_dim), np.float32),
+            text_mask=jax.ShapeDtypeStruct((1, L), bool),
+            pooled_text=jax.ShapeDtypeStruct((1, m.text_dim), np.float32),
+        )
 
 
 def check_batch_divides(config: ml_collections.ConfigDict) -> None:
     if config.batch_size % config.grad_accum_steps:
-        raise ConfigError(f"config.batch_size={config.batch_size} is not divisible by config.grad_accum_steps={config.grad_accum_steps}")
+        raise ConfigError(
+            f"config.batch_size={config.batch_size} is not divisible by config.grad_accum_steps={config.grad_accum_steps}"
+        )
 
 
 def check_batch_fits_mesh(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
@@ -78,9 +85,11 @@ def check_batch_fits_mesh(config: ml_collections.ConfigDict, mesh: Mesh) -> None
     per_step = config.batch_size // config.grad_accum_steps
     ways = mesh.shape["data"] * mesh.shape["fsdp"]
     if per_step % ways:
-        raise ValueError(f"config.batch_size={config.batch_size} / grad_accum_steps={config.grad_accum_steps} "
-                         f"= {per_step} clips per step do not split over the batch axes: mesh data={mesh.shape['data']} "
-                         f"× fsdp={mesh.shape['fsdp']} = {ways} (tensor={mesh.shape['tensor']})")
+        raise ValueError(
+            f"config.batch_size={config.batch_size} / grad_accum_steps={config.grad_accum_steps} "
+            f"= {per_step} clips per step do not split over the batch axes: mesh data={mesh.shape['data']} "
+            f"× fsdp={mesh.shape['fsdp']} = {ways} (tensor={mesh.shape['tensor']})"
+        )
 
 
 def build(config: ml_collections.ConfigDict, mesh: Mesh, *, abstract: bool = False) -> Training:
@@ -101,7 +110,18 @@ def build(config: ml_collections.ConfigDict, mesh: Mesh, *, abstract: bool = Fal
         out_shardings=(s_sh, replicated(mesh)),
         donate_argnums=(0,),
     )
-    return Training(config, mesh, rules, tx, conditioner, graphdef, with_shardings(abstract, s_sh), s_sh, jax.jit(init_fn, out_shardings=s_sh), step)
+    return Training(
+        config,
+        mesh,
+        rules,
+        tx,
+        conditioner,
+        graphdef,
+        with_shardings(abstract, s_sh),
+        s_sh,
+        jax.jit(init_fn, out_shardings=s_sh),
+        step,
+    )
 
 
 def load_train_state(workdir: str | Workdir, step: int | None = None) -> tuple[ml_collections.ConfigDict, dict, int]:

@@ -1,13 +1,13 @@
 """Shardings of the whole train state: params and EMA by logical axes, AdaFactor state like its
 params where shapes match (momentum) and replicated otherwise (factored row/column statistics —
-flax's nnx.Optimizer cannot shard those, see notes §0.2), scalars replicated."""
+flax's nnx.Optimizer cannot shard those), scalars replicated."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import jax
-import optax  # noqa: F401  (type of tx)
+import optax
 from flax import nnx
 from jax.sharding import Mesh
 
@@ -26,7 +26,9 @@ def param_shardings(model_cfg, mesh: Mesh, rules: Rules | None = None) -> tuple[
     return graphdef, shapes, shardings_for(shapes, axes, mesh, rules)
 
 
-def state_shardings(abstract_state: dict, abstract_params: Any, p_shardings: Any, tx: optax.GradientTransformation, mesh: Mesh) -> dict:
+def state_shardings(
+    abstract_state: dict, abstract_params: Any, p_shardings: Any, tx: optax.GradientTransformation, mesh: Mesh
+) -> dict:
     rep = replicated(mesh)
     params_def = jax.tree.structure(abstract_params)
 

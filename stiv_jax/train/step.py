@@ -12,7 +12,8 @@ update → EMA of the parameters, all inside one ``jax.jit`` that donates the ol
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +21,7 @@ import ml_collections
 import optax
 from flax import nnx
 
+from stiv_jax.encoders.conditioner import Conditioner
 from stiv_jax.flow import loss as flow_loss
 from stiv_jax.flow.interpolant import interpolate, velocity_target
 from stiv_jax.flow.tasks import drop_text, replace_frames, sample_frame_conditions
@@ -27,7 +29,6 @@ from stiv_jax.flow.timesteps import sample_time
 from stiv_jax.model import maskdit
 from stiv_jax.model.dit import STIV
 from stiv_jax.parallel.rules import constrain
-from stiv_jax.encoders.conditioner import Conditioner
 from stiv_jax.train.optimizer import learning_rate_schedule
 
 State = dict[str, Any]
@@ -63,8 +64,17 @@ def make_loss_fn(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, cond
         k_txt, k_task, k_t, k_eps, k_mask = jax.random.split(key, 5)
 
         null = conditioner.null_text(frozen, inp["text"].shape[1])
-        text, text_mask, pooled, _ = drop_text(k_txt, config.text_dropout, inp["text"], inp["text_mask"], inp["pooled_text"], *null)
-        cond_mask = sample_frame_conditions(k_task, b, t_frames, dict(config.tasks), predict_frames=config.predict_frames, image_dropout=config.image_dropout)
+        text, text_mask, pooled, _ = drop_text(
+            k_txt, config.text_dropout, inp["text"], inp["text_mask"], inp["pooled_text"], *null
+        )
+        cond_mask = sample_frame_conditions(
+            k_task,
+            b,
+            t_frames,
+            dict(config.tasks),
+            predict_frames=config.predict_frames,
+            image_dropout=config.image_dropout,
+        )
 
         f = config.flow
         t = sample_time(k_t, b, f.time_dist, f.time_mean, f.time_std, f.time_shift)
@@ -75,13 +85,24 @@ def make_loss_fn(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, cond
 
         grid = (h // patch, w // patch)
         keep_idx = visible = None
-        if config.mask_ratio > 0 and cfg.num_decoder_blocks:
+        if maskdit.is_masked(config.mask_ratio, cfg.num_decoder_blocks):
             keep_idx = maskdit.sample_keep_indices(k_mask, b, grid[0] * grid[1], config.mask_ratio)
             visible = flow_loss.pixel_keep_mask(maskdit.token_keep_mask(keep_idx, grid[0] * grid[1]), grid, patch)
 
         model = nnx.merge(graphdef, params)
-        pred = model(x_t, t, text=text, text_mask=text_mask, pooled_text=pooled, micro=inp["micro"], cond_mask=cond_mask, keep_idx=keep_idx)
-        loss, parts = flow_loss.flow_matching_loss(pred, target, ~cond_mask, visible, x_t=x_t, mae_weight=config.mae_loss_weight)
+        pred = model(
+            x_t,
+            t,
+            text=text,
+            text_mask=text_mask,
+            pooled_text=pooled,
+            micro=inp["micro"],
+            cond_mask=cond_mask,
+            keep_idx=keep_idx,
+        )
+        loss, parts = flow_loss.flow_matching_loss(
+            pred, target, ~cond_mask, visible, x_t=x_t, mae_weight=config.mae_loss_weight
+        )
         return loss, parts
 
     return loss_fn
@@ -90,6 +111,7 @@ def make_loss_fn(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, cond
 def split_microbatches(batch: dict, accum: int) -> dict:
     """``[B, ...]`` leaves → ``[accum, B/accum, ...]``; micro-batch j takes rows j, j+accum, …, so
     every device keeps its own rows (no resharding of the batch axis)."""
+
     def split(x):
         if x.shape[0] % accum:
             raise ValueError(f"batch of {x.shape[0]} is not divisible by grad_accum_steps={accum}")
@@ -113,7 +135,12 @@ def accumulate_gradients(grad_fn: Callable, params: Any, batch: dict, frozen: di
     return jax.tree.map(lambda x: x / accum, total)
 
 
-def make_train_step(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, conditioner: Conditioner, tx: optax.GradientTransformation) -> Callable:
+def make_train_step(
+    config: ml_collections.ConfigDict,
+    graphdef: nnx.GraphDef,
+    conditioner: Conditioner,
+    tx: optax.GradientTransformation,
+) -> Callable:
     """``train_step(state, batch, frozen) -> (state, metrics)``; jit it with shardings + donation."""
     loss_fn = make_loss_fn(config, graphdef, conditioner)
     schedule = learning_rate_schedule(config)
@@ -141,7 +168,12 @@ def make_train_step(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, c
             rng=jax.random.key_data(rng),
             first_bad_step=bad,
         )
-        metrics = dict(loss=loss, grad_norm=grad_norm, learning_rate=schedule(state["step"]), **{f"loss_{k}": v for k, v in parts.items()})
+        metrics = dict(
+            loss=loss,
+            grad_norm=grad_norm,
+            learning_rate=schedule(state["step"]),
+            **{f"loss_{k}": v for k, v in parts.items()},
+        )
         if "skipped" in batch:  # records the input pipeline could not read (stiv_jax/data/pipeline.py)
             metrics["skipped_records"] = jnp.sum(batch["skipped"])
         return new_state, metrics

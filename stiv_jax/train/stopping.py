@@ -45,7 +45,7 @@ class StopSignal:
         self._service = False
         self._multi = False
 
-    def __enter__(self) -> "StopSignal":
+    def __enter__(self) -> StopSignal:
         self._service = _preemption_service()
         self._multi = jax.process_count() > 1
         # With the preemption service, SIGTERM belongs to it: a Python handler would replace it.

@@ -12,7 +12,8 @@ upsampling, log-variance clamped to [-30, 20].
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import chex
 import jax
@@ -43,14 +44,26 @@ class AutoencoderKLConfig(PretrainedConfig):
     HF_MARKERS = ("down_block_types", "_class_name")
     PRESETS = {
         "sd-vae-ft-ema": dict(_SD),  # stabilityai/sd-vae-ft-ema (STIV's baseline VAE)
-        "sd3-vae": dict(_SD, latent_channels=16, scaling_factor=1.5305, shift_factor=0.0609,
-                        use_quant_conv=False, use_post_quant_conv=False),
-        "flux-vae": dict(_SD, latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159,
-                         use_quant_conv=False, use_post_quant_conv=False),
+        "sd3-vae": dict(
+            _SD,
+            latent_channels=16,
+            scaling_factor=1.5305,
+            shift_factor=0.0609,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+        ),
+        "flux-vae": dict(
+            _SD,
+            latent_channels=16,
+            scaling_factor=0.3611,
+            shift_factor=0.1159,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+        ),
     }
 
     @classmethod
-    def from_hf(cls, hf: Mapping[str, Any]) -> "AutoencoderKLConfig":
+    def from_hf(cls, hf: Mapping[str, Any]) -> AutoencoderKLConfig:
         """From a diffusers ``AutoencoderKL`` config.json."""
         for key, want in (("down_block_types", "DownEncoderBlock2D"), ("up_block_types", "UpDecoderBlock2D")):
             got = set(hf.get(key, [want]))
@@ -79,7 +92,9 @@ class AutoencoderKLConfig(PretrainedConfig):
         return 2 ** (len(self.block_out_channels) - 1)
 
 
-def _conv(cin: int, cout: int, k: int, cfg: AutoencoderKLConfig, rngs: nnx.Rngs, *, stride: int = 1, padding: Any = None) -> nnx.Conv:
+def _conv(
+    cin: int, cout: int, k: int, cfg: AutoencoderKLConfig, rngs: nnx.Rngs, *, stride: int = 1, padding: Any = None
+) -> nnx.Conv:
     pad = ((k // 2, k // 2),) * 2 if padding is None else padding
     return nnx.Conv(
         cin, cout, (k, k), strides=stride, padding=pad,
@@ -165,7 +180,10 @@ class Encoder(nnx.Module):
         ch, n = cfg.block_out_channels, len(cfg.block_out_channels)
         self.conv_in = _conv(cfg.in_channels, ch[0], 3, cfg, rngs)
         self.down_blocks = nnx.List(
-            [Stage(ch[max(i - 1, 0)], ch[i], cfg.layers_per_block, "down" if i < n - 1 else None, cfg, rngs) for i in range(n)]
+            [
+                Stage(ch[max(i - 1, 0)], ch[i], cfg.layers_per_block, "down" if i < n - 1 else None, cfg, rngs)
+                for i in range(n)
+            ]
         )
         self.mid = MidBlock(ch[-1], cfg, rngs)
         self.norm_out = _norm(ch[-1], cfg, rngs)
@@ -184,7 +202,10 @@ class Decoder(nnx.Module):
         self.conv_in = _conv(cfg.latent_channels, ch[0], 3, cfg, rngs)
         self.mid = MidBlock(ch[0], cfg, rngs)
         self.up_blocks = nnx.List(
-            [Stage(ch[max(i - 1, 0)], ch[i], cfg.layers_per_block + 1, "up" if i < n - 1 else None, cfg, rngs) for i in range(n)]
+            [
+                Stage(ch[max(i - 1, 0)], ch[i], cfg.layers_per_block + 1, "up" if i < n - 1 else None, cfg, rngs)
+                for i in range(n)
+            ]
         )
         self.norm_out = _norm(ch[-1], cfg, rngs)
         self.conv_out = _conv(ch[-1], cfg.out_channels, 3, cfg, rngs)

@@ -8,13 +8,13 @@ older diffusers (attention as ``query``/``key``/``value``/``proj_attn``, 1×1-co
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from flax import nnx
 
-from stiv_jax.weights.torch_state import Rule, conv2d, convert, identity, linear, param_shapes
 from stiv_jax.vae.autoencoder_kl import AutoencoderKL, AutoencoderKLConfig
+from stiv_jax.weights.torch_state import Rule, conv2d, convert, identity, linear, param_shapes
 
 # (our path pattern, diffusers replacement), applied in order to dotted paths.
 _RENAMES = (

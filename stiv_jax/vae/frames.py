@@ -9,7 +9,8 @@ bounds activation memory whatever the clip length. Latents are normalised the di
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import chex
 import jax

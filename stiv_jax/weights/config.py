@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, ClassVar, Mapping, TypeVar
+from collections.abc import Mapping
+from typing import Any, ClassVar, TypeVar
 
 import jax.numpy as jnp
 
@@ -39,7 +40,7 @@ class PretrainedConfig:
         return cls(**fields)
 
     @classmethod
-    def resolve(cls: type[C], spec: "str | Mapping[str, Any] | PretrainedConfig") -> C:
+    def resolve(cls: type[C], spec: str | Mapping[str, Any] | PretrainedConfig) -> C:
         """Preset name, JSON path (ours or HF config.json), dict or config → config."""
         if isinstance(spec, cls):
             return spec

@@ -19,7 +19,7 @@ import glob
 import os
 import re
 import zipfile
-from typing import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -60,11 +60,11 @@ class Rule:
     stacked: bool = False
 
     @classmethod
-    def one(cls, target: str, source: str, transform=identity) -> "Rule":
+    def one(cls, target: str, source: str, transform=identity) -> Rule:
         return cls(target, (source,), transform)
 
     @classmethod
-    def stack(cls, target: str, sources: Iterable[str], transform=identity) -> "Rule":
+    def stack(cls, target: str, sources: Iterable[str], transform=identity) -> Rule:
         return cls(target, tuple(sources), transform, stacked=True)
 
 
@@ -125,9 +125,7 @@ def load_state_dict(path: str) -> StateDict:
     Hugging Face checkpoints), which are merged. Half-precision weights are upcast to float32.
     """
     if os.path.isdir(path):
-        files = sorted(glob.glob(os.path.join(path, "*.safetensors"))) or sorted(
-            glob.glob(os.path.join(path, "*.bin"))
-        )
+        files = sorted(glob.glob(os.path.join(path, "*.safetensors"))) or sorted(glob.glob(os.path.join(path, "*.bin")))
         if not files:
             raise ConversionError(f"{path}: directory holds no .safetensors or .bin weight files")
     elif os.path.exists(path):
@@ -139,7 +137,7 @@ def load_state_dict(path: str) -> StateDict:
     out: StateDict = {}
     for f in files:
         out.update(_load_one(f))
-    upcast = lambda v: v.astype(np.float32) if jax.numpy.issubdtype(v.dtype, jax.numpy.floating) else v  # noqa: E731
+    upcast = lambda v: v.astype(np.float32) if jax.numpy.issubdtype(v.dtype, jax.numpy.floating) else v
     return {k: upcast(v) for k, v in out.items()}
 
 
