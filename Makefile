@@ -12,11 +12,12 @@ PYTEST_WORKERS ?= 2
 
 .PHONY: venv test test-slow lint format demo bench clean
 
-# The demo needs only the core dependencies (no PyTorch/TensorFlow/libtpu): a quicker first run.
+# The demo needs only the core dependencies and the I3D weights of its FVD (no PyTorch/TensorFlow/
+# libtpu): a quicker first run.
 $(CORE): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e ".[eval]"
 	rm -f $(VENV)/.core-* && touch $@
 
 # Tests, converters and TPU AOT checks need every extra.
@@ -24,6 +25,10 @@ $(STAMP): $(CORE)
 	# CPU PyTorch first (a local wheel where the machine has one), so the torch extra adds nothing heavy.
 	$(BIN)/pip install -q "torch==2.13.0"
 	$(BIN)/pip install -q -e ".[test,torch,tpu,tf]"
+	# Reference implementations for the evaluation tests (tests/references.py), outside site-packages
+	# and without their dependencies (torchvision and timm would replace the CPU PyTorch):
+	# open_clip's CLIP tokenizer, torch-fidelity's FID InceptionV3.
+	$(BIN)/pip install -q --no-deps --upgrade --target $(VENV)/references "open_clip_torch==3.3.0" "torch-fidelity==0.4.0"
 	rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)

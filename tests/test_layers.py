@@ -14,8 +14,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "stiv_jax"
 
 # Bottom to top. A sub-package may import its own modules and any sub-package of a lower layer;
-# sub-packages of one layer are independent of each other (training and sampling share nothing
-# but what lies below them).
+# sub-packages of one layer are independent of each other.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),  # the one error base class
     ("parallel", "console"),  # mesh + logical axis rules + processes; how programs report errors and parse flags
@@ -25,7 +24,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("text", "vae"),  # frozen prompt encoders and frame autoencoders (networks + converters)
     ("encoders",),  # the one encoder builder, pretrained directories, the conditioner
     ("data",),  # shards, the Grain pipeline, the latent cache
-    ("train", "sampling"),  # the trainer; the sampler
+    ("eval",),  # FVD, FID, CLIP score: feature networks, pinned protocols, Fréchet distance
+    ("sampling",),  # the sampler
+    ("train",),  # the trainer (it samples for evaluation during training)
     ("export",),  # PyTorch export
     ("apps", "bench"),  # the demo, its report and probe; benchmarks
     ("cli",),  # console scripts: flags → library calls

@@ -30,7 +30,7 @@ def tiny_train_config(**overrides):
 def losses(workdir: str) -> np.ndarray:
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
-    by_step = {r["step"]: r["loss"] for r in rows}
+    by_step = {r["step"]: r["loss"] for r in rows if "loss" in r}  # eval rows carry eval/ keys
     return np.array([by_step[s] for s in sorted(by_step)])
 
 

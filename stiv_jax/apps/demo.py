@@ -15,6 +15,7 @@ Each stage is skipped when its output exists, so a second run only samples again
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -128,14 +129,29 @@ def sample_and_report(out: str, workdir: str, config, seed: int) -> dict:
     )
     score = {k: float(np.mean([row["ok"][k] for row in rows])) for k in ("color", "shape", "motion")}
     # The five videos above are anecdotes; every one of the 60 demo captions is a measurement.
-    every = demo_report.prompt_following(lambda prompts: sampler.generate(prompts, o, task="t2v", seed=seed + 1))
+    t2v_samples: list[np.ndarray] = []  # kept for FVD
+
+    def t2v_every(prompts: list[str]) -> np.ndarray:
+        out = sampler.generate(prompts, o, task="t2v", seed=seed + 1)
+        t2v_samples.extend(out)
+        return out
+
+    every = demo_report.prompt_following(t2v_every)
     ti2v_every = demo_report.prompt_following(  # does the given shape move the asked way?
         lambda prompts: sampler.generate(
             prompts, o, task="ti2v", image=demo_report.first_frames(prompts), seed=seed + 2
         ),
         demo_report.all_prompts(moving_only=True),
     )
+    _stage("FVD: the trained model, real vs real (floor), the untrained model (ceiling)")
+    from stiv_jax.apps import quality
+
+    fvd = quality.fvd_report(
+        sampler, np.stack(t2v_samples), demo_report.all_prompts(), dataclasses.replace(o, task="t2v", seed=seed + 1)
+    )
+    print(" ".join(f"fvd_{k}={v:.1f}" for k, v in fvd["fvd"].items()), flush=True)
     report = dict(
+        fvd=fvd,
         rows=rows,
         prompt_following=score,
         t2v_all_prompts=every,

@@ -142,6 +142,7 @@ def loss_curve(rows: list[dict], path: str, title: str = "") -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if "loss" in r]  # training rows (evaluation rows carry eval/ keys)
     steps = [r["step"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(steps, [r["loss"] for r in rows], label="flow-matching loss")

@@ -91,7 +91,12 @@ def _flag_values() -> flags.FlagValues:
     flags.DEFINE_bool("ema", True, "Use the EMA weights (--noema: the raw ones).", **d)
     flags.DEFINE_bool("no_ema", False, "Same as --noema.", **d)
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", **d)
-    flags.DEFINE_string("tokenizer_path", None, "SentencePiece model (default: data.tokenizer_path).", **d)
+    flags.DEFINE_string(
+        "tokenizer_path",
+        None,
+        "Tokenizer file: the SentencePiece model (t5) or BPE vocabulary (clip) (default: data.tokenizer_path).",
+        **d,
+    )
     flags.DEFINE_string("text_encoder", None, "stiv-import text-encoder dir (runs on cached text).", **d)
     flags.mark_flags_as_required(["workdir"], flag_values=fv)
     return fv

@@ -22,8 +22,11 @@ Keys (unknown keys fail fast because the dict is locked):
 * ``num_workers`` — Grain worker processes that decode (0: decode in the main process).
 * ``read_threads`` — threads per process that run the decoding ahead (PyAV releases the GIL).
 * ``prefetch`` — batches buffered per worker / ahead of the consumer.
-* ``tokenizer_path`` — SentencePiece model (T5 ids); required unless latents carry embeddings.
-* ``max_text_length`` — token length L (padded/truncated, EOS included).
+* ``tokenizer`` — 't5' (SentencePiece, T5 ids; the paper's) or 'clip' (CLIP BPE, for public CLIP
+  text encoders; stiv_jax/text/clip_tokenizer.py). Configs saved without it are 't5'.
+* ``tokenizer_path`` — 't5': the SentencePiece model, required unless latents carry embeddings;
+  'clip': a BPE vocabulary ``.gz`` (empty: the packaged ``bpe_simple_vocab_16e6.txt.gz``).
+* ``max_text_length`` — token length L (padded/truncated, EOS included); <= 77 with 'clip'.
 * ``max_skipped_fraction`` — bad records (unreadable or undecodable; each is replaced by the next
   record of the stream and counted in the batch's ``skipped``) the trainer tolerates, as a
   fraction of the examples read so far; past it training stops.
@@ -51,6 +54,7 @@ def get_data_config() -> ml_collections.ConfigDict:
     config.num_workers = 0
     config.read_threads = 2
     config.prefetch = 2
+    config.tokenizer = "t5"
     config.tokenizer_path = ""
     config.max_text_length = 64
     config.max_skipped_fraction = 0.01
@@ -74,6 +78,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"data.{key} must be >= 0, got {config[key]}")
     if config.max_text_length < 2:
         raise ValueError(f"data.max_text_length must be >= 2, got {config.max_text_length}")
+    tokenizer = config.get("tokenizer", "t5")
+    if tokenizer not in ("t5", "clip"):
+        raise ValueError(f"data.tokenizer must be 't5' or 'clip', got {tokenizer!r}")
+    if tokenizer == "clip" and config.max_text_length > 77:
+        raise ValueError(
+            f"data.max_text_length={config.max_text_length} but data.tokenizer='clip' has 77 positions (CLIP's)"
+        )
     if not 0.0 <= config.max_skipped_fraction <= 1.0:
         raise ValueError(f"data.max_skipped_fraction must be in [0, 1], got {config.max_skipped_fraction}")
 

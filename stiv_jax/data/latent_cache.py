@@ -131,7 +131,7 @@ def encode_shards(
             f"(the first: {skipped[0]['reason'] if skipped else '?'}); {out_dir} has no manifest"
         )
     if encode_text is not None:  # the empty prompt's encoding, for text dropout in training
-        null_ids, null_mask = null_text_ids(cfg.max_text_length)
+        null_ids, null_mask = null_text_ids(cfg.max_text_length, cfg.get("tokenizer", "t5"))
         tokens, pooled = encode_text(null_ids, null_mask)
         shards.save_null_text(out_dir, np.asarray(tokens, np.float32), null_mask, np.asarray(pooled, np.float32))
     manifest = {

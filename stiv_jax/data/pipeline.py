@@ -180,11 +180,12 @@ def resolve_data_config(config: ml_collections.ConfigDict) -> ml_collections.Con
 
 
 def _tokenizer(cfg: ml_collections.ConfigDict):
-    from stiv_jax.text.tokenizer import T5Tokenizer
+    from stiv_jax.text.tokenizer import make_tokenizer
 
-    if not cfg.tokenizer_path:
+    kind = cfg.get("tokenizer", "t5")  # configs saved before data.tokenizer existed: T5
+    if kind == "t5" and not cfg.tokenizer_path:
         raise ValueError("data.tokenizer_path is empty: set it to a SentencePiece model (e.g. DEMO/spm.model)")
-    return T5Tokenizer(cfg.tokenizer_path, cfg.max_text_length)
+    return make_tokenizer(kind, cfg.tokenizer_path, cfg.max_text_length)
 
 
 def _element_fns(cfg: ml_collections.ConfigDict, shard_dir: str, index: np.ndarray, fmt: str | None):

@@ -40,6 +40,7 @@ class Conditioner:
         else:
             self.autoencoder = make(lambda: build_autoencoder(config.autoencoder))
         self.max_length = config.data.max_text_length
+        self.tokenizer = config.data.get("tokenizer", "t5")  # whose ids the text encoder reads
         # nnx modules (learned encoders) run from their graph + frozen params inside the step.
         self._text_graph = nnx.split(self.text_encoder, nnx.Param)[0] if self.text_encoder is not None else None
         self._ae_graph = nnx.split(self.autoencoder, nnx.Param)[0] if isinstance(self.autoencoder, nnx.Module) else None
@@ -76,7 +77,7 @@ class Conditioner:
         if "null_text" in frozen:
             n = frozen["null_text"]
             return n["text"], n["text_mask"], n["pooled_text"]
-        ids, mask = null_text_ids(length)
+        ids, mask = null_text_ids(length, self.tokenizer)
         tokens, pooled = self.encode_text(frozen, jnp.asarray(ids), jnp.asarray(mask))
         return tokens, jnp.asarray(mask), pooled
 
@@ -108,3 +109,14 @@ def check_consistency(config: ml_collections.ConfigDict, conditioner: Conditione
         raise ConfigError(
             f"config.model.text_dim={m.text_dim} but the text encoder ({config.text.kind}) outputs {enc_dim}"
         )
+    # The tokenizer must give ids the encoder reads (e.g. CLIP BPE for public CLIP weights); runs
+    # saved before data.tokenizer existed used T5.
+    from stiv_jax.text.encoder import TextEncoder
+    from stiv_jax.text.tokenizer import check_pairing
+
+    encoder, kind, vocab = conditioner.text_encoder, config.text.kind, None
+    if isinstance(encoder, TextEncoder):
+        kind, vocab = encoder.kind, int(encoder.model.config.vocab_size)
+    elif kind == "embedding":
+        vocab = int(config.text.vocab_size)
+    check_pairing(config.data.get("tokenizer", "t5"), int(config.data.max_text_length), kind, vocab)

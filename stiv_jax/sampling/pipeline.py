@@ -51,7 +51,7 @@ from stiv_jax.sampling.options import FLAGS, Pixels, SampleOptions, check_inputs
 from stiv_jax.storage import checkpoints as checkpoint
 from stiv_jax.storage import paths
 from stiv_jax.storage.workdir import Workdir
-from stiv_jax.text.tokenizer import T5Tokenizer
+from stiv_jax.text.tokenizer import T5Tokenizer, make_tokenizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -361,12 +361,13 @@ def load_sampler(
         raise FileNotFoundError(f"workdir {workdir!r} does not exist")
     start = time.perf_counter()
     config = wd.load_config()
+    tokenizer_kind = config.data.get("tokenizer", "t5")  # runs saved before data.tokenizer: T5
     tokenizer_path = tokenizer_path or config.data.get("tokenizer_path", "")
-    if not tokenizer_path:
+    if not tokenizer_path and tokenizer_kind == "t5":  # 'clip' without a path: the packaged vocabulary
         raise ValueError(f"{workdir}/config.json has no data.tokenizer_path; pass --tokenizer_path")
-    if not paths.exists(tokenizer_path):
+    if tokenizer_path and not paths.exists(tokenizer_path):
         raise FileNotFoundError(f"tokenizer {tokenizer_path!r} (data.tokenizer_path) not found; pass --tokenizer_path")
-    tokenizer = T5Tokenizer(tokenizer_path, max_length=config.data.max_text_length)
+    tokenizer = make_tokenizer(tokenizer_kind, tokenizer_path, max_length=config.data.max_text_length)
     source_config = config
     config = _resolve_text_config(config, text_checkpoint)
     if config.text.kind == "embedding" and tokenizer.vocab_size > config.text.vocab_size:

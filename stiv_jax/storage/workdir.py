@@ -30,6 +30,7 @@ import uuid
 from typing import Any
 
 import ml_collections
+import numpy as np
 from etils import epath
 
 from stiv_jax.storage import paths
@@ -162,13 +163,20 @@ class RunLog:
         self.jsonl = open(self._jsonl_path, "a")
         self._last_sync = time.monotonic()
 
-    def write(self, step: int, metrics: dict[str, float]) -> None:
+    def write(self, step: int, metrics: dict[str, float], section: str = "train") -> None:
+        """One ``metrics.jsonl`` row; TensorBoard scalars ``{section}/{key}``."""
         for k, v in metrics.items():
-            self.tb.add_scalar(f"train/{k}", v, step)
-        self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+            self.tb.add_scalar(f"{section}/{k}", v, step)
+        row = metrics if section == "train" else {f"{section}/{k}": v for k, v in metrics.items()}
+        self.jsonl.write(json.dumps({"step": step, **row}) + "\n")
         self.jsonl.flush()
         if time.monotonic() - self._last_sync >= self.sync_every_secs:
             self.sync()
+
+    def videos(self, tag: str, videos: np.ndarray, step: int) -> None:
+        """``uint8 [N, T, H, W, 3]`` videos as one TensorBoard image: a row of frames per video."""
+        n, t, h, w, c = videos.shape
+        self.tb.add_image(tag, videos.transpose(0, 2, 1, 3, 4).reshape(n * h, t * w, c), step, dataformats="HWC")
 
     def sync(self) -> None:
         """Uploads the buffer (remote workdirs; local ones are already in place)."""

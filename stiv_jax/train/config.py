@@ -81,6 +81,14 @@ def base_config(size: str = "XL", **model_overrides) -> ml_collections.ConfigDic
     # Progressive initialisation (§2.4, Fig. 4): spatial weights from one run, temporal from another.
     c.init_from = ml_collections.ConfigDict(dict(spatial="", temporal="", use_ema=True))
 
+    # Evaluation during training (stiv_jax/train/evaluation.py): every eval_every_steps (0: off),
+    # FVD of num_samples EMA samples of `prompts` (default: the real clips' captions) against
+    # num_real clips of real_path (a shard or video folder), and the samples in TensorBoard.
+    c.eval_every_steps = 0
+    c.eval = ml_collections.ConfigDict(
+        dict(real_path="", prompts=(), num_samples=16, num_real=64, batch_size=8, seed=0, i3d_weights="")
+    )
+
     # stiv-sample's defaults for this run (fields of stiv_jax.sampling.options.SampleOptions); a
     # flag overrides them. Unset: the sampler's own defaults (SampleOptions, guidance.Guidance).
     c.sampling = ml_collections.ConfigDict()
@@ -124,6 +132,28 @@ def validate(c: ml_collections.ConfigDict) -> None:
             "leaves no MaskDiT decoder to unmask them (§2.2): set config.mask_ratio=0 or "
             "config.model.num_decoder_blocks >= 1"
         )
+    # The tokenizer must give ids the text encoder reads (CLIP BPE for public CLIP weights).
+    import json
+
+    from stiv_jax.storage import paths
+    from stiv_jax.text.tokenizer import check_pairing
+
+    text, vocab = c.text, None
+    if text.kind == "embedding":
+        vocab = int(text.vocab_size)
+    elif text.kind in ("clip", "t5") and (text.checkpoint or text.model):
+        try:  # the encoder's vocabulary from its stiv-import config.json or preset; unreadable: unknown
+            if text.checkpoint:
+                meta = json.loads(paths.read_text(paths.join(text.checkpoint, "config.json")))
+                vocab = int(meta["config"]["vocab_size"])
+            else:
+                from stiv_jax.text.clip import CLIPTextConfig
+                from stiv_jax.text.t5 import T5EncoderConfig
+
+                vocab = (CLIPTextConfig if text.kind == "clip" else T5EncoderConfig).resolve(text.model).vocab_size
+        except (OSError, ValueError, KeyError, TypeError):
+            vocab = None
+    check_pairing(c.data.get("tokenizer", "t5"), int(c.data.max_text_length), text.kind, vocab)
 
 
 # What a resumed run may not change: the train state's structure and what the model was fed.
@@ -131,6 +161,7 @@ FIXED_ON_RESUME = (
     "model.",
     "optimizer.",
     "text.kind",
+    "data.tokenizer",
     "text.model",
     "text.vocab_size",
     "text.use_projection",

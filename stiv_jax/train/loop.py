@@ -34,6 +34,7 @@ from stiv_jax.storage.checkpoints import Checkpointer
 from stiv_jax.storage.lock import WorkdirLock, WorkdirLocked
 from stiv_jax.storage.workdir import RunLog, Workdir
 from stiv_jax.train import data as train_data
+from stiv_jax.train import evaluation
 from stiv_jax.train.config import resume_changes, validate
 from stiv_jax.train.init_from import apply_init_from
 from stiv_jax.train.setup import build
@@ -74,6 +75,7 @@ def train(
     """
     validate(config)
     distributed.initialize(config)
+    evaluation.check(config)
     wd = Workdir(workdir)
     train_data.check_source(config)  # e.g. an unmounted gs:// data.path: before anything compiles
     mesh = make_mesh(config.mesh, devices)
@@ -115,6 +117,7 @@ def _train(config, wd: Workdir, tr, callback) -> dict[str, Any]:
     if distributed.is_primary():
         wd.save_config(config)  # only now: a failed restore leaves the workdir's config as it was
     frozen = tr.frozen(latent_cache.null_text_for(config))
+    evaluate = evaluation.TrainingEval(config, tr.graphdef, tr.mesh) if config.eval_every_steps else None
 
     total = config.num_train_steps
     start = int(jax.device_get(state["step"]))
@@ -163,6 +166,8 @@ def _train(config, wd: Workdir, tr, callback) -> dict[str, Any]:
                         )
                         log.write(done, m)
                     last = m
+                if evaluate is not None and done % config.eval_every_steps == 0:
+                    last.update({f"eval/{k}": v for k, v in evaluate(done, state, log).items()})
                 if done % config.checkpoint_every_steps == 0 or done == total or stopping:
                     _raise_if_bad(state, ckpt)
                     ckpt.save(done, state)
