@@ -20,7 +20,7 @@ import pytest
 
 from stiv_jax.data import synthetic, video_io
 from tests.data_fixtures import demo_shards
-from tests.train_utils import losses, tiny_train_config
+from tests.train_utils import demo_tokenizer, losses, tiny_train_config
 from tests.train_utils import run as train
 
 STIV_EVAL = os.path.join(os.path.dirname(sys.executable), "stiv-eval")
@@ -120,10 +120,7 @@ def test_bad_input_is_one_line(args, message, tmp_path, monkeypatch):
 def workdir(tmp_path_factory):
     """A tiny STIV trained for 2 steps with a SentencePiece tokenizer (it samples 4×16² clips)."""
     root = tmp_path_factory.mktemp("eval_run")
-    captions = [
-        synthetic.caption_for(*c) for c in itertools.product(synthetic.COLORS, synthetic.SHAPES, synthetic.MOTIONS)
-    ]
-    spm = synthetic.train_sentencepiece(captions, str(root / "spm.model"), vocab_size=64)
+    spm = demo_tokenizer(root)
     wd = str(root / "run")
     train(tiny_train_config(num_train_steps=2, **{"data.tokenizer_path": spm}), wd)
     return wd
@@ -158,10 +155,7 @@ def test_stiv_eval_samples_from_a_run_the_same_way_twice(workdir, folders, tmp_p
 def test_training_logs_fvd_and_samples_every_eval_step(tmp_path):
     from tensorboardX.proto import event_pb2
 
-    captions = [
-        synthetic.caption_for(*c) for c in itertools.product(synthetic.COLORS, synthetic.SHAPES, synthetic.MOTIONS)
-    ]
-    spm = synthetic.train_sentencepiece(captions, str(tmp_path / "spm.model"), vocab_size=64)
+    spm = demo_tokenizer(tmp_path)
     wd = tmp_path / "run"
     cfg = tiny_train_config(
         num_train_steps=4,

@@ -9,7 +9,6 @@ not through the project's path layer.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import signal
@@ -20,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stiv_jax.data import synthetic, video_io
+from stiv_jax.data import video_io
 from tests.data_fixtures import demo_dir, demo_shards
 from tests.gcs_emulator import GCSEmulator
+from tests.train_utils import demo_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -129,10 +129,7 @@ def _sigterm_at(cloud: Cloud, step: int, *args: str) -> tuple[int, str]:
 
 
 def test_train_sigterm_resume_sample_export_and_init_from_on_gs(cloud, tmp_path):
-    captions = [
-        synthetic.caption_for(*c) for c in itertools.product(synthetic.COLORS, synthetic.SHAPES, synthetic.MOTIONS)
-    ]
-    spm = synthetic.train_sentencepiece(captions, str(tmp_path / "spm.model"), vocab_size=64)
+    spm = demo_tokenizer(tmp_path)
     cloud.gcs.write(BUCKET, "assets/spm.model", Path(spm).read_bytes())
     args = [*TINY, "--config.num_train_steps=40", f"--config.data.tokenizer_path=gs://{BUCKET}/assets/spm.model"]
 

@@ -1,7 +1,6 @@
 """stiv-sample and the sampling pipeline end to end (issue 5): a tiny run trained with the real
 trainer, then every task through the CLI, files decoded back, seeds, conditioning pixels, EMA."""
 
-import itertools
 import os
 import shlex
 import shutil
@@ -17,8 +16,8 @@ from stiv_jax.cli import sample as cli
 from stiv_jax.data import synthetic, video_io
 from stiv_jax.sampling import inputs, pipeline
 from stiv_jax.train.setup import load_train_state
+from tests.train_utils import demo_tokenizer, tiny_train_config
 from tests.train_utils import run as train
-from tests.train_utils import tiny_train_config
 
 T, R = 4, 16  # tiny_synthetic: 4 frames at 16x16
 FAST = ["--steps=3", "--emulated_steps=10"]
@@ -30,10 +29,7 @@ def workdir(tmp_path_factory):
     """A tiny STIV trained for 3 steps (EMA ≠ raw; checkpoints 1, 2, 3) with a SentencePiece
     tokenizer (T5 ids)."""
     root = tmp_path_factory.mktemp("sample_cli")
-    captions = [
-        synthetic.caption_for(*c) for c in itertools.product(synthetic.COLORS, synthetic.SHAPES, synthetic.MOTIONS)
-    ]
-    spm = synthetic.train_sentencepiece(captions, str(root / "spm.model"), vocab_size=64)
+    spm = demo_tokenizer(root)
     wd = str(root / "run")
     train(tiny_train_config(num_train_steps=3, checkpoint_every_steps=1, **{"data.tokenizer_path": spm}), wd)
     return wd

@@ -44,3 +44,11 @@ def run(cfg, workdir, **kwargs):
 
     n = cfg.mesh.data * cfg.mesh.fsdp * cfg.mesh.tensor
     return train(cfg, workdir, devices=jax.devices()[:n], **kwargs)
+
+
+def demo_tokenizer(folder) -> str:
+    """``folder/spm.model``: a SentencePiece model (T5-style ids) of every demo caption."""
+    from stiv_jax.apps.report import all_prompts
+    from stiv_jax.data import synthetic
+
+    return synthetic.train_sentencepiece(all_prompts(), os.path.join(folder, "spm.model"), vocab_size=64)

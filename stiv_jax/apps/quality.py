@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-import zlib
 from collections.abc import Sequence
 
 import ml_collections
 import numpy as np
 from flax import nnx
 
-from stiv_jax.apps.report import parse_caption
+from stiv_jax.apps.report import render_prompt
 from stiv_jax.data import synthetic, video_io
 from stiv_jax.eval.evaluate import Evaluator
 from stiv_jax.eval.fvd import PROTOCOL
@@ -37,11 +36,7 @@ def real_clips(prompts: Sequence[str], config: ml_collections.ConfigDict, seed: 
     clips = []
     with tempfile.TemporaryDirectory(prefix="stiv_demo_real_") as tmp:
         for prompt in prompts:
-            want = parse_caption(prompt)
-            rng = np.random.default_rng([seed, zlib.crc32(prompt.encode())])
-            frames = synthetic.render_clip(
-                want["color"], want["shape"], want["motion"], SOURCE_FRAMES, SOURCE_SIZE, rng
-            )
+            frames = render_prompt(prompt, seed, SOURCE_SIZE, SOURCE_FRAMES)
             path = os.path.join(tmp, "clip.mp4")
             video_io.write_video(path, frames, synthetic.FPS)
             clips.append(video_io.decode_video(path, indices, size=(d.resolution, d.resolution)))

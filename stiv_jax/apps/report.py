@@ -70,15 +70,18 @@ def all_prompts(moving_only: bool = False) -> list[str]:
     return [caption_for(*c) for c in itertools.product(COLORS, SHAPES, motions)]
 
 
+def render_prompt(prompt: str, seed: int, size: int = 64, num_frames: int = 16) -> np.ndarray:
+    """``uint8 [num_frames, size, size, 3]``: the clip of a demo caption rendered like the training
+    data; it depends only on the caption and ``seed``."""
+    want = parse_caption(prompt)
+    rng = np.random.default_rng([seed, zlib.crc32(prompt.encode())])
+    return render_clip(want["color"], want["shape"], want["motion"], num_frames, size, rng)
+
+
 def first_frames(prompts: Sequence[str], seed: int = 1234, size: int = 64) -> np.ndarray:
-    """``uint8 [N, size, size, 3]``: frame 0 of a clip rendered for each prompt like the training
-    data (64 px), the TI2V conditioning image; a prompt's frame depends only on it and ``seed``."""
-    frames = []
-    for prompt in prompts:
-        want = parse_caption(prompt)
-        rng = np.random.default_rng([seed, zlib.crc32(prompt.encode())])
-        frames.append(render_clip(want["color"], want["shape"], want["motion"], 16, size, rng)[0])
-    return np.stack(frames)
+    """``uint8 [N, size, size, 3]``: frame 0 of each prompt's clip (:func:`render_prompt`), the TI2V
+    conditioning image."""
+    return np.stack([render_prompt(prompt, seed, size)[0] for prompt in prompts])
 
 
 def prompt_following(

@@ -10,7 +10,6 @@ written next to the protocol that produced it.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -78,13 +77,13 @@ class Evaluator:
 
     def features(self, videos: Iterable[np.ndarray], progress: Progress | None = None) -> dict[str, np.ndarray]:
         """``{metric: features [N, D]}`` of the videos (uint8 ``[T, H, W, 3]`` each, any sizes)."""
+        from stiv_jax.eval.fid import frames_of
+
         out: dict[str, list[np.ndarray]] = {m: [] for m in self.metrics}
         for batch in same_shape_batches(videos, self.batch_size, progress):
             if self._fvd is not None:
                 out["fvd"].append(self._fvd(batch))
             if self._fid is not None:
-                from stiv_jax.eval.fid import frames_of
-
                 out["fid"].append(self._fid(frames_of(batch)))
         return {m: np.concatenate(f) for m, f in out.items() if f}
 
@@ -104,10 +103,6 @@ class Evaluator:
 
             out["fid"] = FID_PROTOCOL
         return out
-
-
-def take(videos: Iterable[Any], limit: int | None) -> Iterator[Any]:
-    return iter(videos) if limit is None else itertools.islice(videos, limit)
 
 
 def result_line(metrics: dict[str, float]) -> str:
