@@ -7,7 +7,8 @@ import pytest
 
 from stiv_jax.flow import loss as flow_loss
 from stiv_jax.flow.interpolant import X_PRED_MIN_GAP, interpolate, velocity_from_data, velocity_target
-from stiv_jax.flow.tasks import drop_text, replace_frames, sample_frame_conditions, task_masks
+from stiv_jax.flow.task_table import task_masks
+from stiv_jax.flow.tasks import drop_text, replace_frames, sample_frame_conditions
 from stiv_jax.flow.timesteps import sample_time, shift_time
 
 

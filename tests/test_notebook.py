@@ -20,5 +20,7 @@ def test_demo_notebook_executes(tmp_path, monkeypatch):
     ).execute()
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "max relative difference JAX vs PyTorch" in outputs
+    psnr = float(outputs.split("PSNR PyTorch vs JAX: ")[1].split(" dB")[0])  # the diffusers pipeline
+    assert psnr >= 40, psnr
     html = [o for c in nb.cells for o in c.get("outputs", []) if "text/html" in o.get("data", {})]
     assert html and "image/gif;base64" in html[0]["data"]["text/html"]  # the videos are shown inline

@@ -150,8 +150,10 @@ def sample_and_report(out: str, workdir: str, config, seed: int) -> dict:
         sampler, np.stack(t2v_samples), demo_report.all_prompts(), dataclasses.replace(o, task="t2v", seed=seed + 1)
     )
     print(" ".join(f"fvd_{k}={v:.1f}" for k, v in fvd["fvd"].items()), flush=True)
+    pytorch = _pytorch_check(sampler, workdir, os.path.join(out, "diffusers"), o, ti2v_prompt, first, seed)
     report = dict(
         fvd=fvd,
+        pytorch=pytorch,
         rows=rows,
         prompt_following=score,
         t2v_all_prompts=every,
@@ -164,6 +166,23 @@ def sample_and_report(out: str, workdir: str, config, seed: int) -> dict:
     with open(os.path.join(out, "report.json"), "w") as f:
         json.dump(report, f, indent=2)
     return report
+
+
+def _pytorch_check(sampler, workdir: str, folder: str, options, prompt: str, image, seed: int) -> dict:
+    """The run as a diffusers folder and its T2V/TI2V videos drawn in PyTorch (apps/pytorch.py),
+    when torch and diffusers are installed (``make test`` installs them; ``make demo`` does not)."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "diffusers", "transformers") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"PyTorch export check skipped: {', '.join(missing)} not installed (pip install -e '.[torch]')")
+        return {"skipped": f"not installed: {', '.join(missing)}"}
+    _stage("PyTorch: the run as a diffusers pipeline, the same noise drawn by STIVPipeline")
+    from stiv_jax.apps.pytorch import pytorch_parity
+
+    result = pytorch_parity(sampler, workdir, folder, options, prompt, image, seed)
+    print(f"PSNR PyTorch vs JAX: t2v {result['t2v_psnr_db']:.1f} dB, ti2v {result['ti2v_psnr_db']:.1f} dB ({folder})")
+    return result
 
 
 def main(argv) -> None:

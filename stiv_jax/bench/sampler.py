@@ -34,8 +34,8 @@ from flax import nnx
 
 from stiv_jax.bench import standin, timing
 from stiv_jax.bench.trainer import Arch, Shape, bench_config, define_workload_flags, latent_batch, workload
-from stiv_jax.model.conditioning import MICRO_FIELDS
 from stiv_jax.model.dit import STIV
+from stiv_jax.model.micro import MICRO_FIELDS
 from stiv_jax.sampling import analytic, ode, schedules
 from stiv_jax.sampling.guidance import Guidance
 from stiv_jax.sampling.sampler import sample

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stiv_jax.model.conditioning import MICRO_FIELDS
+from stiv_jax.model.micro import MICRO_FIELDS
 
 
 def _dense(rng: np.random.Generator, d_in: int, d_out: int) -> jax.Array:

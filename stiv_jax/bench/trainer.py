@@ -17,8 +17,8 @@ import ml_collections
 import numpy as np
 from absl import flags
 
-from stiv_jax.model.conditioning import micro_conditions
 from stiv_jax.model.flops import train_step_flops
+from stiv_jax.model.micro import micro_conditions
 from stiv_jax.parallel.mesh import make_mesh
 from stiv_jax.parallel.rules import axis_rules
 from stiv_jax.train.config import base_config

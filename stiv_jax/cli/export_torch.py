@@ -1,12 +1,19 @@
-"""stiv-export-torch: export a training run's weights for the PyTorch port of STIV.
+"""stiv-export-torch: export a training run for PyTorch.
 
     stiv-export-torch --workdir=DIR [--out=stiv.safetensors] [--ema|--no-ema] [--dtype=bfloat16]
+    stiv-export-torch --workdir=DIR --format=diffusers [--out=FOLDER] [--text_encoder=DIR]
 
-Reads the latest orbax checkpoint of ``DIR`` (EMA params by default), converts them to the layout
-of stiv_jax/export/torch_stiv.py and writes ``stiv.safetensors`` plus the model config
-``stiv.json`` beside it (default ``DIR/export/stiv.safetensors``; ``DIR`` and ``--out`` may be
-``gs://`` URLs); prints the output path. Load in PyTorch with
-``stiv_jax.export.torch_stiv.load_torch_stiv("stiv.safetensors")``.
+Reads the latest (or ``--step``) orbax checkpoint of ``DIR`` (EMA params by default) and writes
+
+- ``--format=safetensors`` (default): the DiT in the layout of stiv_jax/export/torch_stiv.py,
+  ``stiv.safetensors`` plus the model config ``stiv.json`` beside it (default
+  ``DIR/export/stiv.safetensors``); load with ``torch_stiv.load_torch_stiv(path)``;
+- ``--format=diffusers``: a diffusers pipeline folder (default ``DIR/export/diffusers``) with the
+  DiT, scheduler, text encoder, tokenizer and autoencoder; sample with
+  ``STIVPipeline.from_pretrained(FOLDER)(prompt)`` (``from stiv_jax.export import STIVPipeline``).
+  Runs trained on cached text embeddings name their text encoder with ``--text_encoder``.
+
+``DIR`` and ``--out`` may be ``gs://`` URLs. Prints the output path.
 """
 
 from __future__ import annotations
@@ -36,6 +43,19 @@ def _flags() -> flags.FlagValues:
         "dtype", None, ["float32", "bfloat16"], "Stored dtype (default: as in the checkpoint).", flag_values=fv
     )
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", flag_values=fv)
+    flags.DEFINE_enum(
+        "format",
+        "safetensors",
+        ["safetensors", "diffusers"],
+        "safetensors: the DiT alone; diffusers: a pipeline folder that samples videos (STIVPipeline).",
+        flag_values=fv,
+    )
+    flags.DEFINE_string(
+        "text_encoder",
+        None,
+        "diffusers format, runs on cached text embeddings: the stiv-import directory of their text encoder.",
+        flag_values=fv,
+    )
     flags.mark_flag_as_required("workdir", flag_values=fv)
     return fv
 
@@ -53,6 +73,19 @@ def run(argv: Sequence[str] | None = None) -> str:
         from stiv_jax.export import convert
         from stiv_jax.storage.workdir import Workdir
 
+        if fv.format == "diffusers":
+            from stiv_jax.export.diffusers_export import export_diffusers
+
+            out = fv.out or Workdir(fv.workdir).export_path("diffusers")
+            if out.endswith(".safetensors"):
+                raise ValueError(f"--format=diffusers writes a folder; --out={out!r} names a .safetensors file")
+            out = export_diffusers(
+                fv.workdir, out, ema=fv.ema, step=fv.step, text_encoder=fv.text_encoder, dtype=fv.dtype
+            )
+            print(out)
+            return out
+        if fv.text_encoder:
+            raise ValueError("--text_encoder is used by --format=diffusers only")
         out = fv.out or Workdir(fv.workdir).export_path()
         if not out.endswith(".safetensors"):
             raise ValueError(f"--out must end with .safetensors, got {out!r}")

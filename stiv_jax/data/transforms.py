@@ -24,7 +24,7 @@ import chex
 import numpy as np
 
 from stiv_jax.data import shards, video_io
-from stiv_jax.model.conditioning import micro_conditions
+from stiv_jax.model.micro import micro_conditions
 
 
 def fitting_strides(num_source_frames: int, num_frames: int, strides: Sequence[int]) -> list[int]:

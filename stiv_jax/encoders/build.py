@@ -13,12 +13,15 @@ initialised from the preset in ``model``: toy runs and AOT only). Autoencoder (`
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import ml_collections
 from flax import nnx
 
 from stiv_jax.encoders.pretrained import load_pretrained, random_init
 from stiv_jax.errors import ConfigError
+from stiv_jax.storage import paths
 from stiv_jax.text.clip import CLIPTextConfig
 from stiv_jax.text.embedding import FrozenTokenEmbedding
 from stiv_jax.text.encoder import TextEncoder
@@ -137,3 +140,23 @@ def _as_dict(config: Any) -> dict[str, Any]:
     if hasattr(config, "to_dict"):
         return config.to_dict()
     return dict(config) if isinstance(config, dict) else {k: getattr(config, k) for k in vars(config)}
+
+
+def resolve_text_config(config: ml_collections.ConfigDict, text_checkpoint: str | None):
+    """``config`` with ``text`` pointing at ``text_checkpoint`` (needed for cached-text runs)."""
+    if text_checkpoint:
+        meta = paths.join(text_checkpoint, "config.json")
+        if not paths.exists(meta):
+            raise FileNotFoundError(
+                f"--text_encoder {text_checkpoint!r} is not a stiv-import directory (no config.json)"
+            )
+        kind = json.loads(paths.read_text(meta)).get("kind")
+        config = ml_collections.ConfigDict(config.to_dict())
+        config.text.kind, config.text.checkpoint = kind, text_checkpoint
+    elif config.text.kind == "cached":
+        raise ValueError(
+            "this run trained on cached text embeddings (config.text.kind='cached'); "
+            "pass the text encoder that wrote them (--text_encoder=DIR, a stiv-import "
+            "directory)"
+        )
+    return config

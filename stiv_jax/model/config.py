@@ -21,7 +21,7 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-from stiv_jax.model.conditioning import MICRO_FIELDS
+from stiv_jax.model.micro import MICRO_FIELDS
 
 SIZES = {
     # name: (num_layers, hidden_size, num_heads)
@@ -75,7 +75,7 @@ def _defaults(size: str) -> ml_collections.ConfigDict:
     c.temporal_patch_size = 2
     c.text_dim = 64 if cpu else 1280  # CLIP-bigG width (App. C)
     c.freq_dim = 256  # sinusoid width for timestep and micro-conditions
-    c.num_micro_conditions = len(MICRO_FIELDS)  # conditioning.MICRO_FIELDS
+    c.num_micro_conditions = len(MICRO_FIELDS)  # micro.MICRO_FIELDS
     c.temporal_attention = True
     c.attention_layout = "factorised"
     c.cond_indicator = True  # learned per-frame indicator of replaced frames

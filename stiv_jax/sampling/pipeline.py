@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -43,6 +42,7 @@ import numpy as np
 from flax import nnx
 
 from stiv_jax.data.latent_cache import null_text_for
+from stiv_jax.encoders.build import resolve_text_config
 from stiv_jax.encoders.conditioner import Conditioner, check_consistency
 from stiv_jax.model.config import resolve as resolve_model
 from stiv_jax.model.dit import STIV
@@ -79,7 +79,7 @@ class Plan:
         return {"predict": self.num_given or 0, "upsample": -(-self.num_frames // 2)}.get(self.task, 0)
 
 
-def _sample_latents(model, ae_arg, key, cond, null_cond, times, given, guidance, *, plan: Plan, ae_static):
+def _sample_latents(model, ae_arg, key, cond, null_cond, times, given, guidance, noise, *, plan: Plan, ae_static):
     ae = ae_static if ae_arg is None else ae_arg
     if plan.task == "long":
         first = None if given is None else given[:, 0]
@@ -115,6 +115,7 @@ def _sample_latents(model, ae_arg, key, cond, null_cond, times, given, guidance,
         frame_stride=plan.frame_stride,
         guidance=guidance,
         solver=plan.solver,
+        noise=noise,
     )[1]
 
 
@@ -247,6 +248,20 @@ class Sampler:
         batch = max(p.shape[0] for p in pixels)
         return np.stack([np.broadcast_to(p, (batch, *p.shape[1:])) for p in pixels], axis=1)
 
+    def latent_shape(self, plan: Plan, batch: int) -> tuple[int, ...]:
+        """``[B, T, h, w, C]``: the shape of the initial noise of ``batch`` clips under ``plan``."""
+        return tasks.latent_shape(self.autoencoder, batch, plan.num_frames, plan.height, plan.width)
+
+    def check_noise(self, noise: np.ndarray | jax.Array, plan: Plan, batch: int) -> np.ndarray:
+        """``noise`` as float32 numpy after checking its shape against the plan (``ValueError``)."""
+        if plan.task == "long":
+            raise ValueError("noise= is not supported for task 'long' (it draws noise per segment)")
+        noise = np.asarray(noise, np.float32)
+        want = self.latent_shape(plan, batch)
+        if noise.shape != want:
+            raise ValueError(f"noise has shape {noise.shape}; {batch} prompt(s) under these options need {want}")
+        return noise
+
     def _program(self, name: str, fn: Callable, args: tuple, **static) -> Callable:
         leaves = jax.tree.leaves(args)
         key = (
@@ -275,6 +290,7 @@ class Sampler:
         image: Pixels = None,
         last_image: Pixels = None,
         video: Pixels = None,
+        noise: np.ndarray | jax.Array | None = None,
         **overrides: Any,
     ) -> np.ndarray:
         """Samples one clip per prompt; returns ``uint8 [B, T, H, W, 3]``.
@@ -283,7 +299,9 @@ class Sampler:
         its fields set the task and sampler; ``image``, ``last_image`` (``[H, W, 3]`` or
         ``[B, H, W, 3]``) and ``video`` (``[T, H, W, 3]`` or ``[B, T, H, W, 3]``) are file paths,
         uint8 pixels (fitted to the size) or float32 pixels in [-1, 1] (exact size); one of them
-        for all prompts or one per prompt.
+        for all prompts or one per prompt. ``noise``: the initial latents (t = 0), float32
+        ``[B, T, h, w, C]`` for the B prompts (:meth:`latent_shape`), instead of drawing them from
+        the seed (to reproduce a video elsewhere, e.g. with the exported PyTorch pipeline).
         """
         options = dataclasses.replace(options or SampleOptions.for_run(self.config), **overrides)
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -297,6 +315,8 @@ class Sampler:
         )
         if given is not None and given.shape[0] not in (1, len(prompts)):
             raise ValueError(f"{given.shape[0]} conditioning images/videos for {len(prompts)} prompts")
+        if noise is not None:
+            noise = self.check_noise(noise, plan, len(prompts))
         times = jnp.asarray(schedules.get(options.schedule, options.steps, options.emulated_steps), jnp.float32)
         guidance, self.timings = options.guidance_settings(), {}
         self.log(
@@ -315,7 +335,8 @@ class Sampler:
             if given is not None:
                 chunk_given = jnp.asarray(given[np.zeros_like(rows) if given.shape[0] == 1 else rows])
             key = jax.random.fold_in(jax.random.key(options.seed), i)
-            args = (self.model, self._ae_arg, key, cond, self.null_cond, times, chunk_given, guidance)
+            chunk_noise = None if noise is None else jnp.asarray(noise[rows])
+            args = (self.model, self._ae_arg, key, cond, self.null_cond, times, chunk_given, guidance, chunk_noise)
             run = self._program("sample", _sample_latents, args, plan=plan, ae_static=self._ae_static)
             latents = self._timed("sample", run, *args)
             decode = self._program("decode", _decode_uint8, (self._ae_arg, latents), ae_static=self._ae_static)
@@ -323,26 +344,6 @@ class Sampler:
             videos.append(video[: len(prompts) - start])
         self.log("timings: " + " ".join(f"{k}={v:.2f}s" for k, v in self.timings.items()))
         return np.concatenate(videos)
-
-
-def _resolve_text_config(config: ml_collections.ConfigDict, text_checkpoint: str | None):
-    """``config`` with ``text`` pointing at ``text_checkpoint`` (needed for cached-text runs)."""
-    if text_checkpoint:
-        meta = paths.join(text_checkpoint, "config.json")
-        if not paths.exists(meta):
-            raise FileNotFoundError(
-                f"--text_encoder {text_checkpoint!r} is not a stiv-import directory (no config.json)"
-            )
-        kind = json.loads(paths.read_text(meta)).get("kind")
-        config = ml_collections.ConfigDict(config.to_dict())
-        config.text.kind, config.text.checkpoint = kind, text_checkpoint
-    elif config.text.kind == "cached":
-        raise ValueError(
-            "this run trained on cached text embeddings (config.text.kind='cached'); "
-            "pass the text encoder that wrote them (--text_encoder=DIR, a stiv-import "
-            "directory)"
-        )
-    return config
 
 
 def load_sampler(
@@ -369,7 +370,7 @@ def load_sampler(
         raise FileNotFoundError(f"tokenizer {tokenizer_path!r} (data.tokenizer_path) not found; pass --tokenizer_path")
     tokenizer = make_tokenizer(tokenizer_kind, tokenizer_path, max_length=config.data.max_text_length)
     source_config = config
-    config = _resolve_text_config(config, text_checkpoint)
+    config = resolve_text_config(config, text_checkpoint)
     if config.text.kind == "embedding" and tokenizer.vocab_size > config.text.vocab_size:
         raise ValueError(
             f"tokenizer {tokenizer_path} has {tokenizer.vocab_size} pieces but "

@@ -1,6 +1,6 @@
 """STIV sampling tasks: which latent frames are given, and pixels in → video out (paper §2.3, §5).
 
-The tasks and their given frames are ``stiv_jax.flow.tasks``' table, shared with training.
+The tasks and their given frames are ``stiv_jax.flow.task_table``, shared with training.
 
 Given images go through the autoencoder (``ae.encode`` frames [B, G, H, W, 3] in [-1, 1] →
 latents, one latent frame per frame, as STIV's per-frame VAE and ``PixelAutoencoder``); the
@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stiv_jax.flow.tasks import DEFAULT_PREDICT_FRAMES, TASKS, given_frames
-from stiv_jax.model.conditioning import micro_conditions
+from stiv_jax.flow.task_table import DEFAULT_PREDICT_FRAMES, TASKS, given_frames
+from stiv_jax.model.micro import micro_conditions
 from stiv_jax.sampling.frames import FrameCondition
 from stiv_jax.sampling.guidance import Cond, Guidance
 from stiv_jax.sampling.sampler import Model, sample
@@ -37,7 +37,7 @@ class Autoencoder(Protocol):
 
 def given_frame_indices(task: str, num_frames: int, num_given: int | None = None) -> tuple[int, ...]:
     """Indices of the given (replaced) frames of a ``num_frames`` clip for ``task``
-    (``flow.tasks.given_frames``), refusing clips too short for the task."""
+    (``flow.task_table.given_frames``), refusing clips too short for the task."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS} (or use long.py)")
     if task == "t2i" and num_frames != 1:
@@ -117,16 +117,22 @@ def generate(
     frame_stride: int = 1,
     guidance: Guidance = Guidance(),
     solver: str = "euler",
+    noise: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Runs one task; returns (video [B, T, H, W, 3] in [-1, 1], latents [B, T, h, w, C]).
 
     ``images`` [B, G, H, W, 3] are the given frames in order (ti2v: the first frame; predict: the
     first k; interpolate: first and last; upsample: the low-frame-rate clip, ceil(T/2) frames).
-    ``cond['micro']`` defaults to :func:`default_micro` with ``frame_stride``.
+    ``cond['micro']`` defaults to :func:`default_micro` with ``frame_stride``. ``noise``: the
+    initial state (t = 0) ``[B, T, h, w, C]``; default: drawn from ``rng``.
     """
     batch = cond["text"].shape[0]
     indices = given_frame_indices(task, num_frames, num_given)
-    noise = gaussian_noise(rng, latent_shape(ae, batch, num_frames, height, width))
+    shape = latent_shape(ae, batch, num_frames, height, width)
+    if noise is None:
+        noise = gaussian_noise(rng, shape)
+    chex.assert_shape(noise, shape)
+    noise = jnp.asarray(noise, jnp.float32)
     frames = encode_frame_condition(ae, images, indices, noise)
     cond = with_micro(cond, batch, height, width, num_frames, frame_stride)
     latents = sample(model, noise, cond, null_cond, times, frames=frames, guidance=guidance, solver=solver)

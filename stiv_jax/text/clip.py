@@ -93,8 +93,9 @@ class CLIPTextConfig(PretrainedConfig):
             activation=layers.hf_activation(text.get("hidden_act", "quick_gelu")),
             layer_norm_eps=text.get("layer_norm_eps", 1e-5),
             projection_dim=(hf.get("projection_dim") or text.get("projection_dim")) if with_projection else None,
-            pooling="argmax" if eos == 2 else "eos",
-            eos_token_id=eos,
+            # stiv_pooling / stiv_eos_token_id: written by text/convert.py's clip_hf_config
+            pooling=text.get("stiv_pooling") or ("argmax" if eos == 2 else "eos"),
+            eos_token_id=int(text.get("stiv_eos_token_id", eos)),
         )
 
     @property

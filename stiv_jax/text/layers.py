@@ -48,6 +48,7 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 HF_ACTIVATIONS = {
     "gelu": "gelu",
     "gelu_new": "gelu_tanh",
+    "gelu_python": "gelu",
     "gelu_pytorch_tanh": "gelu_tanh",
     "quick_gelu": "quick_gelu",
     "relu": "relu",

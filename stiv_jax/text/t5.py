@@ -55,7 +55,7 @@ class T5EncoderConfig(PretrainedConfig):
         ff = hf.get("feed_forward_proj", "relu")
         gated = ff.startswith("gated-")
         act = ff[len("gated-") :] if gated else ff
-        if act == "gelu":  # transformers maps "gated-gelu" to the tanh approximation
+        if gated and act == "gelu":  # transformers maps "gated-gelu" (only) to the tanh approximation
             act = "gelu_new"
         return cls(
             vocab_size=hf.get("vocab_size", 32128),

@@ -25,7 +25,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from stiv_jax.data import pipeline, shards
-from stiv_jax.model.conditioning import micro_conditions
+from stiv_jax.model.micro import micro_conditions
 from stiv_jax.parallel.mesh import batch_sharding
 
 

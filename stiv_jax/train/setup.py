@@ -16,8 +16,8 @@ from jax.sharding import Mesh
 
 from stiv_jax.encoders.conditioner import Conditioner, check_consistency
 from stiv_jax.errors import ConfigError
-from stiv_jax.model.conditioning import MICRO_FIELDS
 from stiv_jax.model.config import resolve
+from stiv_jax.model.micro import MICRO_FIELDS
 from stiv_jax.parallel.mesh import batch_sharding, replicated
 from stiv_jax.parallel.rules import DEFAULT_RULES, Rules
 from stiv_jax.storage import checkpoints

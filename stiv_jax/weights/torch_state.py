@@ -5,6 +5,8 @@ stiv_jax/vae/convert.py). A converter is a list of :class:`Rule` s, each naming 
 parameters (a dotted NNX state path), the torch key(s) it comes from and the layout change
 (``linear``: ``(out, in) → (in, out)``; ``conv2d``: ``OIHW → HWIO``). A rule with several source
 keys stacks them along a new leading axis (the ``layers`` axis of scanned blocks).
+The same rules run backwards (:func:`invert_rules`, Flax → torch) through the inverse registered
+per transform (:func:`inverse_of`).
 
 :func:`apply_rules` checks everything before building anything and raises one
 :class:`ConversionError` naming every missing, unexpected and mis-shaped key.
@@ -48,6 +50,32 @@ def linear(w: np.ndarray) -> np.ndarray:
 def conv2d(w: np.ndarray) -> np.ndarray:
     """``torch.nn.Conv2d.weight (O, I, kH, kW)`` → Flax kernel ``(kH, kW, I, O)``."""
     return w.transpose(2, 3, 1, 0) if w.ndim == 4 else w
+
+
+# Inverse layout changes (our layout → torch), keyed by the forward transform.
+INVERSES: dict[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]] = {identity: identity}
+
+
+def inverse_of(transform: Callable[[np.ndarray], np.ndarray]):
+    """Decorator registering the decorated function as ``transform``'s inverse."""
+
+    def register(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+        INVERSES[transform] = fn
+        return fn
+
+    return register
+
+
+@inverse_of(linear)
+def linear_to_torch(w: np.ndarray) -> np.ndarray:
+    """Flax kernel ``(in, out)`` → ``torch.nn.Linear.weight (out, in)``."""
+    return w.T if w.ndim == 2 else w
+
+
+@inverse_of(conv2d)
+def conv2d_to_torch(w: np.ndarray) -> np.ndarray:
+    """Flax kernel ``(kH, kW, I, O)`` → ``torch.nn.Conv2d.weight (O, I, kH, kW)``."""
+    return w.transpose(3, 2, 0, 1) if w.ndim == 4 else w
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +179,12 @@ def param_shapes(abstract_model: nnx.Module) -> dict[str, tuple[int, ...]]:
     return {".".join(map(str, path)): tuple(v.shape) for path, v in nnx.to_flat_state(state)}
 
 
+def flat_params(model: nnx.Module) -> dict[str, np.ndarray]:
+    """Dotted path → value (numpy, as stored) of every ``nnx.Param`` of a concrete model."""
+    state = nnx.state(model, nnx.Param)
+    return {".".join(map(str, path)): np.asarray(v.get_value()) for path, v in nnx.to_flat_state(state)}
+
+
 def _fmt(items: Sequence[str], limit: int = 12) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f", … ({len(items) - limit} more)" if len(items) > limit else "")
@@ -233,3 +267,48 @@ def convert(
     """``state_dict`` → a concrete NNX model with the abstract model's structure and dtypes."""
     params = apply_rules(state_dict, rules, param_shapes(abstract_model), ignore=ignore, what=what)
     return build_with_params(abstract_model, params)
+
+
+def _float32(w) -> np.ndarray:
+    w = np.asarray(w)
+    if jax.numpy.issubdtype(w.dtype, jax.numpy.floating):  # bfloat16 included
+        w = w.astype(np.float32)
+    return w
+
+
+def invert_rules(params: Mapping[str, np.ndarray], rules: Sequence[Rule], *, what: str = "model") -> StateDict:
+    """Our ``{dotted path: array}`` (:func:`flat_params`) → the torch state dict ``rules`` read.
+
+    Each rule's transform is undone by its registered inverse; stacked parameters are split
+    along their leading axis into their per-layer keys. Arrays come back as contiguous, writable
+    copies, floating ones as float32. Raises :class:`ConversionError` listing parameters without
+    a rule, rules without a parameter, transforms without an inverse and stacks of the wrong length.
+    """
+    problems = []
+    no_rule = sorted(set(params) - {r.target for r in rules})
+    if no_rule:
+        problems.append(f"parameters without a rule ({len(no_rule)}): {_fmt(no_rule)}")
+    missing = [r.target for r in rules if r.target not in params]
+    if missing:
+        problems.append(f"missing parameters ({len(missing)}): {_fmt(missing)}")
+    no_inverse = sorted(
+        {getattr(r.transform, "__name__", repr(r.transform)) for r in rules if r.transform not in INVERSES}
+    )
+    if no_inverse:
+        problems.append(f"transforms without a registered inverse: {_fmt(no_inverse)}")
+    out: StateDict = {}
+    for rule in rules:
+        if rule.target not in params or rule.transform not in INVERSES:
+            continue
+        w = _float32(params[rule.target])
+        if rule.stacked and (w.ndim == 0 or w.shape[0] != len(rule.sources)):
+            problems.append(f"{rule.target}: shape {w.shape} does not stack {len(rule.sources)} torch keys")
+            continue
+        inverse = INVERSES[rule.transform]
+        for key, part in zip(rule.sources, w if rule.stacked else [w]):
+            if key in out:
+                problems.append(f"{key}: written by more than one rule")
+            out[key] = np.array(inverse(part), order="C")  # an owned, writable copy
+    if problems:
+        raise ConversionError(f"cannot convert {what} parameters into a state dict:\n  " + "\n  ".join(problems))
+    return out
