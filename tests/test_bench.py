@@ -5,7 +5,11 @@ contracts documented in docs/results.md, the GPU recipe's CPU dry run), never sp
 ``stiv-bench`` on purpose-sized workloads, not in tests.
 """
 
+import os
 import re
+import subprocess
+import sys
+import time
 
 import jax
 import pytest
@@ -26,9 +30,13 @@ TINY = [
 ]
 
 
+LOAD_FIELDS = r" load_before=\S+ load_after=\S+ cores=\d+ others_cpu=\S+ quiet=(yes|no)"
+
+
 def _last_value(out: str, key: str) -> float:
+    """The headline value of the last line (``key=value`` followed by the load fields)."""
     last = out.strip().splitlines()[-1]
-    m = re.fullmatch(rf"{key}=(\S+)", last)
+    m = re.fullmatch(rf"{key}=(\S+){LOAD_FIELDS}", last)
     assert m, last
     return float(m.group(1))
 
@@ -42,6 +50,55 @@ def test_interleaved_alternates_and_takes_medians():
     assert t.median("a") == 2.0 and t.spread("a") == 1.0
     with pytest.raises(ValueError):
         timing.interleaved({"a": lambda: None}, repeats=0)
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios():
+    t = timing.Timings({"a": [2.0, 4.0, 9.0], "b": [1.0, 4.0, 3.0]})
+    assert t.paired_ratio("a", "b") == 2.0  # ratios 2, 1, 3; the ratio of medians would be 4 / 3
+    with pytest.raises(ValueError):
+        timing.Timings({"a": [1.0], "b": [1.0, 2.0]}).paired_ratio("a", "b")
+
+
+def _busy_process(seconds: float):
+    """A child process that keeps one core busy (another job on the machine)."""
+    code = f"import time\nend = time.time() + {seconds}\nwhile time.time() < end: pass"
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def test_load_watch_sees_other_processes_but_not_its_own_workers():
+    busy = _busy_process(3.0)
+    watch = timing.LoadWatch()
+    time.sleep(2.0)
+    fields = watch.fields()
+    busy.wait()
+    assert fields["others_cpu"] >= 0.6 and fields["quiet"] == "no", fields
+    assert fields["cores"] == timing.cpu_threads() and fields["load_before"] >= 0
+    worker = _busy_process(3.0)  # the same work, declared as the benchmark's own
+    watch = timing.LoadWatch([worker.pid])
+    time.sleep(2.0)
+    mine = watch.fields()
+    worker.wait()
+    assert mine["others_cpu"] <= fields["others_cpu"] - 0.5, (mine, fields)
+
+
+def test_stiv_bench_refuses_a_loaded_machine_unless_allowed():
+    """The console script: a busy neighbour makes ``stiv-bench mfu`` print quiet=no on its last
+    line and exit 2 with one error line; ``--allow_loaded`` keeps the figure (exit 0)."""
+    tiny = TINY + ["--matmul_size=64", "--matmul_calls=1"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    exe = os.path.join(os.path.dirname(sys.executable), "stiv-bench")
+    for extra, code in (([], 2), (["--allow_loaded"], 0)):
+        busy = _busy_process(120.0)
+        try:
+            proc = subprocess.run([exe, "mfu", *tiny, *extra], capture_output=True, text=True, timeout=300, env=env)
+        finally:
+            busy.kill()
+        assert proc.returncode == code, proc.stderr[-2000:]
+        last = proc.stdout.strip().splitlines()[-1]
+        assert re.fullmatch(rf"fraction_of_matmul_peak=\S+{LOAD_FIELDS}", last) and last.endswith("quiet=no"), last
+        errors = proc.stderr.strip().splitlines()
+        if code:
+            assert len(errors) == 1 and errors[0].startswith("stiv-bench: error: the machine was loaded"), errors
 
 
 def test_stiv_step_counts_and_trains():
@@ -157,3 +214,48 @@ def test_remat_tiny(capsys):
         remat.main(TINY + ["--policies=dots"])
     with pytest.raises(ValueError, match="--policies=dots,nope"):
         remat.main(TINY + ["--policies=dots,nope"])
+
+
+def test_profile_classes_ops_and_counts_dot_flops():
+    """HLO parsing on a known program: the attention einsum and the dense dot are told apart and
+    their FLOPs are the analytic 2·M·N·K; forward/backward phases come from op names."""
+    import collections
+
+    import jax.numpy as jnp
+
+    from stiv_jax.bench import profile
+
+    def f(q, k, w):
+        logits = jnp.einsum("nqhd,nkhd->nhqk", q, k)
+        return jnp.sum(jnp.tanh(logits)) + jnp.sum((q.reshape(-1, 8) @ w) ** 2)
+
+    q, k, w = jnp.ones((2, 16, 4, 8)), jnp.ones((2, 32, 4, 8)), jnp.ones((8, 24))
+    text = jax.jit(jax.grad(f)).lower(q, k, w).compile().as_text()
+    instrs = profile.parse_hlo(text)
+    by_comp = collections.defaultdict(list)
+    for i in instrs.values():
+        by_comp[i.computation].append(i)
+    found = collections.defaultdict(float)
+    phases = set()
+    for name, instr in instrs.items():
+        if instr.computation.startswith("main") and (c := profile.classify(name, instrs, by_comp)):
+            found[c[0]] += c[2]
+            phases.add(c[1])
+    attention = 2 * (2 * 4 * 16 * 32) * 8  # [n, h, q, k] logits, contracted over d
+    dense = 2 * (2 * 16 * 4) * 24 * 8  # [n·q·h, d] @ [d, 24]
+    # the gradient w.r.t. q: each forward dot plus one backward dot of the same size
+    assert found["matmul:attention"] == 2 * attention and found["matmul:dense"] == 2 * dense, dict(found)
+    assert phases >= {"forward", "backward"}
+
+
+def test_profile_tiny(capsys):
+    from stiv_jax.bench import profile
+
+    shares = profile.main(TINY[:-1])
+    out = capsys.readouterr().out
+    for side in ("stiv", "latte"):
+        assert sum(shares[side].values()) == pytest.approx(1.0) and shares[side]["matmul:dense"] > 0
+    assert len(re.findall(r"side=stiv_jax op_class=", out)) == len(profile.CLASSES)
+    assert re.search(r"side=latte phase=backward ms=\S+", out) and re.search(r"side=stiv_jax phase=update", out)
+    last = out.strip().splitlines()[-1]
+    assert re.fullmatch(rf"stiv_matmul_share=\S+ latte_matmul_share=\S+{LOAD_FIELDS}", last), last

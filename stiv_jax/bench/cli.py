@@ -6,11 +6,15 @@
   stiv-bench scaling  [flags]  time/memory vs frames and resolution, factorised vs 3D attention
   stiv-bench remat    [flags]  train-step time/memory per remat policy (last line dots_vs_none=…)
   stiv-bench data     [flags]  Grain decoding throughput (bench/data_throughput.py)
+  stiv-bench profile  [flags]  where the train step's time goes, per op class, vs Latte
   stiv-bench all               every benchmark above with its defaults
 
 Flags after the command go to that benchmark (``stiv-bench latte --help`` lists them). Each
-prints ``key=value`` lines; ratios are measured within one run (interleaved, medians), because
-absolute times on a shared machine are noisy. The GPU recipe is ``python -m stiv_jax.bench.gpu``.
+prints ``key=value`` lines; ratios are measured within one run (interleaved, paired), because
+absolute times on a shared machine are noisy. Every last line also carries the machine's load
+(``load_before= load_after= cores= others_cpu= quiet=``, bench/timing.py); on a loaded machine
+the command fails (exit status 2) unless ``--allow_loaded``: such a figure is not a result.
+The GPU recipe is ``python -m stiv_jax.bench.gpu``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ COMMANDS = {
     "scaling": ("stiv_jax.bench.scaling", "main"),
     "remat": ("stiv_jax.bench.remat", "main"),
     "data": ("stiv_jax.bench.data_throughput", "run"),
+    "profile": ("stiv_jax.bench.profile", "main"),
 }
 
 
@@ -44,15 +49,21 @@ def run(argv: Sequence[str] | None = None) -> None:
         return
     if not args or args[0] not in (*COMMANDS, "all"):
         fail("stiv-bench", f"the first argument must be one of {', '.join(COMMANDS)}, all (--help for more)")
+    from stiv_jax.bench import timing
+
     name, rest = args[0], args[1:]
+    strict = "--allow_loaded" not in rest
+    rest = [a for a in rest if a != "--allow_loaded"]
     with reported("stiv-bench", verbose="--verbose" in rest or verbose_from_env()):
         if name == "all":
             if rest:
                 fail("stiv-bench", "stiv-bench all takes no flags; run a single benchmark to change its sizes")
             for command in COMMANDS:
                 print(f"== stiv-bench {command}", flush=True)
+                timing.guard(strict)
                 _entry(command)([])
             return
+        timing.guard(strict)
         _entry(name)(rest)
 
 

@@ -17,6 +17,7 @@ import time
 
 from absl import flags
 
+from stiv_jax.bench import timing
 from stiv_jax.console import flag_utils
 from stiv_jax.data import config as data_config
 from stiv_jax.data import pipeline, synthetic
@@ -66,16 +67,20 @@ def run(argv: list[str] | None = None) -> None:
         f"dataset: {manifest['num_records']} clips of {fv.source_frames}x{fv.size}x{fv.size} "
         f"({manifest['total_bytes'] / 1e6:.1f} MB) prepared in {time.perf_counter() - start:.1f}s"
     )
+    lines: list[str] = []  # printed at the end, the last one with the machine's load
     for workers in (int(w) for w in fv.workers):
         cfg = data_config.get_data_config()
         cfg.path, cfg.tokenizer_path = out, os.path.join(src, "spm.model")
         cfg.num_frames, cfg.resolution, cfg.frame_strides = fv.num_frames, fv.resolution, (1, 2, 3)
         cfg.num_workers, cfg.read_threads, cfg.prefetch = workers, fv.read_threads, 2
         rate = time_pipeline(cfg, fv.batch_size, fv.batches, fv.warmup)
-        print(
+        lines.append(
             f"workers={workers} read_threads={fv.read_threads} clip={fv.num_frames}x{fv.resolution}x{fv.resolution} "
             f"clips_per_s={rate:.1f}"
         )
+    for line in lines[:-1]:
+        print(line)
+    timing.headline(lines[-1])
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             autocast_dtype=fv.dtype if dtype != jnp.float32 else None,
         )
         tp = timing.interleaved({"latte": latte.step, "stiv": ours.step}, repeats=fv.repeats, warmup=1)
-        out["speedup_vs_latte"] = tp.median("latte") / tp.median("stiv")
+        out["speedup_vs_latte"] = tp.paired_ratio("latte", "stiv")
         print(
             "peer:",
             timing.report(
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 latte_train_flops=latte.flops,
             ),
         )
-    print(
+    timing.headline(
         f"mfu={out['mfu']:.4f} fraction_of_matmul_peak={out['fraction_of_matmul_peak']:.4f} "
         f"speedup_vs_latte={out['speedup_vs_latte']:.4f}"
     )

@@ -25,14 +25,21 @@ scripts do. Matching choices:
   per-FLOP figure;
 - execution: Latte eager in PyTorch (as its training scripts run), ours one jitted XLA step
   with the benchmark choices of :func:`stiv_jax.bench.trainer.bench_config` (layers unrolled,
-  remat ``dots``), both float32 on the same thread count.
+  remat ``dots``), both float32 on the same thread count;
+- timing: each side lives in its own worker process (PyTorch's and XLA's thread pools and
+  allocators never share a process; measured 2026-12-02, sharing one slowed our step from 7.5 s
+  to 10.4 s), the parent alternates single steps (Latte, ours at each mask ratio, Latte, …) and
+  ``speedup_vs_latte`` is the median of the per-round ratios. ``--order=blocks`` runs each side's
+  steps back to back instead (each side alone on the machine), for comparison.
 
-Run: ``stiv-bench latte`` (last line ``speedup_vs_latte=<float>``, mask_ratio 0).
+Run: ``stiv-bench latte`` (last line ``speedup_vs_latte=<float> …``, mask_ratio 0).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import time
 
 from absl import flags
 
@@ -126,12 +133,15 @@ class LatteStep:
 
     def step(self) -> float:
         torch = self.torch
-        loss = self._loss()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-        self.opt.step()
-        with torch.no_grad():
+        phase = torch.profiler.record_function  # phases for bench/profile.py (no cost unprofiled)
+        with phase("latte:forward"):
+            loss = self._loss()
+        with phase("latte:backward"):
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+        with phase("latte:update"), torch.no_grad():
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+            self.opt.step()
             torch._foreach_lerp_(self.ema, self.params, self.ema_weight)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
@@ -142,46 +152,105 @@ def _flag_values() -> flags.FlagValues:
     fv = flags.FlagValues()
     d = dict(flag_values=fv)
     define_workload_flags(fv, Shape(batch=4), Arch())
-    flags.DEFINE_integer("repeats", 3, "Timed A/B rounds (medians reported).", **d)
+    flags.DEFINE_integer("repeats", 3, "Timed rounds (medians of per-round ratios reported).", **d)
     flags.DEFINE_list("mask_ratios", ["0.5", "0"], "MaskDiT ratios to run; the last one gives the final line.", **d)
+    flags.DEFINE_enum(
+        "order", "alternate", ["alternate", "blocks"], "alternate: A B A B …; blocks: A A A, then B B B.", **d
+    )
     return fv
 
 
-def compare(shape: Shape, arch: Arch, mask_ratios: list[float], repeats: int) -> dict[float, dict]:
-    """Interleaved Latte / stiv_jax (one per mask ratio) medians; returns per-ratio results."""
-    threads = timing.cpu_threads()
-    latte = LatteStep(shape, arch, threads)
-    ours = {r: StivStep(bench_config(shape, arch, mask_ratio=r), shape) for r in mask_ratios}
-    fns = {"latte": latte.step, **{f"stiv_mask{r}": s.step for r, s in ours.items()}}
-    t = timing.interleaved(fns, repeats=repeats, warmup=1)
-    lat = t.median("latte")
+def _worker(side: str, shape: Shape, arch: Arch, mask_ratios: list[float], threads: int, conn) -> None:
+    """A worker process: builds one side's step(s), reports their counts, then runs one step per
+    request (the step's name) and answers with its seconds; ``None`` ends it."""
+    if side == "latte":
+        steps = {"latte": LatteStep(shape, arch, threads)}
+    else:
+        steps = {f"stiv_mask{r}": StivStep(bench_config(shape, arch, mask_ratio=r), shape) for r in mask_ratios}
+    conn.send(
+        {
+            k: dict(flops=s.flops, params=s.num_params, compile_s=getattr(s, "compile_seconds", 0.0))
+            for k, s in steps.items()
+        }
+    )
+    while (name := conn.recv()) is not None:
+        start = time.perf_counter()
+        steps[name].step()
+        conn.send(time.perf_counter() - start)
+
+
+class _Workers:
+    """The two worker processes (spawned one after the other, so building never overlaps)."""
+
+    def __init__(self, shape: Shape, arch: Arch, mask_ratios: list[float]):
+        ctx = multiprocessing.get_context("spawn")
+        self.info, self.conns, self.procs = {}, {}, []
+        for side in ("latte", "stiv"):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(side, shape, arch, mask_ratios, timing.cpu_threads(), child))
+            proc.start()
+            self.procs.append(proc)
+            info = parent.recv()
+            self.info.update(info)
+            self.conns.update(dict.fromkeys(info, parent))
+        timing.watch(p.pid for p in self.procs)  # their CPU time is ours, not the machine's load
+
+    def step(self, name: str) -> None:
+        self.conns[name].send(name)
+        self.conns[name].recv()
+
+    def close(self) -> None:
+        for conn in set(self.conns.values()):
+            conn.send(None)
+        for proc in self.procs:
+            proc.join(timeout=60)
+
+
+def _blocks(fns: dict, repeats: int) -> timing.Timings:
+    """Each candidate's ``repeats`` runs back to back (after one warm-up), candidate after candidate."""
+    out = {}
+    for name, fn in fns.items():
+        out[name] = timing.interleaved({name: fn}, repeats=repeats, warmup=1).seconds[name]
+    return timing.Timings(out)
+
+
+def compare(shape: Shape, arch: Arch, mask_ratios: list[float], repeats: int, order: str = "alternate") -> dict:
+    """Latte vs stiv_jax (one per mask ratio), each side in its own process; per-ratio results."""
+    workers = _Workers(shape, arch, mask_ratios)
+    try:
+        fns = {name: (lambda n=name: workers.step(n)) for name in workers.info}
+        t = timing.interleaved(fns, repeats=repeats, warmup=1) if order == "alternate" else _blocks(fns, repeats)
+    finally:
+        workers.close()
+    lat, info = t.median("latte"), workers.info
     print(
         timing.report(
             side="latte",
             step_s=lat,
             spread=t.spread("latte"),
-            params=latte.num_params,
-            train_flops=latte.flops,
-            gflop_per_s=latte.flops / lat / 1e9,
-            threads=threads,
+            params=info["latte"]["params"],
+            train_flops=info["latte"]["flops"],
+            gflop_per_s=info["latte"]["flops"] / lat / 1e9,
+            threads=timing.cpu_threads(),
         )
     )
     out = {}
-    for r, s in ours.items():
-        m = t.median(f"stiv_mask{r}")
-        out[r] = dict(step_s=m, speedup=lat / m, flops=s.flops, params=s.num_params)
+    for r in mask_ratios:
+        name = f"stiv_mask{r}"
+        m, speedup = t.median(name), t.paired_ratio("latte", name)
+        out[r] = dict(step_s=m, speedup=speedup, flops=info[name]["flops"], params=info[name]["params"])
         print(
             timing.report(
                 side="stiv_jax",
                 mask_ratio=r,
                 step_s=m,
-                spread=t.spread(f"stiv_mask{r}"),
-                params=s.num_params,
-                train_flops=s.flops,
-                gflop_per_s=s.flops / m / 1e9,
-                compile_s=s.compile_seconds,
-                speedup_vs_latte=lat / m,
-                flop_rate_vs_latte=(s.flops / m) / (latte.flops / lat),
+                spread=t.spread(name),
+                params=info[name]["params"],
+                train_flops=info[name]["flops"],
+                gflop_per_s=info[name]["flops"] / m / 1e9,
+                compile_s=info[name]["compile_s"],
+                speedup_vs_latte=speedup,
+                flop_rate_vs_latte=speedup * info[name]["flops"] / info["latte"]["flops"],
             )
         )
     return out
@@ -195,9 +264,10 @@ def main(argv: list[str] | None = None) -> float:
     print(timing.machine())
     print("workload:", timing.report(**dataclasses.asdict(shape), **dataclasses.asdict(arch)))
     ratios = [float(r) for r in fv.mask_ratios]
-    out = compare(shape, arch, ratios, fv.repeats)
+    print("order:", fv.order)
+    out = compare(shape, arch, ratios, fv.repeats, fv.order)
     speedup = out[ratios[-1]]["speedup"]
-    print(f"speedup_vs_latte={speedup:.4f}")
+    timing.headline(f"speedup_vs_latte={speedup:.4f}")
     return speedup
 
 

@@ -1,8 +1,8 @@
 """Train-step time and memory under each ``model.remat_policy``, measured in one run.
 
 Every policy compiles the same stiv_jax train step (``stiv_jax.bench.trainer.StivStep``) on the
-same latent batch; the steps are then timed round-robin (interleaved medians), so the ratios are
-taken under the same machine load. The default workload is the demo's
+same latent batch; the steps are then timed round-robin, and the ratio is the median of the
+per-round ratios, so both runs of a pair saw the same machine load. The default workload is the demo's
 (``experiments/demo_shapes.py``: batch 8, 4 latent frames of 12×12×12, 1×2×2 patches, width 128,
 4 blocks, no MaskDiT), which is where the demo's remat choice was made.
 
@@ -34,8 +34,9 @@ def _flag_values() -> flags.FlagValues:
     return fv
 
 
-def measure(steps: dict[str, StivStep], repeats: int) -> dict[str, dict[str, float]]:
-    """Interleaved median step time, its spread and XLA's peak-memory estimate per policy."""
+def measure(steps: dict[str, StivStep], repeats: int) -> tuple[dict[str, dict[str, float]], timing.Timings]:
+    """Interleaved median step time, its spread and XLA's peak-memory estimate per policy, and the
+    timings (for paired ratios)."""
     t = timing.interleaved({name: s.step for name, s in steps.items()}, repeats=repeats, warmup=2)
     return {
         name: dict(
@@ -45,7 +46,7 @@ def measure(steps: dict[str, StivStep], repeats: int) -> dict[str, dict[str, flo
             compile_s=s.compile_seconds,
         )
         for name, s in steps.items()
-    }
+    }, t
 
 
 def main(argv: list[str] | None = None) -> float:
@@ -63,12 +64,12 @@ def main(argv: list[str] | None = None) -> float:
         "workload:", timing.report(**dataclasses.asdict(shape), **dataclasses.asdict(arch), scan_layers=fv.scan_layers)
     )
     steps = {p: StivStep(bench_config(shape, arch, remat=p, scan_layers=fv.scan_layers), shape) for p in policies}
-    results = measure(steps, fv.repeats)
+    results, t = measure(steps, fv.repeats)
     for name, r in results.items():
         print(timing.report(policy=name, **r))
     first, second = policies[:2]
-    ratio = results[first]["step_ms"] / results[second]["step_ms"]
-    print(f"{first}_vs_{second}={ratio:.4f}")
+    ratio = t.paired_ratio(first, second)
+    timing.headline(f"{first}_vs_{second}={ratio:.4f}")
     return ratio
 
 

@@ -196,7 +196,7 @@ def stiv_cfg_sampling(
         max_abs_diff=max_abs_diff,
         sample_rms=float(jnp.sqrt(jnp.mean(jnp.square(outputs["loop"])))),
         distance_from_noise=float(jnp.max(jnp.abs(outputs["loop"] - noise))),
-        speedup=tm.median("loop") / tm.median("jit_cfg"),
+        speedup=tm.paired_ratio("loop", "jit_cfg"),
         sampler_compile_s=sampler_compile_s,
         forward_compile_s=forward_compile_s,
         sampler_memory_mb=(
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
     shape, arch = workload(fv, Arch(temporal_patch=2))
     print("stiv workload:", timing.report(**dataclasses.asdict(shape), **dataclasses.asdict(arch), steps=fv.steps))
-    print(timing.report(**stiv_cfg_sampling(shape, arch, steps=fv.steps, repeats=fv.repeats)))
+    timing.headline(timing.report(**stiv_cfg_sampling(shape, arch, steps=fv.steps, repeats=fv.repeats)))
 
 
 if __name__ == "__main__":

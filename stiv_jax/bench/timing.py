@@ -1,8 +1,16 @@
-"""Timing helpers shared by the benchmarks: interleaved medians and the machine's matmul rate.
+"""Timing helpers shared by the benchmarks: interleaved medians, paired ratios, the machine's
+matmul rate, and the load guard.
 
 Shared machines are noisy, so every comparison is measured *in one run*: the candidates are
-called round-robin (A B A B …) after a warm-up, and each is summarised by its median. A ratio of
-two medians taken this way is far more stable than either time alone.
+called round-robin (A B A B …) after a warm-up; a ratio is the median of the per-round ratios
+(:meth:`Timings.paired_ratio`), each round's two runs having seen the same machine.
+
+A figure taken on a loaded machine is not a result. :class:`LoadWatch` records the 1-minute load
+average and the core count before and after, and the CPU time *other* processes used meanwhile
+(``/proc/stat`` busy time minus this process's and its workers'). Every benchmark's last line
+(:func:`headline`) carries these fields and ``quiet=yes|no``; run from ``stiv-bench``, a loaded
+machine (load before > cores, or others using > ``OTHERS_LIMIT`` cores on average) ends the
+command with an error unless ``--allow_loaded``.
 """
 
 from __future__ import annotations
@@ -12,11 +20,13 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from stiv_jax.errors import UserError
 
 
 def cpu_threads() -> int:
@@ -54,6 +64,11 @@ class Timings:
         s = self.seconds[name]
         return (max(s) - min(s)) / statistics.median(s)
 
+    def paired_ratio(self, numerator: str, denominator: str) -> float:
+        """Median over rounds of ``numerator_i / denominator_i`` (runs of one round are adjacent)."""
+        pairs = zip(self.seconds[numerator], self.seconds[denominator], strict=True)
+        return statistics.median(a / b for a, b in pairs)
+
 
 def interleaved(fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1) -> Timings:
     """Calls each (blocking) function ``warmup`` times, then ``repeats`` rounds of A, B, … in turn."""
@@ -88,3 +103,107 @@ def fmt(x: float) -> str:
 def report(**items) -> str:
     """``key=value key=value`` (floats with 4 significant digits)."""
     return " ".join(f"{k}={fmt(v) if isinstance(v, float) else v}" for k, v in items.items())
+
+
+OTHERS_LIMIT = 0.25  # cores other processes may use on average while a figure is taken
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _busy_seconds() -> float | None:
+    """CPU-seconds every core spent busy since boot (``/proc/stat``), None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / _TICK
+
+
+def _process_seconds(pid: int) -> float:
+    """CPU-seconds (user + system, all threads) of a live process; 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+class MachineLoaded(UserError):
+    """The machine was loaded while a figure was taken (see the module docstring)."""
+
+
+class LoadWatch:
+    """Load average and other processes' CPU use over a measurement (module docstring)."""
+
+    def __init__(self, pids: Iterable[int] = ()):
+        self.cores = cpu_threads()
+        self.pids = {os.getpid(), *pids}
+        self.load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        self._start = (time.perf_counter(), _busy_seconds(), self._ours())
+
+    def _ours(self) -> float:
+        return sum(_process_seconds(p) for p in self.pids)
+
+    def add_pids(self, pids: Iterable[int]) -> None:
+        """Counts ``pids`` (benchmark workers) as this measurement's own processes."""
+        new = set(pids) - self.pids
+        self.pids |= new
+        wall, busy, ours = self._start
+        self._start = (wall, busy, ours + sum(_process_seconds(p) for p in new))
+
+    def fields(self) -> dict[str, object]:
+        """``load_before``, ``load_after``, ``cores``, ``others_cpu`` (cores, mean), ``quiet``."""
+        wall, busy, ours = self._start
+        now_busy = _busy_seconds()
+        others = float("nan")
+        if busy is not None and now_busy is not None:
+            elapsed = max(time.perf_counter() - wall, 1e-9)
+            others = max(0.0, (now_busy - busy) - (self._ours() - ours)) / elapsed
+        load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        quiet = not (self.load_before > self.cores or others > OTHERS_LIMIT)
+        return dict(
+            load_before=round(self.load_before, 2),
+            load_after=round(load_after, 2),
+            cores=self.cores,
+            others_cpu=round(others, 2),
+            quiet="yes" if quiet else "no",
+        )
+
+
+_watch: LoadWatch | None = None
+_strict = False  # set by stiv-bench: a loaded machine is an error unless --allow_loaded
+
+
+def watch(pids: Iterable[int] = ()) -> LoadWatch:
+    """The current benchmark's :class:`LoadWatch` (started on first use); ``pids`` join it."""
+    global _watch
+    if _watch is None:
+        _watch = LoadWatch(pids)
+    else:
+        _watch.add_pids(pids)
+    return _watch
+
+
+def guard(strict: bool) -> None:
+    """Starts a fresh watch for one command; ``strict``: :func:`headline` raises when loaded."""
+    global _watch, _strict
+    _watch, _strict = LoadWatch(), strict
+
+
+def headline(text: str) -> str:
+    """Prints the benchmark's last line, ``text`` plus the load fields; raises
+    :class:`MachineLoaded` on a loaded machine under :func:`guard` ``(strict=True)``."""
+    global _watch
+    fields = watch().fields()
+    _watch = None  # the next figure gets a watch of its own
+    line = f"{text} {report(**fields)}"
+    print(line, flush=True)
+    if fields["quiet"] != "yes" and _strict:
+        raise MachineLoaded(
+            f"the machine was loaded (load average {fields['load_before']} before on {fields['cores']} cores, "
+            f"other processes used {fields['others_cpu']} cores): the figure is not a result; rerun on a quiet "
+            "machine, or pass --allow_loaded to keep it"
+        )
+    return line
