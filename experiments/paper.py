@@ -102,10 +102,11 @@ def get_config(arg: str | None = None):
     if size == "M" and res == 512 and stage != "t2i":
         # Not in the paper: fits 16 GiB v5e chips with the paper's batch (docs/training.md "Memory on TPU";
         # stiv-aot --config=experiments/t2v_m_512.py --topology=v5e:16x16). 4 clips per chip with
-        # XLA attention and the paper's remat need 40.55 GiB of temporaries; 13.65 GiB per chip
-        # with 4 micro-batches of 1 clip per chip, splash (flash) attention, which never stores
-        # the decoder blocks' 2 GiB-per-clip score matrices, and full remat (only each block's
-        # input is kept; the paper's policy measured 19.07 GiB). On v5p (95 GiB) none is needed.
+        # XLA attention and the paper's remat need 40.55 GiB of temporaries; 13.55 GiB per chip
+        # (2026-12-02) with 4 micro-batches of 1 clip per chip, splash (flash) attention, which
+        # never stores the decoder blocks' 2 GiB-per-clip score matrices, and full remat (only each
+        # block's input is kept). Every slice needs these settings: with the paper's remat and one
+        # step a v5p-128 asks 164 GiB per chip (of 95.7), and a v6e-64 needs grad_accum_steps=8.
         c.grad_accum_steps = 4
         c.model.attention_impl = "splash"
         c.model.remat_policy = "full"

@@ -10,7 +10,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def aot(*args, timeout=900):
+def aot(*args, timeout=900, rc=0):
     env = {k: v for k, v in os.environ.items() if k not in ("JAX_PLATFORMS", "XLA_FLAGS")}
     proc = subprocess.run(
         [sys.executable, "-m", "stiv_jax.cli.aot", *args],
@@ -20,10 +20,17 @@ def aot(*args, timeout=900):
         cwd=ROOT,
         env=env,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == rc, proc.stderr[-3000:]
     last = proc.stdout.strip().splitlines()[-1]
-    m = re.fullmatch(r"per_device_total_bytes=(\d+) flops_per_step=([0-9.e+]+)", last)
+    m = re.fullmatch(
+        r"per_device_total_bytes=(\d+) flops_per_step=([0-9.e+]+) capacity_bytes=(\d+) fits=(yes|no)", last
+    )
     assert m, last
+    if rc:
+        errors = proc.stderr.strip().splitlines()  # libtpu warns about the missing TPU before it
+        ours = [line for line in errors if line.startswith("stiv-aot")]
+        assert ours == errors[-1:] and "exceeds" in ours[0] and "Traceback" not in proc.stderr, errors
+    assert m.group(4) == ("no" if rc else "yes") and int(m.group(3)) > 0
     return proc.stdout, int(m.group(1)), float(m.group(2))
 
 
@@ -34,6 +41,8 @@ def test_aot_tiny_config_on_v5e_2x2():
     # Doubling the batch doubles the model FLOPs (XLA's buffer totals need not grow monotonically).
     _, total2, flops2 = aot("--config=experiments/tiny_synthetic.py", "--topology=v5e:2x2", "--config.batch_size=16")
     assert flops2 == pytest.approx(2 * flops, rel=1e-9) and total2 > 0
+    # A chip too small for the compiled step: the report, then one error line and exit status 2.
+    aot("--config=experiments/tiny_synthetic.py", "--topology=v5e:2x2", "--capacity_gib=0.0001", rc=2)
 
 
 @pytest.mark.slow

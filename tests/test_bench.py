@@ -73,11 +73,12 @@ def test_load_watch_sees_other_processes_but_not_its_own_workers():
     busy.wait()
     assert fields["others_cpu"] >= 0.6 and fields["quiet"] == "no", fields
     assert fields["cores"] == timing.cpu_threads() and fields["load_before"] >= 0
-    worker = _busy_process(3.0)  # the same work, declared as the benchmark's own
+    worker = _busy_process(2.5)  # the same work, declared as the benchmark's own, read before it exits
     watch = timing.LoadWatch([worker.pid])
     time.sleep(2.0)
-    mine = watch.fields()
+    watch.sample()
     worker.wait()
+    mine = watch.fields()
     assert mine["others_cpu"] <= fields["others_cpu"] - 0.5, (mine, fields)
 
 
@@ -85,7 +86,7 @@ def test_stiv_bench_refuses_a_loaded_machine_unless_allowed():
     """The console script: a busy neighbour makes ``stiv-bench mfu`` print quiet=no on its last
     line and exit 2 with one error line; ``--allow_loaded`` keeps the figure (exit 0)."""
     tiny = TINY + ["--matmul_size=64", "--matmul_calls=1"]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "STIV_BENCH_SETTLE_S": "0"}
     exe = os.path.join(os.path.dirname(sys.executable), "stiv-bench")
     for extra, code in (([], 2), (["--allow_loaded"], 0)):
         busy = _busy_process(120.0)
@@ -99,6 +100,16 @@ def test_stiv_bench_refuses_a_loaded_machine_unless_allowed():
         errors = proc.stderr.strip().splitlines()
         if code:
             assert len(errors) == 1 and errors[0].startswith("stiv-bench: error: the machine was loaded"), errors
+
+
+def test_settle_waits_for_the_load_average_to_fall(monkeypatch, capsys):
+    loads = iter([9.0, 5.0, 0.5, 0.5])
+    monkeypatch.setattr(timing.os, "getloadavg", lambda: (next(loads), 0.0, 0.0))
+    slept = []
+    assert timing.settle(max_wait_s=60, poll_s=5, sleep=slept.append) == 0.5 and slept == [5, 5]
+    assert "waiting up to 60s for the load average (9.00)" in capsys.readouterr().out
+    monkeypatch.setattr(timing.os, "getloadavg", lambda: (9.0, 0.0, 0.0))
+    assert timing.settle(max_wait_s=10, poll_s=5, sleep=slept.append) == 9.0 and len(slept) == 4  # gives up
 
 
 def test_stiv_step_counts_and_trains():
@@ -195,7 +206,7 @@ def test_cli_rejects_unknown_command(capsys):
         cli.run(["nope"])
     assert e.value.code == 2
     assert capsys.readouterr().err.strip() == (
-        "stiv-bench: error: the first argument must be one of latte, mfu, sampler, scaling, remat, data, all (--help for more)"
+        "stiv-bench: error: the first argument must be one of latte, mfu, sampler, scaling, remat, data, profile, all (--help for more)"
     )
     with pytest.raises(SystemExit) as e:
         cli.run(["all", "--batch=1"])

@@ -189,17 +189,18 @@ class _Workers:
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_worker, args=(side, shape, arch, mask_ratios, timing.cpu_threads(), child))
             proc.start()
+            timing.watch([proc.pid])  # its CPU time (building included) is ours, not the machine's load
             self.procs.append(proc)
             info = parent.recv()
             self.info.update(info)
             self.conns.update(dict.fromkeys(info, parent))
-        timing.watch(p.pid for p in self.procs)  # their CPU time is ours, not the machine's load
 
     def step(self, name: str) -> None:
         self.conns[name].send(name)
         self.conns[name].recv()
 
     def close(self) -> None:
+        timing.watch().sample()  # the workers' CPU time, while they still run
         for conn in set(self.conns.values()):
             conn.send(None)
         for proc in self.procs:

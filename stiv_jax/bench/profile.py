@@ -225,6 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
         proc.start()
         timing.watch([proc.pid])
         result = parent.recv()
+        timing.watch().sample()  # its CPU time, before it exits
         proc.join(timeout=60)
         name = "stiv_jax" if side == "stiv" else "latte"
         shares[side] = _table(name, result["by_class"], result["by_phase"], result["flops"], result["step_s"])

@@ -140,18 +140,28 @@ class LoadWatch:
     def __init__(self, pids: Iterable[int] = ()):
         self.cores = cpu_threads()
         self.pids = {os.getpid(), *pids}
+        self._seen: dict[int, float] = {}  # last CPU-seconds read per pid (kept after it exits)
         self.load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         self._start = (time.perf_counter(), _busy_seconds(), self._ours())
 
     def _ours(self) -> float:
-        return sum(_process_seconds(p) for p in self.pids)
+        return sum(self._read(p) for p in self.pids)
+
+    def _read(self, pid: int) -> float:
+        self._seen[pid] = max(self._seen.get(pid, 0.0), _process_seconds(pid))
+        return self._seen[pid]
+
+    def sample(self) -> None:
+        """Reads the workers' CPU time now (call it before they exit: an exited process's time
+        can no longer be read)."""
+        self._ours()
 
     def add_pids(self, pids: Iterable[int]) -> None:
         """Counts ``pids`` (benchmark workers) as this measurement's own processes."""
         new = set(pids) - self.pids
         self.pids |= new
         wall, busy, ours = self._start
-        self._start = (wall, busy, ours + sum(_process_seconds(p) for p in new))
+        self._start = (wall, busy, ours + sum(self._read(p) for p in new))
 
     def fields(self) -> dict[str, object]:
         """``load_before``, ``load_after``, ``cores``, ``others_cpu`` (cores, mean), ``quiet``."""
@@ -186,9 +196,28 @@ def watch(pids: Iterable[int] = ()) -> LoadWatch:
     return _watch
 
 
+def settle(max_wait_s: float = 120.0, poll_s: float = 5.0, sleep=time.sleep) -> float:
+    """Waits (at most ``max_wait_s``) for the 1-minute load average to fall to the core count —
+    it decays over about a minute after the previous benchmark, ours included; returns the load."""
+    load, waited = os.getloadavg()[0], 0.0
+    if load > cpu_threads():
+        print(
+            f"waiting up to {max_wait_s:.0f}s for the load average ({load:.2f}) to fall to {cpu_threads()}", flush=True
+        )
+    while load > cpu_threads() and waited < max_wait_s:
+        sleep(poll_s)
+        waited += poll_s
+        load = os.getloadavg()[0]
+    return load
+
+
 def guard(strict: bool) -> None:
-    """Starts a fresh watch for one command; ``strict``: :func:`headline` raises when loaded."""
+    """Lets the machine settle (up to ``$STIV_BENCH_SETTLE_S``, default 120 s), then starts a fresh
+    watch for one command; ``strict``:
+    :func:`headline` raises when loaded."""
     global _watch, _strict
+    if hasattr(os, "getloadavg"):
+        settle(float(os.environ.get("STIV_BENCH_SETTLE_S", "120")))
     _watch, _strict = LoadWatch(), strict
 
 

@@ -13,9 +13,24 @@ import jax
 import ml_collections
 import numpy as np
 
+from stiv_jax.errors import UserError
 from stiv_jax.model.flops import train_step_flops
 from stiv_jax.parallel.mesh import make_mesh, replicated
 from stiv_jax.parallel.rules import axis_rules
+
+# HBM XLA gives one chip, GiB, as its RESOURCE_EXHAUSTED messages state it (measured 2026-12-02;
+# docs/training.md "Memory on TPU"). A compile can succeed above it, so the report checks.
+CAPACITY_GIB = {"v5e": 15.75, "v5litepod": 15.75, "v5p": 95.74, "v6e": 31.25}
+
+
+def capacity_bytes(topology: str) -> int | None:
+    """Per-chip HBM of the topology's generation (``v5e:16x16`` → v5e), None when unknown."""
+    gib = CAPACITY_GIB.get(topology.split(":", 1)[0].split("-", 1)[0].lower())
+    return None if gib is None else int(gib * 2**30)
+
+
+class DoesNotFit(UserError):
+    """The step needs more memory per chip than the chip has."""
 
 
 @dataclasses.dataclass
@@ -31,6 +46,11 @@ class AotReport:
     generated_code_bytes: int
     xla_flops: float
     model_flops: float
+    capacity_bytes: int | None = None
+
+    @property
+    def fits(self) -> bool | None:
+        return None if self.capacity_bytes is None else self.total_bytes <= self.capacity_bytes
 
     @property
     def total_bytes(self) -> int:
@@ -39,6 +59,7 @@ class AotReport:
 
     def render(self) -> str:
         gib = lambda n: f"{n / 2**30:8.3f} GiB"
+        fits = {True: "yes", False: "no", None: "unknown"}[self.fits]
         return "\n".join(
             [
                 f"topology        {self.topology} ({self.num_devices} devices), mesh {self.mesh}",
@@ -49,7 +70,9 @@ class AotReport:
                 f"code            {gib(self.generated_code_bytes)}",
                 f"total           {gib(self.total_bytes)}   per device",
                 f"FLOPs/step      {self.model_flops:.4g} model (analytic), {self.xla_flops:.4g} XLA per device",
-                f"per_device_total_bytes={self.total_bytes} flops_per_step={self.model_flops:.12g}",
+                f"capacity        {'unknown' if self.capacity_bytes is None else gib(self.capacity_bytes)}   per chip",
+                f"per_device_total_bytes={self.total_bytes} flops_per_step={self.model_flops:.12g} "
+                f"capacity_bytes={self.capacity_bytes or 0} fits={fits}",
             ]
         )
 
@@ -76,7 +99,13 @@ def compile_train_step(config: ml_collections.ConfigDict, devices, topology: str
             tr.conditioner.frozen_params(tr.abstract_null_text()),
         )
         batch = tr.abstract_batch()
-        compiled = tr.step.lower(tr.abstract_state, batch, frozen).compile()
+        try:
+            compiled = tr.step.lower(tr.abstract_state, batch, frozen).compile()
+        except Exception as e:  # XLA's out-of-memory report: one line for the user
+            if "RESOURCE_EXHAUSTED" not in str(e):
+                raise
+            detail = next((line.strip() for line in str(e).splitlines() if "RESOURCE_EXHAUSTED" in line), str(e))
+            raise DoesNotFit(f"the train step does not fit {topology or 'the devices'}: {detail[:400]}") from e
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -104,4 +133,5 @@ def compile_train_step(config: ml_collections.ConfigDict, devices, topology: str
         generated_code_bytes=int(mem.generated_code_size_in_bytes),
         xla_flops=float(cost.get("flops", np.nan)) if cost else float("nan"),
         model_flops=flops,
+        capacity_bytes=capacity_bytes(topology) if topology else None,
     )
