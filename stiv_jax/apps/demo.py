@@ -181,7 +181,8 @@ def _pytorch_check(sampler, workdir: str, folder: str, options, prompt: str, ima
     from stiv_jax.apps.pytorch import pytorch_parity
 
     result = pytorch_parity(sampler, workdir, folder, options, prompt, image, seed)
-    print(f"PSNR PyTorch vs JAX: t2v {result['t2v_psnr_db']:.1f} dB, ti2v {result['ti2v_psnr_db']:.1f} dB ({folder})")
+    db = lambda v: "identical frames" if v >= 200 else f"{v:.1f} dB"  # 200 dB: apps/pytorch.psnr's cap
+    print(f"PSNR PyTorch vs JAX: t2v {db(result['t2v_psnr_db'])}, ti2v {db(result['ti2v_psnr_db'])} ({folder})")
     return result
 
 
