@@ -27,7 +27,6 @@ import jax
 import ml_collections
 import numpy as np
 import torch
-from flax import nnx
 
 from stiv_jax.encoders.build import build_autoencoder, build_text_encoder, resolve_text_config
 from stiv_jax.export import convert
@@ -39,6 +38,7 @@ from stiv_jax.export.diffusers_parts import (
 )
 from stiv_jax.export.diffusers_pipeline import STIVPipeline
 from stiv_jax.export.diffusers_tokenizer import VOCAB_FILES, STIVTokenizer
+from stiv_jax.flow.task_table import DEFAULT_PREDICT_FRAMES
 from stiv_jax.model.config import resolve as resolve_model
 from stiv_jax.sampling.options import SampleOptions
 from stiv_jax.sampling.pipeline import default_geometry
@@ -50,11 +50,6 @@ from stiv_jax.text.embedding import FrozenTokenEmbedding
 from stiv_jax.weights.torch_state import ConversionError
 
 RUN_FILE = "stiv_run.json"
-
-
-def _flat(module: nnx.Module) -> dict[str, np.ndarray]:
-    state = nnx.state(module, nnx.Param)
-    return {".".join(map(str, p)): np.asarray(v.get_value(), np.float32) for p, v in nnx.to_flat_state(state)}
 
 
 def _tensors(state: dict[str, np.ndarray], prefix: str = "") -> dict[str, torch.Tensor]:
@@ -116,7 +111,7 @@ def sampling_defaults(config: ml_collections.ConfigDict) -> dict[str, Any]:
         height=height,
         width=width,
         frame_stride=int(tuple(config.data.frame_strides)[0]),
-        predict_frames=int(config.get("predict_frames", 4)),
+        predict_frames=int(config.get("predict_frames", DEFAULT_PREDICT_FRAMES)),
         steps=options.steps,
         guidance=options.guidance,
         scale=options.scale,

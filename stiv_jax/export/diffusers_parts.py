@@ -23,8 +23,7 @@ from torch import nn
 
 from stiv_jax.export.torch_stiv import STIV
 from stiv_jax.sampling import schedules
-
-SOLVERS = ("euler", "heun")  # sampling/ode.py
+from stiv_jax.sampling.kinds import SOLVERS
 
 
 class STIVTransformer3DModel(ModelMixin, ConfigMixin):

@@ -28,22 +28,13 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
-from stiv_jax.export.diffusers_parts import SOLVERS, STIVPixelAutoencoder, STIVTokenEmbedding
+from stiv_jax.export.diffusers_parts import STIVPixelAutoencoder, STIVTokenEmbedding
 from stiv_jax.export.diffusers_tokenizer import STIVTokenizer
-from stiv_jax.flow.task_table import TASKS, given_frames
+from stiv_jax.flow.task_table import DEFAULT_PREDICT_FRAMES, TASKS, given_frame_indices
 from stiv_jax.model.micro import micro_conditions
+from stiv_jax.sampling.kinds import GUIDANCE_BRANCHES, GUIDANCE_KINDS, RENORM_MODES, SOLVERS
 from stiv_jax.sampling.schedules import SCHEDULES
 
-GUIDANCE_KINDS = ("none", "cfg", "jit", "sit")  # sampling/guidance.py
-RENORM_MODES = ("none", "rescale", "clip")
-# Guidance branches as (with_text, with_image); the first is the fully conditional one.
-_BRANCHES = {
-    "none": ((True, True),),
-    "cfg": ((True, True), (False, True)),
-    "jit": ((True, True), (False, False)),
-    "sit": ((True, True), (False, True), (False, False)),
-}
-_MIN_FRAMES = {"ti2v": 2, "predict": 2, "interpolate": 3, "upsample": 2}
 _TEXT_KEYS = ("text", "text_mask", "pooled_text")
 
 
@@ -164,7 +155,7 @@ class STIVPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------------------ sampling
     def _velocity(self, x, t, cond, null, given: _Given, kind: str, scale: float, image_scale: float, renorm: str):
         """Guided velocity (sampling/guidance.py: guided_velocity), one batched model call."""
-        branches, b = _BRANCHES[kind], x.shape[0]
+        branches, b = GUIDANCE_BRANCHES[kind], x.shape[0]
         xs, conds = [], []
         for with_text, with_image in branches:
             c = dict(cond)
@@ -273,10 +264,9 @@ class STIVPipeline(DiffusionPipeline):
         num_frames = num_frames or (1 if task == "t2i" else int(d.get("num_frames", 16)))
         height, width = height or int(d.get("height", 64)), width or int(d.get("width", 64))
         stride = frame_stride or int(d.get("frame_stride", 1))
-        if num_frames < _MIN_FRAMES.get(task, 1) or (task == "t2i" and num_frames != 1):
-            raise ValueError(f"task {task!r} cannot make a {num_frames}-frame clip")
-        num_given = num_given_frames or max(1, min(int(d.get("predict_frames", 4)), num_frames - 1))
-        indices = given_frames(task, num_frames, num_given)
+        default_given = int(d.get("predict_frames", DEFAULT_PREDICT_FRAMES))
+        num_given = num_given_frames or max(1, min(default_given, num_frames - 1))
+        indices = given_frame_indices(task, num_frames, num_given)
 
         b, f = len(prompts), self.downsample
         shape = (b, self.latent_channels, num_frames, height // f, width // f)

@@ -45,6 +45,7 @@ class STIVTokenizer(PreTrainedTokenizer):
         self.kind, self.vocab_file = kind, vocab_file
         self.engine = make_tokenizer(kind, vocab_file, max_length)
         self._vocab = self._pieces()
+        self._pieces_of = {i: p for p, i in self._vocab.items()}  # id → piece, built once
         pad, eos, bos = _SPECIAL[kind]
         kwargs.update(pad_token=pad, eos_token=eos, model_max_length=max_length)
         if bos:
@@ -104,15 +105,14 @@ class STIVTokenizer(PreTrainedTokenizer):
         return dict(self._vocab)
 
     def _tokenize(self, text: str, **kwargs: Any) -> list[str]:
-        inverse = {i: p for p, i in self._vocab.items()}
         ids = self.engine.encode([text])[0]
-        return [inverse[i] for i in (ids[1:-1] if self.kind == "clip" else ids[:-1])]
+        return [self._pieces_of[i] for i in (ids[1:-1] if self.kind == "clip" else ids[:-1])]
 
     def _convert_token_to_id(self, token: str) -> int:
         return self._vocab.get(token, 2 if self.kind == "t5" else 0)
 
     def _convert_id_to_token(self, index: int) -> str:
-        return {i: p for p, i in self._vocab.items()}.get(int(index), "")
+        return self._pieces_of.get(int(index), "")
 
     def convert_tokens_to_string(self, tokens: list[str]) -> str:
         ids = [self._vocab[t] for t in tokens if t in self._vocab]

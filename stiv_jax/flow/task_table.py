@@ -52,3 +52,20 @@ def task_masks(names: tuple[str, ...], frames: int, predict_frames: int = DEFAUL
     for i, name in enumerate(names):
         table[i, list(given_frames(name, frames, predict_frames))] = True
     return table
+
+
+def given_frame_indices(task: str, num_frames: int, num_given: int | None = None) -> tuple[int, ...]:
+    """Indices of the given (replaced) frames of a ``num_frames`` clip for ``task``
+    (:func:`given_frames`), refusing clips too short for the task (the
+    samplers' check, JAX and PyTorch)."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS} (or use long.py)")
+    if task == "t2i" and num_frames != 1:
+        raise ValueError(f"t2i generates one frame, got num_frames={num_frames}")
+    min_frames = {"ti2v": 2, "predict": 2, "interpolate": 3, "upsample": 2}.get(task, 1)
+    if num_frames < min_frames:
+        raise ValueError(f"task {task!r} needs num_frames >= {min_frames}, got {num_frames}")
+    k = DEFAULT_PREDICT_FRAMES if num_given is None else num_given
+    if task == "predict" and not 1 <= k < num_frames:
+        raise ValueError(f"predict needs 1 <= num_given < num_frames={num_frames}, got {k}")
+    return given_frames(task, num_frames, num_given)

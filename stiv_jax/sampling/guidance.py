@@ -37,22 +37,13 @@ import jax.numpy as jnp
 
 from stiv_jax.errors import ConfigError
 from stiv_jax.sampling.frames import FrameCondition
+from stiv_jax.sampling.kinds import GUIDANCE_BRANCHES, GUIDANCE_KINDS, RENORM_MODES
 
 Cond = Mapping[str, Any]
 ModelFn = Callable[[jax.Array, jax.Array, Cond], jax.Array]
 
-GUIDANCE_KINDS = ("none", "cfg", "jit", "sit")
-RENORM_MODES = ("none", "rescale", "clip")
 TEXT_KEYS = ("text", "text_mask", "pooled_text")
 MAX_SCALE = 1e3  # |guidance scale|: far beyond any useful value, and well inside float32
-
-# Branches as (with_text, with_image); the first is always the fully conditional F(cT, cI).
-_BRANCHES = {
-    "none": ((True, True),),
-    "cfg": ((True, True), (False, True)),
-    "jit": ((True, True), (False, False)),
-    "sit": ((True, True), (False, True), (False, False)),
-}
 
 
 @jax.tree_util.register_dataclass
@@ -134,7 +125,7 @@ def guided_velocity(
     """
     chex.assert_rank(x, 5)
     batch = x.shape[0]
-    branches = _BRANCHES[guidance.kind]
+    branches = GUIDANCE_BRANCHES[guidance.kind]
     null_text = {}
     if any(not with_text for with_text, _ in branches):
         missing = [k for k in TEXT_KEYS if null_cond is None or k not in null_cond]

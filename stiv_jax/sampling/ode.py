@@ -20,9 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stiv_jax.sampling.kinds import SOLVERS
+
 VelocityFn = Callable[[jax.Array, jax.Array], jax.Array]
 ReplaceFn = Callable[[jax.Array, jax.Array], jax.Array]
-SOLVERS = ("euler", "heun")
 
 
 def _step(

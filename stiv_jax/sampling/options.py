@@ -15,10 +15,11 @@ import ml_collections
 import numpy as np
 
 from stiv_jax.errors import ConfigError
-from stiv_jax.sampling import ode, schedules, tasks
+from stiv_jax.flow.task_table import TASKS
+from stiv_jax.sampling import ode, schedules
 from stiv_jax.sampling.guidance import Guidance
 
-ALL_TASKS = (*tasks.TASKS, "long")
+ALL_TASKS = (*TASKS, "long")
 # Conditioning pixels each task needs (required) and accepts (optional), by argument name.
 _REQUIRED = {"ti2v": ("image",), "interpolate": ("image", "last_image"), "predict": ("video",), "upsample": ("video",)}
 _OPTIONAL = {"long": ("image",)}

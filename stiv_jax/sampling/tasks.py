@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stiv_jax.flow.task_table import DEFAULT_PREDICT_FRAMES, TASKS, given_frames
+from stiv_jax.flow.task_table import given_frame_indices
 from stiv_jax.model.micro import micro_conditions
 from stiv_jax.sampling.frames import FrameCondition
 from stiv_jax.sampling.guidance import Cond, Guidance
@@ -33,22 +33,6 @@ class Autoencoder(Protocol):
     def encode(self, frames: jax.Array) -> jax.Array: ...
 
     def decode(self, latents: jax.Array) -> jax.Array: ...
-
-
-def given_frame_indices(task: str, num_frames: int, num_given: int | None = None) -> tuple[int, ...]:
-    """Indices of the given (replaced) frames of a ``num_frames`` clip for ``task``
-    (``flow.task_table.given_frames``), refusing clips too short for the task."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {TASKS} (or use long.py)")
-    if task == "t2i" and num_frames != 1:
-        raise ValueError(f"t2i generates one frame, got num_frames={num_frames}")
-    min_frames = {"ti2v": 2, "predict": 2, "interpolate": 3, "upsample": 2}.get(task, 1)
-    if num_frames < min_frames:
-        raise ValueError(f"task {task!r} needs num_frames >= {min_frames}, got {num_frames}")
-    k = DEFAULT_PREDICT_FRAMES if num_given is None else num_given
-    if task == "predict" and not 1 <= k < num_frames:
-        raise ValueError(f"predict needs 1 <= num_given < num_frames={num_frames}, got {k}")
-    return given_frames(task, num_frames, num_given)
 
 
 def gaussian_noise(rng: jax.Array, shape: Sequence[int]) -> jax.Array:
