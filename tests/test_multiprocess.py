@@ -19,6 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.data_fixtures import demo_shards
+from tests.train_utils import demo_tokenizer
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 BASE = [
@@ -223,6 +226,34 @@ def test_tensor_parallel_mesh_over_two_processes_trains_on_the_global_batch(cach
     run(cache, one, *mesh, processes=1)
     run(cache, two, *mesh)
     np.testing.assert_allclose(losses(two), losses(one), rtol=1e-5)
+
+
+def test_evaluation_during_training_over_two_processes_matches_one(cache, tmp_path):
+    """eval_every_steps in a run whose EMA weights are sharded over both processes (fsdp over all 4
+    devices): the same samples, hence the same FVD to the last digit, as 1 process × 4 devices;
+    process 0 alone reports it."""
+    spm = demo_tokenizer(tmp_path)
+    evaluation = [
+        "--config.num_train_steps=4",
+        "--config.checkpoint_every_steps=100",
+        "--config.eval_every_steps=2",
+        f"--config.data.tokenizer_path={spm}",
+        f"--config.eval.real_path={demo_shards()}",
+        "--config.eval.num_real=4",
+        "--config.eval.num_samples=4",
+        "--config.eval.batch_size=4",
+        "--config.sampling.steps=2",
+    ]
+    one, two = tmp_path / "one", tmp_path / "two"
+    run(cache, one, *evaluation, processes=1)
+    (_, out0, _), (_, out1, _) = run(cache, two, *evaluation)
+
+    def fvds(wd: Path) -> dict[int, float]:
+        rows = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r["eval/fvd"] for r in rows if "eval/fvd" in r}
+
+    assert sorted(fvds(two)) == [2, 4] and fvds(two) == fvds(one)
+    assert out0.count("eval at step") == 2 and "eval at step" not in out1
 
 
 def test_a_batch_that_does_not_split_over_the_mesh_fails_before_compiling(cache, tmp_path):

@@ -32,6 +32,7 @@ from flax import nnx
 
 from stiv_jax.eval.frechet import frechet_distance_of
 from stiv_jax.eval.i3d import I3D, NUM_CLASSES, load_i3d
+from stiv_jax.parallel.distributed import to_host
 from stiv_jax.parallel.mesh import batch_sharding, replicated
 
 NUM_FRAMES = 16
@@ -124,7 +125,7 @@ class FeatureExtractor:
             if self.mesh is not None
             else jnp.asarray(videos)
         )
-        logits = np.asarray(jax.device_get(self._step(self._state, x)), np.float64)
+        logits = to_host(self._step(self._state, x)).astype(np.float64)
         chex.assert_shape(logits, (self.batch_size, NUM_CLASSES))
         return logits[:n]
 

@@ -51,6 +51,16 @@ def any_process(flag: bool) -> bool:
     return bool(np.any(multihost_utils.process_allgather(np.array([flag], np.bool_))))
 
 
+def to_host(x: jax.Array | np.ndarray) -> np.ndarray:
+    """``x`` as numpy on every process, also when it is sharded over devices of several processes
+    (then a collective: every process must call it with its part of the same global array)."""
+    if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+
 def barrier(name: str) -> None:
     """Every process waits here until all have arrived."""
     if jax.process_count() > 1:

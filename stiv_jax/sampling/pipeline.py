@@ -46,6 +46,7 @@ from stiv_jax.encoders.build import resolve_text_config
 from stiv_jax.encoders.conditioner import Conditioner, check_consistency
 from stiv_jax.model.config import resolve as resolve_model
 from stiv_jax.model.dit import STIV
+from stiv_jax.parallel.distributed import to_host
 from stiv_jax.sampling import inputs, long, schedules, tasks
 from stiv_jax.sampling.options import FLAGS, Pixels, SampleOptions, check_inputs
 from stiv_jax.storage import checkpoints as checkpoint
@@ -340,7 +341,7 @@ class Sampler:
             run = self._program("sample", _sample_latents, args, plan=plan, ae_static=self._ae_static)
             latents = self._timed("sample", run, *args)
             decode = self._program("decode", _decode_uint8, (self._ae_arg, latents), ae_static=self._ae_static)
-            video = np.asarray(self._timed("decode", decode, self._ae_arg, latents))
+            video = to_host(self._timed("decode", decode, self._ae_arg, latents))
             videos.append(video[: len(prompts) - start])
         self.log("timings: " + " ".join(f"{k}={v:.2f}s" for k, v in self.timings.items()))
         return np.concatenate(videos)

@@ -5,7 +5,10 @@ default the captions of the first real clips) with the run's sampling settings a
 the videos go to TensorBoard (``eval/samples``: a row of frames per video) and FVD against
 ``config.eval.real_path`` (a clip-shard or video folder; its I3D features are computed once) to
 TensorBoard and ``metrics.jsonl`` (``eval/fvd``). Off (``eval_every_steps=0``) nothing is built.
-The sampler is compiled once and reused with each step's weights.
+The sampler is compiled once and reused with each step's weights. On several hosts every process
+runs the same sampling program over the training mesh (the EMA weights stay sharded as they are)
+and the I3D features are computed with the clips sharded over the mesh; every process then holds
+the same videos and the same FVD, and process 0 writes them.
 """
 
 from __future__ import annotations
@@ -41,11 +44,6 @@ def check(config: ml_collections.ConfigDict) -> None:
         raise ConfigError("config.eval_every_steps needs config.eval.real_path: real clips (a shard or video folder)")
     if config.eval.num_samples < 2 or config.eval.num_real < 2:
         raise ConfigError("config.eval.num_samples and config.eval.num_real must be >= 2 (FVD needs two sets)")
-    if jax.process_count() > 1:
-        raise ConfigError(
-            "config.eval_every_steps runs in single-process runs; on several hosts evaluate the "
-            "checkpoints with stiv-eval --workdir instead"
-        )
 
 
 class TrainingEval:
@@ -54,7 +52,7 @@ class TrainingEval:
     def __init__(self, config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh):
         c = config.eval
         self.graphdef, self.config = graphdef, config
-        self.evaluator = Evaluator(("fvd",), batch_size=c.batch_size, i3d_weights=c.i3d_weights or None)
+        self.evaluator = Evaluator(("fvd",), batch_size=c.batch_size, mesh=mesh, i3d_weights=c.i3d_weights or None)
         real = list(iter_videos(c.real_path, c.num_real))
         self.real = self.evaluator.features(v.frames for v in real)
         self.prompts = list(c.prompts) or [v.caption for v in real[: c.num_samples]]
