@@ -10,7 +10,7 @@ export JAX_PLATFORMS ?= cpu
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_WORKERS ?= 2
 
-.PHONY: venv test test-slow lint format demo bench clean
+.PHONY: venv test test-slow lint format demo demo-apps bench clean
 
 # The demo needs only the core dependencies and the I3D weights of its FVD (no PyTorch/TensorFlow/
 # libtpu): a quicker first run.
@@ -50,6 +50,10 @@ test-slow: $(STAMP)
 
 demo: $(CORE)
 	$(BIN)/python -m stiv_jax.apps.demo --out=outputs/demo $(DEMO_ARGS)
+
+# The paper's applications (docs/applications.md), trained from the `make demo` run.
+demo-apps: $(CORE)
+	$(BIN)/python -m stiv_jax.apps.demo_apps --demo=outputs/demo --out=outputs/demo-apps $(DEMO_APPS_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/stiv-bench all

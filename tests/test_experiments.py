@@ -226,7 +226,7 @@ def test_the_runs_sampling_section_is_stiv_samples_default(tmp_path):
 
 
 def test_demo_samples_with_its_configs_settings():
-    from stiv_jax.apps import demo
+    from stiv_jax.apps import demo_setup as demo
 
     config = demo.load_config(str(REPO / "experiments/demo_shapes.py"), "outputs/demo", None)
     # the values the demo sampled with before the section existed (JIT-CFG s = 2, 50 steps)

@@ -16,7 +16,6 @@ Each stage is skipped when its output exists, so a second run only samples again
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import time
@@ -24,6 +23,7 @@ import time
 import numpy as np
 from absl import app, flags
 
+from stiv_jax.apps.demo_setup import T2V_PROMPTS, TI2V, VIEW_SCALE, encode_latents, load_config
 from stiv_jax.storage.workdir import Workdir
 
 _OUT = flags.DEFINE_string("out", "outputs/demo", "Output folder.")
@@ -31,39 +31,15 @@ _CONFIG = flags.DEFINE_string("config", "experiments/demo_shapes.py", "Demo trai
 _STEPS = flags.DEFINE_integer("steps", None, "Override config.num_train_steps.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
-T2V_PROMPTS = (
-    "a red circle moving right",
-    "a blue square moving up",
-    "a yellow triangle moving left",
-    "a green square moving down",
-)
-TI2V = ("green", "circle", "right")  # the first frame is rendered; the prompt asks for this motion
-VIEW_SCALE = 4  # written videos are upscaled (nearest neighbour) by this factor
-
 
 def _stage(name: str):
     print(f"\n=== {name}", flush=True)
     return time.perf_counter()
 
 
-def load_config(path: str, out: str, steps: int | None):
-    spec = importlib.util.spec_from_file_location("demo_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
-    config.data.path = os.path.join(out, "latents")
-    config.data.tokenizer_path = os.path.join(out, "data", "spm.model")
-    if steps is not None:
-        config.num_train_steps = steps
-    return config
-
-
 def prepare_data(out: str, config) -> None:
-    from stiv_jax.data import config as data_config
-    from stiv_jax.data import latent_cache
     from stiv_jax.data.ingest import make_shards
     from stiv_jax.data.synthetic import make_demo_data
-    from stiv_jax.encoders.build import build_autoencoder
 
     data, shards, latents = (os.path.join(out, d) for d in ("data", "shards", "latents"))
     if not os.path.exists(os.path.join(data, "captions.jsonl")):
@@ -74,18 +50,7 @@ def prepare_data(out: str, config) -> None:
         _stage("2/4 writing shards and the latent cache")
         manifest = make_shards(data, shards, f"{data}/captions.jsonl")
         print(f"written={manifest['num_records']} skipped={manifest['num_skipped']}")
-    if not os.path.exists(os.path.join(latents, "manifest.json")):
-        cfg, d = data_config.get_data_config(), config.data
-        cfg.path, cfg.tokenizer_path, cfg.max_text_length = shards, d.tokenizer_path, d.max_text_length
-        cfg.num_frames, cfg.resolution, cfg.frame_strides = d.num_frames, d.resolution, tuple(d.frame_strides)
-        manifest = latent_cache.encode_shards(
-            cfg,
-            latents,
-            build_autoencoder(config.autoencoder),
-            dtype="float32",
-            settings={"autoencoder": f"pixel:{config.autoencoder.downsample}", "text_encoder": "none"},
-        )
-        print(f"encoded={manifest['num_records']} skipped={manifest['num_skipped']} shapes={manifest['latent_shapes']}")
+    encode_latents(shards, latents, config)
 
 
 def sample_and_report(out: str, workdir: str, config, seed: int) -> dict:
@@ -181,7 +146,7 @@ def _pytorch_check(sampler, workdir: str, folder: str, options, prompt: str, ima
     from stiv_jax.apps.pytorch import pytorch_parity
 
     result = pytorch_parity(sampler, workdir, folder, options, prompt, image, seed)
-    db = lambda v: "identical frames" if v >= 200 else f"{v:.1f} dB"  # 200 dB: apps/pytorch.psnr's cap
+    db = lambda v: "identical frames" if v >= 200 else f"{v:.1f} dB"  # 200 dB: apps/report.psnr's cap
     print(f"PSNR PyTorch vs JAX: t2v {db(result['t2v_psnr_db'])}, ti2v {db(result['ti2v_psnr_db'])} ({folder})")
     return result
 

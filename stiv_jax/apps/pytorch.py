@@ -12,14 +12,9 @@ import time
 
 import numpy as np
 
+from stiv_jax.apps.report import psnr
 from stiv_jax.sampling.options import SampleOptions
 from stiv_jax.sampling.pipeline import Sampler
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR (dB) of two uint8 videos."""
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2) / 255.0**2
-    return float(10 * np.log10(1.0 / max(mse, 1e-20)))
 
 
 def pytorch_parity(

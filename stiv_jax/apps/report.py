@@ -23,15 +23,21 @@ from stiv_jax.data.synthetic import COLORS, MOTIONS, SHAPES, caption_for, render
 SHAPE_AREA = {"circle": np.pi, "square": 1.7**2, "triangle": 3 * np.sqrt(3) / 4}
 
 
-def _foreground(frame: np.ndarray) -> np.ndarray:
+def foreground(frame: np.ndarray) -> np.ndarray:
     lum = frame.astype(np.float32).max(axis=-1)
     return lum > max(80.0, float(np.median(lum)) + 60.0)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR (dB) of two uint8 arrays; identical ones read 200 dB."""
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2) / 255.0**2
+    return float(10 * np.log10(1.0 / max(mse, 1e-20)))
 
 
 def describe(video: np.ndarray, still_fraction: float = 0.08) -> dict:
     """``uint8 [T, H, W, 3]`` → ``{'color', 'shape', 'motion'}`` (``None`` where nothing is seen)."""
     t, h, w, _ = video.shape
-    masks = [_foreground(f) for f in video]
+    masks = [foreground(f) for f in video]
     if min(m.sum() for m in masks) < 3:
         return dict(color=None, shape=None, motion=None)
     pixels = np.concatenate([f[m] for f, m in zip(video, masks)]).astype(np.float32).mean(axis=0)

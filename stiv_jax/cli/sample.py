@@ -3,11 +3,14 @@
   stiv-sample --workdir=DIR --prompt=TEXT [--task=t2v|ti2v|predict|interpolate|long|t2i|upsample]
       [--image=PNG] [--last_image=PNG] [--video=MP4] [--steps=50]
       [--schedule=linear_quadratic|linear] [--guidance=jit|sit|cfg|none] [--scale=7.5]
-      [--num_frames=N] [--seed=S] [--out=FILE.mp4|.gif]
+      [--num_frames=N] [--seed=S] [--out=FILE.mp4|.gif] [--upsample_with=TUP_WORKDIR]
 
 Uses the EMA weights of the latest checkpoint (``--noema`` / ``--no_ema`` for the raw ones).
 Sampler settings not given as flags (steps, schedule, solver, guidance, scales, renorm) are the
 run's: its ``config.json`` → ``sampling`` (set in the experiment file), else the built-in defaults.
+``--upsample_with`` cascades a temporal upsampler (STIV-TUP, App. J.2; e.g.
+experiments/demo_tup.py): the T frames sampled by ``--workdir`` become frames 0, 2, …, 2T − 2 of a
+2T − 1-frame clip whose frames in between that run samples, with its own ``sampling`` settings.
 ``--prompts_file`` (one prompt per line) samples a batch and writes ``FILE_000.mp4``, … next to
 ``--out``. Without ``--out``, outputs go to ``DIR/samples/TASK_PROMPT_sSEED.mp4`` (``.png`` for
 t2i); ``DIR`` and ``--out`` may be ``gs://`` URLs. Progress and stage timings (load, encode, compile, sample, decode, write) go to stderr;
@@ -30,7 +33,7 @@ from absl import flags
 
 from stiv_jax.console import flag_utils
 from stiv_jax.console.errors import reported
-from stiv_jax.sampling import guidance, inputs, pipeline
+from stiv_jax.sampling import cascade, guidance, inputs, pipeline
 from stiv_jax.sampling.options import ALL_TASKS, SampleOptions, check_inputs
 
 PROG = "stiv-sample"
@@ -98,6 +101,9 @@ def _flag_values() -> flags.FlagValues:
         **d,
     )
     flags.DEFINE_string("text_encoder", None, "stiv-import text-encoder dir (runs on cached text).", **d)
+    flags.DEFINE_string(
+        "upsample_with", None, "A temporal-upsampler run (task upsample) that doubles the frame rate.", **d
+    )
     flags.mark_flags_as_required(["workdir"], flag_values=fv)
     return fv
 
@@ -151,6 +157,16 @@ def write_output(path: str, frames, fps: float) -> str:
     return path
 
 
+def check_upsampler(workdir: str, task: str) -> None:
+    """Fails fast (before any model loads) on an ``--upsample_with`` the cascade cannot use."""
+    from stiv_jax.storage.workdir import Workdir
+
+    if task == "t2i":
+        raise ValueError("--upsample_with needs a video task, not t2i")
+    if not Workdir(workdir).has_config():
+        raise FileNotFoundError(f"--upsample_with {workdir!r}: no stiv-train run there (no config.json)")
+
+
 def run_options(fv: flags.FlagValues) -> SampleOptions:
     """The flags given, over the run's ``config.sampling`` (read from ``--workdir``'s config.json
     without loading a model), over the built-in defaults."""
@@ -172,6 +188,8 @@ def run(argv: list[str] | None = None) -> list[str]:
         options.validate()  # cheap checks first: no model is loaded for a bad command line
         given = dict(image=fv.image, last_image=fv.last_image, video=fv.video)
         check_inputs(options.task, **given)
+        if fv.upsample_with is not None:
+            check_upsampler(fv.upsample_with, options.task)
         prompts = read_prompts(fv.prompt, fv.prompts_file)
         out = fv.out or default_out(fv.workdir, prompts[0], options.task, options.seed)
         paths = output_paths(out, len(prompts), options.task)
@@ -185,6 +203,9 @@ def run(argv: list[str] | None = None) -> list[str]:
             log=log,
         )
         videos = sampler.generate(prompts, options, **given)
+        if fv.upsample_with is not None:
+            upsampler = pipeline.load_sampler(fv.upsample_with, ema=fv.ema and not fv.no_ema, log=log)
+            videos = cascade.upsample(upsampler, prompts, videos, seed=options.seed, batch_size=options.batch_size)
         start = time.perf_counter()
         for path, video in zip(paths, videos):
             write_output(path, video, fv.fps)
