@@ -61,3 +61,18 @@ def get_config():
     c.sampling.scale = 2.0
     c.sampling.steps = 50
     return c
+
+
+def get_fine_tune_config():
+    """What the applications (experiments/demo_tup.py, demo_v2v.py, demo_long.py) change first:
+    every weight of the demo run (EMA), a lower learning rate, 1500 steps; no task yet."""
+    c = get_config()
+    c.init_from.spatial = "outputs/demo/workdir"
+    c.init_from.temporal = "outputs/demo/workdir"
+    c.num_train_steps = 1500
+    c.learning_rate = 1e-3
+    c.warmup_steps = 20
+    c.checkpoint_every_steps = 750
+    c.tasks.t2v = 0.0
+    c.tasks.ti2v = 0.0
+    return c

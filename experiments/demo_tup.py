@@ -19,15 +19,7 @@ import runpy
 
 def get_config():
     # By path: the stiv-train console script does not put the repository on sys.path.
-    c = runpy.run_path(str(pathlib.Path(__file__).with_name("demo_shapes.py")))["get_config"]()
-    c.init_from.spatial = "outputs/demo/workdir"  # every weight of the demo T2V run (EMA)
-    c.init_from.temporal = "outputs/demo/workdir"
-    c.num_train_steps = 1500
-    c.learning_rate = 1e-3
-    c.warmup_steps = 20
-    c.checkpoint_every_steps = 750
-    c.tasks.t2v = 0.0
-    c.tasks.ti2v = 0.0
+    c = runpy.run_path(str(pathlib.Path(__file__).with_name("demo_shapes.py")))["get_fine_tune_config"]()
     c.tasks.upsample = 1.0
     c.data.path = "outputs/demo-apps/latents_tup"
     c.data.num_frames = 7

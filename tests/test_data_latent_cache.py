@@ -106,6 +106,35 @@ def test_cli_without_text_encoder_keeps_token_ids(tmp_path, capsys):
         pipeline.make_dataset(pixel_config(str(tmp_path)))
 
 
+def test_every_stride_caches_each_clip_at_each_stride(tmp_path):
+    """``stiv-encode-shards --every_stride`` (the console script): one latent record per clip and
+    stride, each equal to encoding that stride's pixel clip, its stride in ``micro``."""
+    import os
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(sys.executable), "stiv-encode-shards")
+    args = [f"--input={demo_shards()}", "--autoencoder=pixel:4", f"--tokenizer_path={demo_dir()}/spm.model"]
+    args += ["--max_text_length=10", "--buckets=4x16x16", "--frame_strides=1,3", "--dtype=float32"]
+    proc = subprocess.run(
+        [script, *args, f"--out={tmp_path}", "--every_stride"], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "encoded=40 skipped=0 shapes={'4x4x4x48': 40}"
+    from stiv_jax.data import shards
+
+    records = list(shards.read_records(str(tmp_path)))
+    by_stride = {s: {r["source_key"]: r for r in records if r["micro"][4] == s} for s in (1, 3)}
+    assert sorted(len(v) for v in by_stride.values()) == [20, 20]
+    ae = PixelAutoencoder(downsample=4)
+    for stride, got in by_stride.items():
+        reference = reference_elements(pixel_config(demo_shards(), buckets=((4, 16, 16),), frame_strides=(stride,)))
+        assert set(got) == set(reference)
+        for key, record in got.items():
+            expected = np.asarray(ae.encode(reference[key]["video"][None]))[0]
+            np.testing.assert_array_equal(np.asarray(record["latents"], np.float32), expected)
+
+
 def test_encode_shards_script_uses_the_projects_own_clip_and_vae(tmp_path):
     """stiv-encode-shards --autoencoder=kl:DIR --text_encoder=clip:DIR (stiv-import directories)
     caches exactly what the trainer's encoders (stiv_jax.encoders.build) give for the same batch."""

@@ -29,9 +29,9 @@ def load_config(path: str, out: str, steps: int | None):
     return config
 
 
-def encode_latents(shards: str, latents: str, config) -> None:
-    """The latent cache of ``shards`` for ``config`` (its clip length, stride, size and pixel
-    autoencoder) in ``latents``, unless it is there."""
+def encode_latents(shards: str, latents: str, config, every_stride: bool = False) -> None:
+    """The latent cache of ``shards`` for ``config`` (its clip length, stride(s), size and pixel
+    autoencoder) in ``latents``, unless it is there; ``every_stride``: each clip at each stride."""
     from stiv_jax.data import config as data_config
     from stiv_jax.data import latent_cache
     from stiv_jax.encoders.build import build_autoencoder
@@ -46,6 +46,7 @@ def encode_latents(shards: str, latents: str, config) -> None:
         latents,
         build_autoencoder(config.autoencoder),
         dtype="float32",
+        every_stride=every_stride,
         settings={"autoencoder": f"pixel:{config.autoencoder.downsample}", "text_encoder": "none"},
     )
     print(f"encoded={manifest['num_records']} skipped={manifest['num_skipped']} shapes={manifest['latent_shapes']}")

@@ -6,7 +6,8 @@ mean colour names the nearest demo colour; the shape is the demo shape whose ren
 same centroid: a circle's, square's and equilateral triangle's centre is their centroid) best
 matches the frame's soft coverage, which stays reliable at 24 px where thresholded fill ratios
 confuse triangles with circles; the centroid's displacement from the first to the last frame
-names the motion. Also renders the contact sheet and the loss curve as PNG files.
+names the motion. The applications' measurements compare generated frames with true ones (PSNR,
+sub-pixel centroids). Also renders the contact sheet and the loss curve as PNG files.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import itertools
 import zlib
 from collections.abc import Callable, Sequence
 
+import chex
 import numpy as np
 
 from stiv_jax.data.synthetic import COLORS, MOTIONS, SHAPES, caption_for, render_clip, shape_coverage
@@ -52,6 +54,38 @@ def describe(video: np.ndarray, still_fraction: float = 0.08) -> dict:
     else:
         motion = "down" if dy > 0 else "up"
     return dict(color=color, shape=shape, motion=motion)
+
+
+def centroids(video: np.ndarray) -> np.ndarray:
+    """``uint8 [T, H, W, 3]`` → ``[T, 2]`` (y, x) centroids of the foreground, each pixel weighted by
+    how much brighter than the background it is (sub-pixel); NaN where a frame shows nothing."""
+    chex.assert_rank(video, 4)
+    out = np.full((video.shape[0], 2), np.nan)
+    for t, frame in enumerate(video):
+        lum = frame.astype(np.float64).max(axis=-1)
+        weight = np.where(foreground(frame), lum - np.median(lum), 0.0)
+        if weight.sum() > 0:
+            ys, xs = np.indices(lum.shape) + 0.5
+            out[t] = (weight * ys).sum() / weight.sum(), (weight * xs).sum() / weight.sum()
+    return out
+
+
+def frame_scores(truth: np.ndarray, guess: np.ndarray, frames: slice) -> dict:
+    """Mean PSNR (per clip) and centroid error (per frame) of ``guess[:, frames]`` against
+    ``truth[:, frames]`` (``uint8 [N, T, H, W, 3]``): how close generated frames are to the true
+    ones; frames where either shows no shape are counted apart, not in the error."""
+    errors = np.concatenate(
+        [
+            np.linalg.norm(centroids(g[frames]) - centroids(t[frames]), axis=-1)
+            for t, g in zip(truth, guess, strict=True)
+        ]
+    )
+    seen = np.isfinite(errors)
+    return dict(
+        psnr_db=float(np.mean([psnr(t[frames], g[frames]) for t, g in zip(truth, guess)])),
+        centroid_error_px=float(errors[seen].mean()) if seen.any() else float("nan"),
+        frames_without_shape=int((~seen).sum()),
+    )
 
 
 def _shape(video: np.ndarray, rgb: tuple[int, int, int]) -> str:

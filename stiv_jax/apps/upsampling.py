@@ -21,24 +21,11 @@ import chex
 import numpy as np
 
 from stiv_jax.apps import quality
-from stiv_jax.apps.report import foreground, parse_caption, psnr
+from stiv_jax.apps.report import centroids, frame_scores, parse_caption
 from stiv_jax.sampling import cascade
 
+ODD = slice(1, None, 2)  # the inserted frames of a 2T − 1-frame clip
 OFF_PATH_PX = 1.0  # an inserted centroid farther than this from the neighbours' segment is not "between"
-
-
-def centroids(video: np.ndarray) -> np.ndarray:
-    """``uint8 [T, H, W, 3]`` → ``[T, 2]`` (y, x) centroids of the foreground, each pixel weighted by
-    how much brighter than the background it is (sub-pixel); NaN where a frame shows nothing."""
-    chex.assert_rank(video, 4)
-    out = np.full((video.shape[0], 2), np.nan)
-    for t, frame in enumerate(video):
-        lum = frame.astype(np.float64).max(axis=-1)
-        weight = np.where(foreground(frame), lum - np.median(lum), 0.0)
-        if weight.sum() > 0:
-            ys, xs = np.indices(lum.shape) + 0.5
-            out[t] = (weight * ys).sum() / weight.sum(), (weight * xs).sum() / weight.sum()
-    return out
 
 
 def between(before: np.ndarray, inserted: np.ndarray, after: np.ndarray) -> bool:
@@ -53,16 +40,6 @@ def between(before: np.ndarray, inserted: np.ndarray, after: np.ndarray) -> bool
     return 0.0 < lam < 1.0 and off <= OFF_PATH_PX
 
 
-def _inserted_scores(truth: np.ndarray, guess: np.ndarray) -> dict:
-    """Mean PSNR and centroid error of the odd frames of ``guess`` against ``truth`` ([N, T, ...])."""
-    odd = slice(1, None, 2)
-    errors = [np.linalg.norm(centroids(g[odd]) - centroids(t[odd]), axis=-1) for t, g in zip(truth, guess, strict=True)]
-    return dict(
-        psnr_db=float(np.mean([psnr(t[odd], g[odd]) for t, g in zip(truth, guess)])),
-        centroid_error_px=float(np.nanmean(np.concatenate(errors))),
-    )
-
-
 def baselines(clips: np.ndarray) -> dict:
     """The model-free in-betweens of ``clips`` ``[N, 2T − 1, H, W, 3]``' even frames: repeat the
     previous frame, and average the two neighbours."""
@@ -71,7 +48,7 @@ def baselines(clips: np.ndarray) -> dict:
     repeat[:, 1::2] = clips[:, 0:-1:2]
     mean = (clips[:, 0:-1:2].astype(np.float32) + clips[:, 2::2].astype(np.float32)) / 2
     blend[:, 1::2] = np.round(mean).astype(np.uint8)
-    return dict(repeat=_inserted_scores(clips, repeat), blend=_inserted_scores(clips, blend))
+    return dict(repeat=frame_scores(clips, repeat, ODD), blend=frame_scores(clips, blend, ODD))
 
 
 def inbetween_report(upsampler, prompts: Sequence[str], *, seed: int = 0, batch: int = 20) -> dict:
@@ -88,7 +65,7 @@ def inbetween_report(upsampler, prompts: Sequence[str], *, seed: int = 0, batch:
         frames=int(truth.shape[1]),
         stride=int(upsampler.config.data.frame_strides[0]),
         given_kept=bool(np.array_equal(out[:, ::2], truth[:, ::2])),
-        model=_inserted_scores(truth, out),
+        model=frame_scores(truth, out, ODD),
         baselines=baselines(truth),
     )
 

@@ -3,11 +3,13 @@
   stiv-encode-shards --input=SHARDS --out=DIR --autoencoder=pixel[:factor]|kl:DIR \
       [--text_encoder=none|clip:DIR|t5:DIR] [--tokenizer=t5|clip] --tokenizer_path=spm.model \
       [--num_frames=16 --resolution=64 | --buckets=16x64x64,1x64x64] [--frame_strides=1,2,3]
+      [--every_stride]
 
 ``--tokenizer=t5`` (default) reads the SentencePiece model at ``--tokenizer_path``;
 ``--tokenizer=clip`` (public CLIP text encoders) uses CLIP's BPE vocabulary (``--tokenizer_path``
 optional: the packaged one). Uses centred crops and the first fitting stride of
-``--frame_strides`` for each record, and writes ``latents-*.array_record`` + ``index.npy`` +
+``--frame_strides`` for each record (``--every_stride``: every fitting stride, one latent record
+each, e.g. long video's keyframe and interpolation strides), and writes ``latents-*.array_record`` + ``index.npy`` +
 ``manifest.json`` for ``data.mode='latents'``. Records that cannot be read or decoded are left
 out and counted (``skipped=N`` in the last line, ``num_skipped`` and the reasons in the manifest). Bad input: one ``stiv-encode-shards: error:``
 line, exit status 2 (``--verbose`` for the traceback).
@@ -43,6 +45,7 @@ def _flag_values() -> flags.FlagValues:
     flags.DEFINE_integer("resolution", 64, "Square crop size (single-bucket mode).", **d)
     flags.DEFINE_list("buckets", [], "Shapes TxHxW, e.g. 16x64x64,1x64x64 (overrides the two above).", **d)
     flags.DEFINE_list("frame_strides", ["1", "2", "3"], "Candidate strides; the first fitting one is used.", **d)
+    flags.DEFINE_bool("every_stride", False, "Encode each record at every fitting stride.", **d)
     flags.DEFINE_integer("batch_size", 8, "Clips per autoencoder call.", **d)
     flags.DEFINE_enum("dtype", "float16", ["float16", "float32"], "Storage dtype of float arrays.", **d)
     flags.DEFINE_integer("num_workers", 0, "Grain worker processes for decoding.", **d)
@@ -95,6 +98,7 @@ def run(argv: list[str] | None = None) -> None:
             batch_size=fv.batch_size,
             dtype=fv.dtype,
             records_per_shard=fv.records_per_shard,
+            every_stride=fv.every_stride,
             settings={"autoencoder": fv.autoencoder, "text_encoder": fv.text_encoder, "tokenizer": fv.tokenizer},
         )
     print(f"encoded={manifest['num_records']} skipped={manifest['num_skipped']} shapes={manifest['latent_shapes']}")

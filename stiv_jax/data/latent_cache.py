@@ -4,7 +4,10 @@ At scale, decoding video and running the VAE/text encoder every step costs more 
 MaxDiffusion's ``cache_latents_text_encoder_outputs``, ``encode_shards`` runs the deterministic
 pixel pipeline (centred crops, first fitting stride) over every record once and writes latent
 shards that ``data.mode='latents'`` reads back. Augmentation is therefore frozen at encode time;
-each record keeps the micro-conditions of the crop it was encoded from.
+each record keeps the micro-conditions of the crop it was encoded from. With ``every_stride`` a
+record is encoded once per stride of ``frame_strides`` that fits it (one latent record each, its
+stride in ``micro``): a run then trains on several strides, e.g. long video's keyframe and
+interpolation modes (§5).
 
 Record payload (``shards`` schema, ``kind='latent'``): ``latents [T, h, w, C]``, ``micro [6]``,
 ``text_mask [L]`` and either ``text_emb [L, D]`` + ``pooled_text [D]`` (with a text encoder) or
@@ -60,6 +63,7 @@ def encode_shards(
     dtype: str = "float16",
     records_per_shard: int = 1000,
     settings: dict | None = None,
+    every_stride: bool = False,
     log=print,
 ) -> dict:
     """Encodes every record of ``config.path`` (a clip shard folder) into ``out_dir``; returns the
@@ -103,7 +107,11 @@ def encode_shards(
             name = "x".join(map(str, latents[i].shape))
             shape_counts[name] = shape_counts.get(name, 0) + 1
 
-    for shape, count, ds in pipeline.bucket_datasets(cfg, training=False):
+    passes = [cfg]
+    if every_stride:
+        passes = [ml_collections.ConfigDict({**cfg.to_dict(), "frame_strides": (int(s),)}) for s in cfg.frame_strides]
+    datasets = [(p, *bucket) for p in passes for bucket in pipeline.bucket_datasets(p, training=False)]
+    for pass_cfg, shape, count, ds in datasets:
         elements = ds.to_iter_dataset(
             grain.ReadOptions(num_threads=max(1, cfg.read_threads), prefetch_buffer_size=cfg.prefetch)
         )
@@ -123,7 +131,8 @@ def encode_shards(
                 pending = []
         if pending:
             write_batch(pending)
-        log(f"bucket {shape}: encoded {count - bad} records" + (f", skipped {bad}" if bad else ""))
+        where = f"bucket {shape}" + (f" stride {pass_cfg.frame_strides[0]}" if every_stride else "")
+        log(f"{where}: encoded {count - bad} records" + (f", skipped {bad}" if bad else ""))
     shard_list = writer.close()
     if not sum(shape_counts.values()):
         raise UserError(
@@ -149,6 +158,7 @@ def encode_shards(
             "resolution": cfg.resolution,
             "buckets": [list(b) for b in data_config.buckets(cfg)],
             "frame_strides": list(cfg.frame_strides),
+            "every_stride": every_stride,
             "max_text_length": cfg.max_text_length,
             **(settings or {}),
         },

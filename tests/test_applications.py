@@ -1,6 +1,6 @@
-"""The T2V → STIV-TUP cascade (App. J.2, issue 27): a tiny upsampler run fine-tuned from a tiny T2V
-run with the real trainer, the cascade through the library and through ``stiv-sample``, and the
-demo's in-between measurements against analytic cases."""
+"""The paper's applications (issue 27) on tiny runs fine-tuned from a tiny T2V run with the real
+trainer: the T2V → STIV-TUP cascade (App. J.2) through the library and ``stiv-sample``, STIV-V2V
+video prediction (App. J.1), and the demo's measurements against analytic cases."""
 
 import os
 import subprocess
@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from stiv_jax.apps import upsampling
+from stiv_jax.apps import long_video, prediction, report, upsampling
 from stiv_jax.data import synthetic, video_io
 from stiv_jax.sampling import cascade, pipeline
 from tests.train_utils import demo_tokenizer, tiny_train_config
@@ -43,11 +43,25 @@ def runs(tmp_path_factory):
     )
     final = train(tup_config, tup)
     assert np.isfinite(final["loss"])
-    return t2v, tup
+    v2v = str(root / "v2v")
+    v2v_config = tiny_train_config(
+        num_train_steps=2,
+        predict_frames=2,
+        **common,
+        **{
+            "tasks.t2v": 0.0,
+            "tasks.ti2v": 0.0,
+            "tasks.predict": 1.0,
+            "init_from.spatial": t2v,
+            "init_from.temporal": t2v,
+        },
+    )
+    assert np.isfinite(train(v2v_config, v2v)["loss"])
+    return t2v, tup, v2v
 
 
 def test_cascade_keeps_the_given_frames_and_fills_the_gaps(runs):
-    t2v, upsampler = (pipeline.load_sampler(w, log=lambda m: None) for w in runs)
+    t2v, upsampler = (pipeline.load_sampler(w, log=lambda m: None) for w in runs[:2])
     prompts = ["a red circle moving right", "a blue square moving up"]
     low = t2v.generate(prompts, task="t2v", seed=3, **FAST)
     high = cascade.upsample(upsampler, prompts, low, seed=3)
@@ -62,7 +76,7 @@ def test_cascade_keeps_the_given_frames_and_fills_the_gaps(runs):
 
 
 def test_stiv_sample_upsample_with(runs, tmp_path):
-    t2v, tup = runs
+    t2v, tup, _ = runs
     out = str(tmp_path / "clip.mp4")
     base = [STIV_SAMPLE, f"--workdir={t2v}", "--prompt=a red circle moving right", "--steps=3", "--emulated_steps=10"]
     proc = subprocess.run(
@@ -83,14 +97,31 @@ def test_stiv_sample_upsample_with(runs, tmp_path):
         assert message in lines[0] and "loaded" not in proc.stderr
 
 
+def test_video_prediction_keeps_the_given_frames_and_is_measured(runs):
+    """The V2V run predicts from its first 2 frames; the report compares it with the base run's T2V
+    and zero-shot prediction and with copying the last frame, all under the demo's FVD protocol."""
+    base, predictor = (pipeline.load_sampler(w, log=lambda m: None) for w in (runs[0], runs[2]))
+    predictor.config.sampling.steps = base.config.sampling.steps = 3
+    prompts = ["a red circle moving right", "a blue square moving up", "a green triangle moving left"]
+    result = prediction.prediction_report(predictor, base, prompts, seed=1)
+    assert result["given_kept"] and result["given_frames"] == 2 and result["frames"] == T
+    assert {"v2v", "zero_shot", "copy_last", "t2v_s1", "real"} <= set(result["fvd"])
+    assert all(np.isfinite(v) and v >= 0 for v in result["fvd"].values())
+    assert result["predicted_frames"]["copy_last"]["psnr_db"] < 200  # the demo shapes move
+    clips = np.arange(2 * 4 * 1 * 1 * 3, dtype=np.uint8).reshape(2, 4, 1, 1, 3)
+    copied = prediction.copy_last(clips, 2)
+    np.testing.assert_array_equal(copied[:, :2], clips[:, :2])
+    np.testing.assert_array_equal(copied[:, 2:], np.repeat(clips[:, 1:2], 2, axis=1))
+
+
 def test_centroids_follow_a_rendered_shape():
     """The sub-pixel centroid of a rendered square moving right advances by the rendered step."""
     clip = synthetic.render_clip("red", "square", "right", 9, 48, np.random.default_rng(0))
-    c = upsampling.centroids(clip)
+    c = report.centroids(clip)
     steps = np.diff(c, axis=0)
     assert np.all(steps[:, 1] > 0) and np.abs(steps[:, 0]).max() < 0.1
     np.testing.assert_allclose(steps[:, 1], steps[:, 1].mean(), atol=0.15)  # constant speed
-    assert np.isnan(upsampling.centroids(np.zeros((1, 8, 8, 3), np.uint8))).all()
+    assert np.isnan(report.centroids(np.zeros((1, 8, 8, 3), np.uint8))).all()
 
 
 def test_between_and_baselines_on_analytic_cases():
@@ -102,13 +133,32 @@ def test_between_and_baselines_on_analytic_cases():
     assert not upsampling.between(a, np.array([10.0, 12.0]), a)  # no motion: nothing is between
     clip = synthetic.render_clip("green", "circle", "down", 7, 32, np.random.default_rng(2))
     scores = upsampling.baselines(clip[None])
-    step = np.linalg.norm(np.diff(upsampling.centroids(clip), axis=0), axis=-1).mean()
+    step = np.linalg.norm(np.diff(report.centroids(clip), axis=0), axis=-1).mean()
     assert scores["repeat"]["centroid_error_px"] == pytest.approx(step, rel=0.1)  # one step behind
     assert scores["blend"]["centroid_error_px"] < 0.2 * step  # the cross-fade's centroid is right
     assert scores["blend"]["psnr_db"] > scores["repeat"]["psnr_db"]
-    assert upsampling.psnr(clip, clip) == pytest.approx(200.0)
+    assert report.psnr(clip, clip) == pytest.approx(200.0)
     noisy = np.clip(clip.astype(int) + 10, 0, 255).astype(np.uint8)
-    assert upsampling.psnr(clip, noisy) == pytest.approx(10 * np.log10(255**2 / 100), abs=0.1)
+    assert report.psnr(clip, noisy) == pytest.approx(10 * np.log10(255**2 / 100), abs=0.1)
+
+
+def test_long_clip_check_on_rendered_clips():
+    """A rendered clip passes; played backwards, with a frame of another colour or shape, or with a
+    step back of a few pixels, it fails on exactly that."""
+    rng = np.random.default_rng(4)
+    clip = synthetic.render_clip("blue", "square", "left", 12, 24, rng)
+    assert long_video.check_clip(clip, "a blue square moving left")["all"]
+    backwards = long_video.check_clip(clip[::-1], "a blue square moving left")
+    assert backwards["color"] and backwards["shape"] and not backwards["monotonic"]
+    recoloured = clip.copy()
+    recoloured[5] = synthetic.render_clip("red", "square", "left", 12, 24, np.random.default_rng(4))[5]
+    assert long_video.check_clip(recoloured, "a blue square moving left") == dict(
+        color=False, shape=True, monotonic=True, all=False
+    )
+    jump = np.concatenate([clip[:6], clip[2:8]])  # back by 4 frames at the join, then on
+    assert not long_video.check_clip(jump, "a blue square moving left")["monotonic"]
+    with pytest.raises(ValueError, match="captions that move"):
+        long_video.long_report(None, None, ["a red circle standing still"])
 
 
 def test_demo_apps_without_a_demo_run_fails_in_one_line(tmp_path):
