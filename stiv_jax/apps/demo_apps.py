@@ -133,24 +133,23 @@ def v2v(demo: str, out: str, steps: int | None, seed: int) -> dict:
     """Trains, samples and measures video prediction; returns its report entry."""
     from stiv_jax.apps import prediction
     from stiv_jax.apps import report as demo_report
-    from stiv_jax.apps.quality import FLOOR_SEED, real_clips
     from stiv_jax.data.synthetic import FPS
     from stiv_jax.sampling.pipeline import load_sampler
 
     config, workdir = _fine_tune(V2V_CONFIG, demo, out, "v2v", steps)
     print("\n=== v2v: predicted clips vs T2V and the truth (FVD, PSNR)", flush=True)
     predictor, base = load_sampler(workdir), load_sampler(os.path.join(demo, "workdir"))
-    result = prediction.prediction_report(predictor, base, demo_report.all_prompts(), seed=seed)
-
-    shown = list(T2V_PROMPTS)
-    truth = real_clips(shown, config, FLOOR_SEED)
+    prompts = demo_report.all_prompts()
+    result = prediction.prediction_report(predictor, base, prompts, seed=seed)
+    truth_videos, predicted = result.pop("truth_videos"), result.pop("v2v_videos")
+    shown = [prompts.index(p) for p in T2V_PROMPTS]
+    truth, guessed = truth_videos[shown], predicted[shown]
     k = result["given_frames"]
-    guessed = predictor.generate(shown, task="predict", predict_frames=k, video=truth[:, :k], seed=seed)
     folder = os.path.join(out, "v2v_samples")
     os.makedirs(folder, exist_ok=True)
-    files = _write_clips(folder, "v2v", dict(zip(shown, guessed)), FPS / config.data.frame_strides[0])
+    files = _write_clips(folder, "v2v", dict(zip(T2V_PROMPTS, guessed)), FPS / config.data.frame_strides[0])
     rows = [v for pair in zip(truth, guessed) for v in pair]
-    labels = [f"{kind}: {p}" for p in shown for kind in ("real clip", f"first {k} given, rest predicted")]
+    labels = [f"{kind}: {p}" for p in T2V_PROMPTS for kind in ("real clip", f"first {k} given, rest predicted")]
     sheet = demo_report.contact_sheet(rows, labels, os.path.join(out, "v2v_contact_sheet.png"))
     best = min((n for n in result["fvd"] if n.startswith("t2v")), key=result["fvd"].get)
     return dict(

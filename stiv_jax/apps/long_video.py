@@ -10,7 +10,6 @@ for the same clips (same strides, seed and sampler settings) without having trai
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import chex
@@ -53,7 +52,7 @@ def long_report(sampler, base, prompts: Sequence[str], *, seed: int = 0, batch: 
     options = SampleOptions.for_run(sampler.config, task="long", frame_stride=stride, seed=seed, batch_size=batch)
     result = {}
     for name, model in (("long", sampler), ("base", base)):
-        videos = model.generate(prompts, dataclasses.replace(options))
+        videos = model.generate(prompts, options)
         checks = [check_clip(v, p) for v, p in zip(videos, prompts)]
         result[name] = {k: float(np.mean([c[k] for c in checks])) for k in ("color", "shape", "monotonic", "all")}
         result[name + "_videos"] = videos

@@ -33,7 +33,8 @@ def copy_last(clips: np.ndarray, k: int) -> np.ndarray:
 
 def prediction_report(predictor, base, prompts: Sequence[str], *, seed: int = 0, batch: int = 20) -> dict:
     """V2V (``predictor``) against T2V and zero-shot prediction by ``base`` and against copying the
-    last frame (module docstring); both are :class:`~stiv_jax.sampling.pipeline.Sampler`."""
+    last frame (module docstring); both are :class:`~stiv_jax.sampling.pipeline.Sampler`. Also
+    returns the real clips and V2V's predictions of them (``truth_videos``, ``v2v_videos``)."""
     prompts = list(prompts)
     k = int(predictor.config.predict_frames)
     truth = quality.real_clips(prompts, predictor.config, quality.FLOOR_SEED)
@@ -59,4 +60,6 @@ def prediction_report(predictor, base, prompts: Sequence[str], *, seed: int = 0,
         given_kept=bool(np.array_equal(predicted[:, :k], given)),
         fvd=fvd,
         predicted_frames={name: frame_scores(truth, clips[name], after) for name in ("v2v", "zero_shot", "copy_last")},
+        truth_videos=truth,
+        v2v_videos=predicted,
     )

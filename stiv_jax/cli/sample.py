@@ -194,9 +194,10 @@ def run(argv: list[str] | None = None) -> list[str]:
         out = fv.out or default_out(fv.workdir, prompts[0], options.task, options.seed)
         paths = output_paths(out, len(prompts), options.task)
         inputs.check_fps(fv.fps, gif=out.lower().endswith(".gif"))
+        ema = fv.ema and not fv.no_ema
         sampler = pipeline.load_sampler(
             fv.workdir,
-            ema=fv.ema and not fv.no_ema,
+            ema=ema,
             step=fv.step,
             tokenizer_path=fv.tokenizer_path,
             text_checkpoint=fv.text_encoder,
@@ -204,7 +205,7 @@ def run(argv: list[str] | None = None) -> list[str]:
         )
         videos = sampler.generate(prompts, options, **given)
         if fv.upsample_with is not None:
-            upsampler = pipeline.load_sampler(fv.upsample_with, ema=fv.ema and not fv.no_ema, log=log)
+            upsampler = pipeline.load_sampler(fv.upsample_with, ema=ema, log=log)
             videos = cascade.upsample(upsampler, prompts, videos, seed=options.seed, batch_size=options.batch_size)
         start = time.perf_counter()
         for path, video in zip(paths, videos):
