@@ -76,6 +76,7 @@ def runs(tmp_path_factory):
         "demo": {},
         "kl-clip": kl | {"text.kind": "clip", "text.model": encoder_json(root / "clip.json", "clip", width)},
         "kl-t5": kl | {"text.kind": "t5", "text.model": encoder_json(root / "t5.json", "t5", width)},
+        "multiview": {"null_image": "zeros", "tasks.t2v": 0.0, "tasks.multiview": 1.0},
     }
     variants["kl-clip"]["text.use_projection"] = True
     out = {}
@@ -111,6 +112,7 @@ CASES = {
     "demo-interpolate-cfg-renorm": ("demo", "interpolate", dict(guidance="cfg", scale=4.0, renorm="rescale")),
     "kl-clip-t2v-jit": ("kl-clip", "t2v", dict(guidance="jit", scale=3.0)),
     "kl-t5-ti2v-jit": ("kl-t5", "ti2v", dict(guidance="jit", scale=3.0, schedule="linear")),
+    "multiview-zeros-null-image": ("multiview", "multiview", dict(guidance="jit", scale=3.5)),
 }
 
 
@@ -122,7 +124,8 @@ def jax_and_torch(runs, folders, case, **torch_overrides):
     plan = sampler.plan(options)
     noise = np.random.default_rng(1).standard_normal(sampler.latent_shape(plan, 2)).astype(np.float32)
     images = first_frames(sampler, plan)
-    given = {"ti2v": dict(image=images), "interpolate": dict(image=images, last_image=images[::-1])}.get(task, {})
+    given = {"interpolate": dict(image=images, last_image=images[::-1])}.get(task, dict(image=images))
+    given = {} if task == "t2v" else given
     video = sampler.generate(PROMPTS, options, noise=noise, **given) / 255.0
     pipe = STIVPipeline.from_pretrained(folders[run])
     pipe.set_progress_bar_config(disable=True)
@@ -152,6 +155,16 @@ def test_pytorch_pipeline_draws_the_jax_video(runs, folders, case):
     assert psnr(video, noise_video) < 25 and psnr(video[0], video[1]) < 30
     if CASES[case][1] != "t2v":  # given frames come back as given (up to the autoencoder)
         assert np.abs(frames[:, 0] - video[:, 0]).max() < 0.01
+
+
+def test_the_null_image_matters_to_the_multiview_case(runs, folders):
+    """The multi-view run's zero-latent null image (App. J.3) changes its video: the same run
+    sampled with the noise null image falls below the bar, so the parity case checks it."""
+    video, _, noise, sampler = jax_and_torch(runs, folders, "multiview-zeros-null-image")
+    sampler.config.null_image = "noise"
+    options = SampleOptions.for_run(sampler.config, task="multiview", steps=5, guidance="jit", scale=3.5)
+    other = sampler.generate(PROMPTS, options, noise=noise, image=first_frames(sampler, sampler.plan(options))) / 255.0
+    assert psnr(other, video) < MIN_PSNR
 
 
 def test_a_different_guidance_scale_is_not_within_the_threshold(runs, folders):

@@ -8,7 +8,7 @@ import pytest
 from stiv_jax.flow import loss as flow_loss
 from stiv_jax.flow.interpolant import X_PRED_MIN_GAP, interpolate, velocity_from_data, velocity_target
 from stiv_jax.flow.task_table import task_masks
-from stiv_jax.flow.tasks import drop_text, replace_frames, sample_frame_conditions
+from stiv_jax.flow.tasks import drop_image, drop_text, replace_frames, sample_frame_conditions
 from stiv_jax.flow.timesteps import sample_time, shift_time
 
 
@@ -69,14 +69,37 @@ def test_task_masks():
         task_masks(("i2v",), 4)
 
 
+def conditions(key, n, weights, image_dropout, x1=None, null_image="noise"):
+    given, keep = sample_frame_conditions(jax.random.key(key), n, 4, weights, image_dropout=image_dropout)
+    x1 = jnp.ones((n, 4, 1, 1, 1)) if x1 is None else x1
+    mask, latents = drop_image(given, keep, x1, null_image)
+    return np.asarray(mask), np.asarray(latents), np.asarray(given), np.asarray(keep)
+
+
 def test_task_mix_and_image_dropout_rates():
     n = 20_000
-    masks = np.asarray(sample_frame_conditions(jax.random.key(0), n, 4, dict(t2v=0.25, ti2v=0.75), image_dropout=0.08))
+    masks, latents, _, _ = conditions(0, n, dict(t2v=0.25, ti2v=0.75), 0.08)
     replaced = masks[:, 0]
     assert not masks[:, 1:].any()
     np.testing.assert_allclose(replaced.mean(), 0.75 * 0.92, atol=0.01)
-    none = np.asarray(sample_frame_conditions(jax.random.key(1), n, 4, dict(ti2v=1.0), image_dropout=1.0))
+    np.testing.assert_array_equal(latents, 1.0)  # noise null image: the clean latents, where given
+    none, _, _, _ = conditions(1, n, dict(ti2v=1.0), 1.0)
     assert not none.any()
+
+
+def test_zeros_null_image_keeps_the_frames_given_with_zero_latents():
+    """Multi-view's null image (App. J.3): a dropped sample keeps its mask, its given latents are 0."""
+    n = 4000
+    x1 = jax.random.normal(jax.random.key(5), (n, 4, 2, 2, 3)) + 3.0  # nowhere zero
+    mask, latents, given, keep = conditions(2, n, dict(t2v=0.5, multiview=0.5), 0.3, x1, "zeros")
+    np.testing.assert_array_equal(mask, given)  # dropout never clears the mask
+    np.testing.assert_array_equal(mask[:, 1:], False)
+    np.testing.assert_allclose(given[:, 0].mean(), 0.5, atol=0.03)
+    np.testing.assert_allclose(1 - keep.mean(), 0.3, atol=0.03)
+    np.testing.assert_array_equal(latents[~keep], 0.0)
+    np.testing.assert_array_equal(latents[keep], np.asarray(x1)[keep])
+    with pytest.raises(ValueError, match="null_image"):
+        drop_image(jnp.asarray(given), jnp.asarray(keep), x1, "blank")
 
 
 def test_text_dropout_uses_the_null_encoding():

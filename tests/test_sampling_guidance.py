@@ -39,7 +39,7 @@ def velocity(setup, frames=None, **kwargs):
     return _jit_velocity(model_fn, x, cond, null_cond, frames, Guidance(**kwargs))
 
 
-def branch(setup, with_text, with_image, t=0.3):
+def branch(setup, with_text, with_image, t=0.3, null_image="noise"):
     """F(text, image) built by hand from the documented rule (independent of guidance.py)."""
     model_fn, cond, null_cond, frames, x = setup
     c = dict(cond)
@@ -48,6 +48,8 @@ def branch(setup, with_text, with_image, t=0.3):
     m = frames.mask[:, :, None, None, None]
     if with_image:
         c["cond_mask"], xb = frames.mask, x
+    elif null_image == "zeros":  # multi-view: zero latents, still marked given
+        c["cond_mask"], xb = frames.mask, jnp.where(m, 0.0, x)
     else:
         c["cond_mask"] = jnp.zeros_like(frames.mask)
         xb = jnp.where(m, t * frames.latents + (1 - t) * frames.noise, x)
@@ -65,6 +67,19 @@ def test_branches_follow_the_frame_rule(setup):
     # The branches really differ, so the identities below are not vacuous.
     assert jnp.max(jnp.abs(branch(setup, False, False) - branch(setup, False, True))) > 1e-2
     assert jnp.max(jnp.abs(branch(setup, True, True) - branch(setup, False, True))) > 1e-2
+
+
+def test_zeros_null_image_branches(setup):
+    """A run trained with ``null_image='zeros'`` guides against zero latents at the given frames."""
+    for kind, image_branch in (("jit", (False, False)), ("sit", (False, False))):
+        got = velocity(setup, kind=kind, scale=0.0, image_scale=0.0, null_image="zeros")
+        np.testing.assert_allclose(got, branch(setup, *image_branch, null_image="zeros"), atol=1e-6)
+    c, u = branch(setup, True, True), branch(setup, False, False, null_image="zeros")
+    np.testing.assert_allclose(velocity(setup, kind="jit", scale=3.5, null_image="zeros"), u + 3.5 * (c - u), atol=1e-5)
+    # Not the noise null image: the unconditional branch differs.
+    assert jnp.max(jnp.abs(u - branch(setup, False, False))) > 1e-2
+    with pytest.raises(ValueError, match="null_image"):
+        Guidance(null_image="grey")
 
 
 def test_guidance_formulas(setup):

@@ -161,3 +161,43 @@ def test_gradient_accumulation_averages_microbatch_gradients():
         parts[0][1],
         parts[1][1],
     )
+
+
+@pytest.mark.parametrize("null_image", ["noise", "zeros"])
+def test_null_image_is_what_a_dropped_image_shows(null_image):
+    """With every image dropped (ti2v only): the ``noise`` null image leaves frame 0 on the noising
+    path and in the loss, so the loss follows its content; ``zeros`` (multi-view, App. J.3) shows
+    zero latents there and leaves it out of the loss, so the loss ignores its content. Kept images
+    make the loss follow frame 0 in both cases (it is shown to the model)."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from stiv_jax.encoders.conditioner import Conditioner
+    from stiv_jax.model.dit import STIV
+    from stiv_jax.train.data import SyntheticClip
+    from stiv_jax.train.optimizer import make_optimizer
+    from stiv_jax.train.step import init_state, make_loss_fn
+
+    def loss(dropout: float, brighten: float) -> float:
+        cfg = tiny_train_config(image_dropout=dropout, null_image=null_image)
+        cfg.tasks.t2v, cfg.tasks.ti2v = 0.0, 1.0
+        cond = Conditioner(cfg)
+        state = init_state(cfg, make_optimizer(cfg))
+        graphdef = nnx.split(jax.eval_shape(lambda: STIV(cfg.model, rngs=nnx.Rngs(0))), nnx.Param)[0]
+        clips = [SyntheticClip(cfg.data.num_frames, cfg.data.resolution, cfg.data.max_text_length)(i) for i in range(2)]
+        batch = {k: jnp.stack([c[k] for c in clips]) for k in clips[0]}
+        batch["video"] = batch["video"].at[:, 0].set(jnp.clip(batch["video"][:, 0] + brighten, -1, 1))
+        # Away from the zero-initialised output layers, so that the prediction depends on the input.
+        leaves, tree = jax.tree.flatten(state["params"])
+        keys = jax.random.split(jax.random.key(7), len(leaves))
+        params = tree.unflatten([p + 0.05 * jax.random.normal(k, p.shape, p.dtype) for p, k in zip(leaves, keys)])
+        fn = make_loss_fn(cfg, graphdef, cond)
+        return float(fn(params, batch, cond.frozen_params(), jax.random.key(3))[0])
+
+    dropped = abs(loss(1.0, 0.0) - loss(1.0, 0.7))
+    kept = abs(loss(0.0, 0.0) - loss(0.0, 0.7))
+    assert kept > 1e-4
+    if null_image == "zeros":
+        assert dropped == 0.0
+    else:
+        assert dropped > 1e-4

@@ -118,6 +118,7 @@ def sampling_defaults(config: ml_collections.ConfigDict) -> dict[str, Any]:
         image_scale=options.image_scale,
         renorm=options.renorm,
         solver=options.solver,
+        null_image=str(config.get("null_image", "noise")),
     )
 
 

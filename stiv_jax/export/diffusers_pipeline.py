@@ -10,7 +10,7 @@ no JAX), loaded from a folder written by ``stiv-export-torch --format=diffusers`
 
 It is the JAX sampler (stiv_jax/sampling) step for step: the run's tokenizer and frozen text
 encoder, the empty prompt for guidance, frame replacement at every step (§2.3.1; image-free
-guidance branches see the given frames on their noising path, ``sampling/frames.py``), JIT-CFG /
+guidance branches see the run's null image, ``sampling/frames.py``), JIT-CFG /
 SIT-CFG / text CFG with CFG-renorm (``sampling/guidance.py``, all branches in one batched model
 call), the same float32 time grid and Euler/Heun updates (``sampling/ode.py``). Given the same
 initial noise (``latents=``, diffusers layout ``[B, C, T, h, w]``; ``Sampler.generate(noise=)``
@@ -30,7 +30,7 @@ from diffusers.utils import BaseOutput
 
 from stiv_jax.export.diffusers_parts import STIVPixelAutoencoder, STIVTokenEmbedding
 from stiv_jax.export.diffusers_tokenizer import STIVTokenizer
-from stiv_jax.flow.task_table import DEFAULT_PREDICT_FRAMES, TASKS, given_frame_indices
+from stiv_jax.flow.task_table import DEFAULT_PREDICT_FRAMES, NULL_IMAGES, TASKS, given_frame_indices
 from stiv_jax.model.micro import micro_conditions
 from stiv_jax.sampling.kinds import GUIDANCE_BRANCHES, GUIDANCE_KINDS, RENORM_MODES, SOLVERS
 from stiv_jax.sampling.schedules import SCHEDULES
@@ -53,6 +53,7 @@ class _Given:
     latents: torch.Tensor  # [B, T, h, w, C], clean latents at given frames
     mask: torch.Tensor  # [B, T] bool
     noise: torch.Tensor  # [B, T, h, w, C], the initial state
+    null_image: str = "noise"  # what branches without the image see (NULL_IMAGES)
 
     def _m(self) -> torch.Tensor:
         return self.mask[:, :, None, None, None]
@@ -60,8 +61,11 @@ class _Given:
     def replace(self, x: torch.Tensor) -> torch.Tensor:
         return torch.where(self._m(), self.latents, x)
 
-    def unconditioned(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return torch.where(self._m(), t * self.latents + (1.0 - t) * self.noise, x)
+    def unconditioned(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model input and ``cond_mask`` of a branch without the image."""
+        if self.null_image == "zeros":
+            return torch.where(self._m(), torch.zeros_like(x), x), self.mask
+        return torch.where(self._m(), t * self.latents + (1.0 - t) * self.noise, x), torch.zeros_like(self.mask)
 
     def zero_given(self, v: torch.Tensor) -> torch.Tensor:
         return torch.where(self._m(), torch.zeros_like(v), v)
@@ -161,8 +165,8 @@ class STIVPipeline(DiffusionPipeline):
             c = dict(cond)
             if not with_text:
                 c.update({k: null[k].expand(b, *null[k].shape[1:]) for k in _TEXT_KEYS})
-            c["cond_mask"] = given.mask if with_image else torch.zeros_like(given.mask)
-            xs.append(x if with_image else given.unconditioned(x, t))
+            xi, c["cond_mask"] = (x, given.mask) if with_image else given.unconditioned(x, t)
+            xs.append(xi)
             conds.append(c)
         x_all = torch.cat(xs)
         cond_all = {k: torch.cat([c[k] for c in conds]) for k in conds[0]}
@@ -239,7 +243,8 @@ class STIVPipeline(DiffusionPipeline):
     ) -> STIVPipelineOutput | tuple:
         """Samples one clip per prompt. ``task``: t2v (default; t2i with ``num_frames=1``), ti2v
         (``image``), interpolate (``image``, ``last_image``), predict (``video``: the first
-        ``num_given_frames``), upsample (``video``: ceil(T/2) frames). ``guidance``: none | cfg |
+        ``num_given_frames``), upsample (``video``: ceil(T/2) frames), multiview (``image``: the
+        front view; empty prompt). ``guidance``: none | cfg |
         jit (STIV JIT-CFG) | sit (SIT-CFG, ``image_guidance_scale`` = s_img); unset arguments
         take the run's defaults (``self.defaults``). ``latents``: the initial noise
         ``[B, C, T, h, w]`` (default: ``torch.randn`` with ``generator``)."""
@@ -289,7 +294,10 @@ class STIVPipeline(DiffusionPipeline):
             mask[:, list(indices)] = True
         elif any(v is not None for v in (image, last_image, video)):
             raise ValueError(f"task {task!r} takes no image or video")
-        given = _Given(given_latents, mask, noise)
+        null_image = d.get("null_image", "noise")
+        if null_image not in NULL_IMAGES:
+            raise ValueError(f"model_index.json: stiv.null_image {null_image!r} is not one of {NULL_IMAGES}")
+        given = _Given(given_latents, mask, noise, null_image)
 
         cond = self.encode_prompt(prompts)
         null = self.encode_prompt([""])

@@ -12,7 +12,12 @@ ti2v           first                                        TI2V by frame replac
 predict        first k (default 4)                          STIV-V2V video prediction (App. J.1)
 interpolate    first and last                               interpolation mode of long video (§5)
 upsample       every other (0, 2, 4, ...)                   STIV-TUP temporal upsampler (App. J.2)
+multiview      first (the input view; frames: the orbit)    multi-view generation (App. J.3)
 =============  ==========================================  =====================================
+
+``multiview`` gives what ``ti2v`` gives; its frames are views of an object at equally spaced
+azimuths, its text is empty, and its runs use zero latents as the null image (``NULL_IMAGES``:
+what image-condition dropout gives, flow/tasks.py).
 
 numpy only (no JAX), so the PyTorch pipeline (stiv_jax/export) reads the same table.
 """
@@ -21,7 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
-TASKS = ("t2i", "t2v", "ti2v", "predict", "interpolate", "upsample")
+TASKS = ("t2i", "t2v", "ti2v", "predict", "interpolate", "upsample", "multiview")
+NULL_IMAGES = ("noise", "zeros")
 DEFAULT_PREDICT_FRAMES = 4  # STIV-V2V gives the first 4 frames (App. J.1)
 
 
@@ -32,7 +38,7 @@ def given_frames(task: str, num_frames: int, num_given: int | None = None) -> tu
         raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
     if num_frames == 1:
         return ()
-    if task == "ti2v":
+    if task in ("ti2v", "multiview"):
         return (0,)
     if task == "predict":
         return tuple(range(min(DEFAULT_PREDICT_FRAMES if num_given is None else num_given, num_frames - 1)))
@@ -62,7 +68,7 @@ def given_frame_indices(task: str, num_frames: int, num_given: int | None = None
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS} (or use long.py)")
     if task == "t2i" and num_frames != 1:
         raise ValueError(f"t2i generates one frame, got num_frames={num_frames}")
-    min_frames = {"ti2v": 2, "predict": 2, "interpolate": 3, "upsample": 2}.get(task, 1)
+    min_frames = {"ti2v": 2, "predict": 2, "interpolate": 3, "upsample": 2, "multiview": 2}.get(task, 1)
     if num_frames < min_frames:
         raise ValueError(f"task {task!r} needs num_frames >= {min_frames}, got {num_frames}")
     k = DEFAULT_PREDICT_FRAMES if num_given is None else num_given

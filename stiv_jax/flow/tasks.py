@@ -1,20 +1,24 @@
 """Training-time task sampling, condition dropout and frame replacement (§2.3, App. B).
 
 The task table (which frames each task gives) is ``task_table.py``; a training sample draws a
-task by ``config.tasks`` weights. Image-condition dropout (p = 0.08) turns a sample's replacement
-off ("null image = no replacement"); text dropout (p = 0.10) swaps in the empty-prompt encoding.
-The two are independent (App. B), which is what JIT-CFG needs (§2.3.2).
+task by ``config.tasks`` weights. Image-condition dropout (p = 0.08) replaces a sample's given
+frames by the null image, one of ``NULL_IMAGES``: ``noise``, STIV's default, turns the replacement
+off ("null image = no replacement", the frames stay on the noising path); ``zeros`` keeps the frames
+marked as given but gives zero latents, as the multi-view model's negative views (App. J.3). Text
+dropout (p = 0.10) swaps in the empty-prompt encoding. Image and text dropout are independent
+(App. B), which is what JIT-CFG needs (§2.3.2).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stiv_jax.flow.task_table import task_masks
+from stiv_jax.flow.task_table import NULL_IMAGES, task_masks
 
 
 def sample_frame_conditions(
@@ -25,8 +29,9 @@ def sample_frame_conditions(
     *,
     predict_frames: int = 4,
     image_dropout: float = 0.08,
-) -> jax.Array:
-    """Draws a task per sample (by ``weights``), applies image dropout; returns ``cond_mask [B, T]``."""
+) -> tuple[jax.Array, jax.Array]:
+    """Draws a task per sample (by ``weights``) and image dropout; returns the task's given frames
+    ``[B, T]`` and whether each sample keeps its image ``[B]`` (:func:`drop_image` applies it)."""
     names = tuple(k for k, v in weights.items() if v > 0)
     if not names:
         raise ValueError("config.tasks gives no task a positive weight")
@@ -35,7 +40,22 @@ def sample_frame_conditions(
     k_task, k_drop = jax.random.split(key)
     task = jax.random.choice(k_task, len(names), (batch,), p=jnp.asarray(probs / probs.sum()))
     keep = jax.random.uniform(k_drop, (batch,)) >= image_dropout
-    return table[task] & keep[:, None]
+    return table[task], keep
+
+
+def drop_image(
+    given: jax.Array, keep: jax.Array, x1: jax.Array, null_image: str = "noise"
+) -> tuple[jax.Array, jax.Array]:
+    """Image dropout with the null image ``null_image`` (module docstring): the task's ``given``
+    frames ``[B, T]``, ``keep`` ``[B]`` and clean latents ``x1`` ``[B, T, ...]`` → ``(cond_mask [B, T],
+    the latents to replace them with [B, T, ...])``."""
+    chex.assert_equal_shape_prefix([given, x1], 2)
+    chex.assert_shape(keep, given.shape[:1])
+    if null_image == "noise":
+        return given & keep[:, None], x1
+    if null_image == "zeros":
+        return given, jnp.where(keep.reshape((-1,) + (1,) * (x1.ndim - 1)), x1, jnp.zeros_like(x1))
+    raise ValueError(f"unknown null_image {null_image!r}; expected one of {NULL_IMAGES}")
 
 
 def drop_text(

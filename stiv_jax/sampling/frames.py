@@ -14,9 +14,10 @@ null image is no replacement": those frames then stay on the ordinary noising pa
 The ODE state holds the clean latents at given frames (:meth:`replace`, applied to x0 and after
 every step, so they appear unchanged at every step). A branch WITH the image condition sees the
 state as it is and ``cond_mask = mask``. A branch WITHOUT it (JIT-CFG's unconditional branch,
-SIT's ∅∅ branch) must see what training showed when the image was dropped: the given frames on
-the forward noising path x_t = t·latents + (1 − t)·ε₀ (:meth:`unconditioned`) and
-``cond_mask = False``.
+SIT's ∅∅ branch) must see what training showed when the image was dropped (the run's
+``null_image``, flow/tasks.py): with ``noise``, the given frames on the forward noising path
+x_t = t·latents + (1 − t)·ε₀ and ``cond_mask = False``; with ``zeros`` (multi-view, App. J.3), zero
+latents at the given frames, still marked given (:meth:`unconditioned`).
 """
 
 from __future__ import annotations
@@ -72,11 +73,15 @@ class FrameCondition:
         del t
         return jnp.where(self._frame_mask(x), self.latents, x)
 
-    def unconditioned(self, x: jax.Array, t: jax.Array) -> jax.Array:
-        """Model input for a branch without the image: given frames back on the noising path."""
+    def unconditioned(self, x: jax.Array, t: jax.Array, null_image: str = "noise") -> tuple[jax.Array, jax.Array]:
+        """Model input and ``cond_mask`` for a branch without the image (module docstring)."""
+        if null_image == "zeros":
+            return jnp.where(self._frame_mask(x), jnp.zeros_like(x), x), self.mask
+        if null_image != "noise":
+            raise ValueError(f"unknown null_image {null_image!r}; expected 'noise' or 'zeros'")
         t = jnp.asarray(t, x.dtype)
         noised = t * self.latents + (1.0 - t) * self.noise
-        return jnp.where(self._frame_mask(x), noised, x)
+        return jnp.where(self._frame_mask(x), noised, x), jnp.zeros_like(self.mask)
 
     def zero_given(self, v: jax.Array) -> jax.Array:
         """Zeroes velocities at given frames (they are overwritten by :meth:`replace` anyway)."""

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from stiv_jax.errors import ConfigError
+from stiv_jax.flow.task_table import NULL_IMAGES
 from stiv_jax.sampling.frames import FrameCondition
 from stiv_jax.sampling.kinds import GUIDANCE_BRANCHES, GUIDANCE_KINDS, RENORM_MODES
 
@@ -54,18 +55,23 @@ class Guidance:
     ``scale`` is s for cfg/jit and s_txt for sit; ``image_scale`` is s_img (sit only).
     Defaults follow the paper: JIT-CFG s = 7.5 (App. B); SIT-CFG s_img = 1.5, s_txt = 7.5. They are
     the sampler's defaults (``options.SampleOptions`` and ``stiv-sample`` read them here).
+    ``null_image``: what the branches without the image see, as the run was trained
+    (``config.null_image``, ``frames.FrameCondition.unconditioned``).
     """
 
     kind: str = dataclasses.field(default="jit", metadata=dict(static=True))
     scale: float = 7.5
     image_scale: float = 1.5
     renorm: str = dataclasses.field(default="none", metadata=dict(static=True))
+    null_image: str = dataclasses.field(default="noise", metadata=dict(static=True))
 
     def __post_init__(self):
         if self.kind not in GUIDANCE_KINDS:
             raise ValueError(f"unknown guidance {self.kind!r}; expected one of {GUIDANCE_KINDS}")
         if self.renorm not in RENORM_MODES:
             raise ValueError(f"unknown renorm {self.renorm!r}; expected one of {RENORM_MODES}")
+        if self.null_image not in NULL_IMAGES:
+            raise ValueError(f"unknown null_image {self.null_image!r}; expected one of {NULL_IMAGES}")
 
     def check_scales(self) -> Guidance:
         """Raises :class:`ConfigError` naming the flag unless each scale is finite with
@@ -100,12 +106,15 @@ def _broadcast_batch(tree: Cond, batch: int) -> dict:
     return {k: jnp.broadcast_to(v, (batch,) + v.shape[1:]) for k, v in tree.items()}
 
 
-def _branch(x, t, cond, null_text, frames, with_text, with_image):
+def _branch(x, t, cond, null_text, frames, null_image, with_text, with_image):
     branch_cond = dict(cond)
     if not with_text:
         branch_cond.update(null_text)
-    branch_cond["cond_mask"] = frames.mask if with_image else jnp.zeros_like(frames.mask)
-    return (x if with_image else frames.unconditioned(x, t)), branch_cond
+    if with_image:
+        branch_cond["cond_mask"] = frames.mask
+        return x, branch_cond
+    x, branch_cond["cond_mask"] = frames.unconditioned(x, t, null_image)
+    return x, branch_cond
 
 
 def guided_velocity(
@@ -135,7 +144,7 @@ def guided_velocity(
         if missing:
             raise ValueError(f"cond is missing keys {missing}")
         null_text = _broadcast_batch({k: null_cond[k] for k in TEXT_KEYS}, batch)
-    inputs = [_branch(x, t, cond, null_text, frames, *b) for b in branches]
+    inputs = [_branch(x, t, cond, null_text, frames, guidance.null_image, *b) for b in branches]
     xs, conds = zip(*inputs)
     x_all = jnp.concatenate(xs, axis=0)
     cond_all = jax.tree.map(lambda *leaves: jnp.concatenate(leaves, axis=0), *conds)

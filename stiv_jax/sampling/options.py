@@ -21,7 +21,13 @@ from stiv_jax.sampling.guidance import Guidance
 
 ALL_TASKS = (*TASKS, "long")
 # Conditioning pixels each task needs (required) and accepts (optional), by argument name.
-_REQUIRED = {"ti2v": ("image",), "interpolate": ("image", "last_image"), "predict": ("video",), "upsample": ("video",)}
+_REQUIRED = {
+    "ti2v": ("image",),
+    "multiview": ("image",),
+    "interpolate": ("image", "last_image"),
+    "predict": ("video",),
+    "upsample": ("video",),
+}
 _OPTIONAL = {"long": ("image",)}
 FLAGS = {"image": "--image", "last_image": "--last_image", "video": "--video"}
 

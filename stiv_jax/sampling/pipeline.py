@@ -319,7 +319,9 @@ class Sampler:
         if noise is not None:
             noise = self.check_noise(noise, plan, len(prompts))
         times = jnp.asarray(schedules.get(options.schedule, options.steps, options.emulated_steps), jnp.float32)
-        guidance, self.timings = options.guidance_settings(), {}
+        # The null image is the run's (what its image dropout showed), not a sampling choice.
+        guidance = dataclasses.replace(options.guidance_settings(), null_image=self.config.get("null_image", "noise"))
+        self.timings = {}
         self.log(
             f"sampling task={plan.task} prompts={len(prompts)} frames={plan.output_frames} "
             f"size={plan.height}x{plan.width} steps={options.steps} ({options.schedule}, "

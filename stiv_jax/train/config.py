@@ -53,9 +53,12 @@ def base_config(size: str = "XL", **model_overrides) -> ml_collections.ConfigDic
     c.mae_loss_weight = 0.1
 
     # Task mixing through frame replacement and condition dropout (§2.3, App. B).
-    c.tasks = ml_collections.ConfigDict(dict(t2i=0.0, t2v=1.0, ti2v=0.0, predict=0.0, interpolate=0.0, upsample=0.0))
+    c.tasks = ml_collections.ConfigDict(
+        dict(t2i=0.0, t2v=1.0, ti2v=0.0, predict=0.0, interpolate=0.0, upsample=0.0, multiview=0.0)
+    )
     c.predict_frames = 4
     c.image_dropout = 0.08
+    c.null_image = "noise"  # what image dropout gives (flow/tasks.py): no replacement | zero latents
     c.text_dropout = 0.10
 
     # Frozen encoders. text.kind: 'embedding' (frozen random table, toy runs) | 'clip' | 't5' |
@@ -126,6 +129,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.learning_rate={c.learning_rate} must be a number >= 0")
     if not 0.0 <= float(c.mask_ratio) < 1.0:
         raise ConfigError(f"config.mask_ratio={c.mask_ratio} must be in [0, 1)")
+    from stiv_jax.flow.task_table import NULL_IMAGES
+
+    if c.get("null_image", "noise") not in NULL_IMAGES:
+        raise ConfigError(f"config.null_image={c.null_image!r} must be one of {NULL_IMAGES}")
     if c.mask_ratio > 0 and not c.model.num_decoder_blocks:  # it would silently train unmasked
         raise ConfigError(
             f"config.mask_ratio={c.mask_ratio} masks tokens, but config.model.num_decoder_blocks=0 "

@@ -24,7 +24,7 @@ from flax import nnx
 from stiv_jax.encoders.conditioner import Conditioner
 from stiv_jax.flow import loss as flow_loss
 from stiv_jax.flow.interpolant import interpolate, velocity_target
-from stiv_jax.flow.tasks import drop_text, replace_frames, sample_frame_conditions
+from stiv_jax.flow.tasks import drop_image, drop_text, replace_frames, sample_frame_conditions
 from stiv_jax.flow.timesteps import sample_time
 from stiv_jax.model import maskdit
 from stiv_jax.model.dit import STIV
@@ -67,7 +67,7 @@ def make_loss_fn(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, cond
         text, text_mask, pooled, _ = drop_text(
             k_txt, config.text_dropout, inp["text"], inp["text_mask"], inp["pooled_text"], *null
         )
-        cond_mask = sample_frame_conditions(
+        given, keep = sample_frame_conditions(
             k_task,
             b,
             t_frames,
@@ -75,12 +75,13 @@ def make_loss_fn(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, cond
             predict_frames=config.predict_frames,
             image_dropout=config.image_dropout,
         )
+        cond_mask, given_latents = drop_image(given, keep, x1, config.get("null_image", "noise"))
 
         f = config.flow
         t = sample_time(k_t, b, f.time_dist, f.time_mean, f.time_std, f.time_shift)
         # Drawn flat: rank-5 jax.random.normal compiles ~10x slower on CPU (jax 0.10).
         noise = jax.random.normal(k_eps, (x1.size,), x1.dtype).reshape(x1.shape)
-        x_t = replace_frames(interpolate(x1, noise, t), x1, cond_mask)
+        x_t = replace_frames(interpolate(x1, noise, t), given_latents, cond_mask)
         target = velocity_target(x1, noise)
 
         grid = (h // patch, w // patch)
