@@ -3,7 +3,7 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-HASH := $(shell cat setup.cfg | cksum | cut -d' ' -f1)
+HASH := $(shell cat setup.cfg Makefile | cksum | cut -d' ' -f1)
 CORE := $(VENV)/.core-$(HASH)
 STAMP := $(VENV)/.installed-$(HASH)
 export JAX_PLATFORMS ?= cpu
@@ -25,10 +25,10 @@ $(STAMP): $(CORE)
 	# CPU PyTorch first (a local wheel where the machine has one), so the torch extra adds nothing heavy.
 	$(BIN)/pip install -q "torch==2.13.0"
 	$(BIN)/pip install -q -e ".[test,torch,tpu,tf]"
-	# Reference implementations for the evaluation tests (tests/references.py), outside site-packages
+	# Reference implementations for the evaluation tests (tests/reference_packages.py), outside site-packages
 	# and without their dependencies (torchvision and timm would replace the CPU PyTorch):
-	# open_clip's CLIP tokenizer, torch-fidelity's FID InceptionV3.
-	$(BIN)/pip install -q --no-deps --upgrade --target $(VENV)/references "open_clip_torch==3.3.0" "torch-fidelity==0.4.0"
+	# open_clip's CLIP tokenizer, torch-fidelity's FID InceptionV3, scikit-image's SSIM.
+	$(BIN)/pip install -q --no-deps --upgrade --target $(VENV)/references "open_clip_torch==3.3.0" "torch-fidelity==0.4.0" "scikit-image==0.26.0" "lazy_loader==0.6"
 	rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
