@@ -15,9 +15,13 @@ Runs after ``make demo`` and reuses its shards and its trained T2V run (``DEMO/w
 * **long** — long video (experiments/demo_long.py): a latent cache of every clip at strides 1 and
   3, fine-tuning on T2V/TI2V (keyframes) and interpolation, then apps/long_video.py's reading of
   every frame of 12-frame clips against the demo model, a contact sheet and GIFs.
+* **multiview** — multi-view generation (experiments/demo_multiview.py): object orbits rendered
+  (data/orbits.py) → shards → a 7-frame latent cache, fine-tuning from the demo model with the
+  front view given and zero-latent null images, then apps/multiview.py's PSNR and SSIM of the
+  generated views of held-out objects against copying the front view, a contact sheet and GIFs.
 
 Writes ``OUT/report.json`` (``{"tup": {"metric", "value", "baseline", "higher_is_better", …},
-"v2v": {…}, "long": {…}}``).
+"v2v": {…}, "long": {…}, "multiview": {…}}``).
 Each stage is skipped when its output exists.
 """
 
@@ -39,15 +43,26 @@ _OUT = flags.DEFINE_string("out", "outputs/demo-apps", "Output folder.")
 _TUP_STEPS = flags.DEFINE_integer("tup_steps", None, "Override the upsampler's num_train_steps.")
 _V2V_STEPS = flags.DEFINE_integer("v2v_steps", None, "Override the video predictor's num_train_steps.")
 _LONG_STEPS = flags.DEFINE_integer("long_steps", None, "Override the long-video run's num_train_steps.")
+_MULTIVIEW_STEPS = flags.DEFINE_integer("multiview_steps", None, "Override the multi-view run's num_train_steps.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
 TUP_CONFIG, V2V_CONFIG, LONG_CONFIG = "experiments/demo_tup.py", "experiments/demo_v2v.py", "experiments/demo_long.py"
+MULTIVIEW_CONFIG = "experiments/demo_multiview.py"
+NUM_ORBITS = 800  # training objects of the multi-view run
 
 
-def _fine_tune(config_path: str, demo: str, out: str, name: str, steps: int | None, latents: str | None = None):
+def _fine_tune(
+    config_path: str,
+    demo: str,
+    out: str,
+    name: str,
+    steps: int | None,
+    latents: str | None = None,
+    shards: str | None = None,
+):
     """Config ``config_path`` started from the demo run (its latent cache ``latents`` written from
-    the demo shards when given, at every stride of the config, else the demo's own) and trained in
-    ``OUT/name`` unless done there; returns ``(config, workdir)``."""
+    ``shards``, default the demo's, when given, at every stride of the config, else the demo's own
+    cache) and trained in ``OUT/name`` unless done there; returns ``(config, workdir)``."""
     from stiv_jax.storage.checkpoints import latest_step
     from stiv_jax.train.loop import train
 
@@ -56,7 +71,7 @@ def _fine_tune(config_path: str, demo: str, out: str, name: str, steps: int | No
     if latents is not None:
         config.data.path = os.path.join(out, latents)
         every_stride = len(config.data.frame_strides) > 1
-        encode_latents(os.path.join(demo, "shards"), config.data.path, config, every_stride=every_stride)
+        encode_latents(shards or os.path.join(demo, "shards"), config.data.path, config, every_stride=every_stride)
     workdir = os.path.join(out, name)
     if Workdir(workdir).checkpoints.exists() and latest_step(workdir) == config.num_train_steps:
         return config, workdir
@@ -200,6 +215,48 @@ def long(demo: str, out: str, steps: int | None, seed: int) -> dict:
     )
 
 
+def multiview(demo: str, out: str, steps: int | None, seed: int) -> dict:
+    """Renders orbits, trains, samples and measures multi-view generation; returns its report entry."""
+    from stiv_jax.apps import multiview as mv
+    from stiv_jax.apps import report as demo_report
+    from stiv_jax.data import clips, orbits
+    from stiv_jax.data.ingest import make_shards
+    from stiv_jax.sampling.pipeline import load_sampler
+
+    data, shards = os.path.join(out, "orbits"), os.path.join(out, "orbit_shards")
+    if not os.path.exists(os.path.join(shards, "manifest.json")):
+        print(f"\n=== multiview: rendering {NUM_ORBITS} object orbits into {data}", flush=True)
+        orbits.make_orbit_data(data, NUM_ORBITS)
+        make_shards(data, shards, os.path.join(data, "captions.jsonl"), clips.CurationOptions(split_scenes=False))
+    config, workdir = _fine_tune(MULTIVIEW_CONFIG, demo, out, "multiview", steps, "latents_multiview", shards)
+    print("\n=== multiview: generated views of held-out objects vs their true renders", flush=True)
+    sampler = load_sampler(workdir)
+    result = mv.multiview_report(sampler, seed=seed, scales=(1.0, 3.5))  # 3.5: the paper's
+    truth, views = result.pop("truth_videos"), result.pop("multiview_videos")
+    shown = range(4)
+    folder = os.path.join(out, "multiview_samples")
+    os.makedirs(folder, exist_ok=True)
+    files = _write_clips(folder, "multiview", {f"object {i}": views[i] for i in shown}, 4.0)
+    files += _write_clips(folder, "truth", {f"object {i}": truth[i] for i in shown}, 4.0)
+    rows = [v for i in shown for v in (truth[i], views[i])]
+    labels = [f"{kind}, held-out object {i}" for i in shown for kind in ("true views", "front given, rest generated")]
+    sheet = demo_report.contact_sheet(rows, labels, os.path.join(out, "multiview_contact_sheet.png"))
+    model = result["model"][f"s{result['scale']:g}"]
+    return dict(
+        metric="PSNR of generated views vs the true renders of held-out objects (dB)",
+        value=model["psnr_db"],
+        baseline=result["copy_front"]["psnr_db"],
+        baseline_name="copying the front view to every azimuth",
+        higher_is_better=True,
+        ssim=model["ssim"],
+        baseline_ssim=result["copy_front"]["ssim"],
+        **result,
+        sheet=sheet,
+        files=files,
+        workdir=workdir,
+    )
+
+
 def main(argv) -> None:
     del argv
     from stiv_jax.console.errors import quiet_libraries, reported, verbose_from_env
@@ -215,6 +272,7 @@ def main(argv) -> None:
             "tup": tup(demo, out, _TUP_STEPS.value, _SEED.value),
             "v2v": v2v(demo, out, _V2V_STEPS.value, _SEED.value),
             "long": long(demo, out, _LONG_STEPS.value, _SEED.value),
+            "multiview": multiview(demo, out, _MULTIVIEW_STEPS.value, _SEED.value),
         }
     with open(os.path.join(out, "report.json"), "w") as f:
         json.dump(report, f, indent=2)
@@ -236,7 +294,12 @@ def main(argv) -> None:
         f"long: {g['value']:.0%} of {g['clips']} clips keep colour and shape in all {g['frames']} frames "
         f"and move monotonically (the demo model: {g['baseline']:.0%})"
     )
-    print(f"report: {out}/report.json   contact sheets: {t['sheet']}, {v['sheet']}, {g['sheet']}")
+    m = report["multiview"]
+    print(
+        f"multiview: generated views PSNR {m['value']:.2f} dB, SSIM {m['ssim']:.3f} over {m['objects']} "
+        f"held-out objects (copying the front view: {m['baseline']:.2f} dB, SSIM {m['baseline_ssim']:.3f})"
+    )
+    print(f"report: {out}/report.json   contact sheets: {t['sheet']}, {v['sheet']}, {g['sheet']}, {m['sheet']}")
     print(f"total time: {time.perf_counter() - start:.0f}s")
 
 

@@ -1,6 +1,6 @@
 """stiv-sample: videos (or images) from a trained STIV run.
 
-  stiv-sample --workdir=DIR --prompt=TEXT [--task=t2v|ti2v|predict|interpolate|long|t2i|upsample]
+  stiv-sample --workdir=DIR --prompt=TEXT [--task=t2v|ti2v|predict|interpolate|long|t2i|upsample|multiview]
       [--image=PNG] [--last_image=PNG] [--video=MP4] [--steps=50]
       [--schedule=linear_quadratic|linear] [--guidance=jit|sit|cfg|none] [--scale=7.5]
       [--num_frames=N] [--seed=S] [--out=FILE.mp4|.gif] [--upsample_with=TUP_WORKDIR]
@@ -11,6 +11,9 @@ run's: its ``config.json`` → ``sampling`` (set in the experiment file), else t
 ``--upsample_with`` cascades a temporal upsampler (STIV-TUP, App. J.2; e.g.
 experiments/demo_tup.py): the T frames sampled by ``--workdir`` become frames 0, 2, …, 2T − 2 of a
 2T − 1-frame clip whose frames in between that run samples, with its own ``sampling`` settings.
+``--task=multiview --image=FRONT.png`` (a multi-view run, App. J.3; e.g. experiments/demo_multiview.py)
+draws the object's other views, one per frame (the prompt defaults to the empty text it was
+trained with); a ``.png`` ``--out`` puts the frames of a clip side by side.
 ``--prompts_file`` (one prompt per line) samples a batch and writes ``FILE_000.mp4``, … next to
 ``--out``. Without ``--out``, outputs go to ``DIR/samples/TASK_PROMPT_sSEED.mp4`` (``.png`` for
 t2i); ``DIR`` and ``--out`` may be ``gs://`` URLs. Progress and stage timings (load, encode, compile, sample, decode, write) go to stderr;
@@ -29,6 +32,7 @@ import os
 import sys
 import time
 
+import numpy as np
 from absl import flags
 
 from stiv_jax.console import flag_utils
@@ -39,6 +43,7 @@ from stiv_jax.sampling.options import ALL_TASKS, SampleOptions, check_inputs
 PROG = "stiv-sample"
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".webm", ".gif")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+IMAGE_TASKS = ("t2i", "multiview")  # may be written as an image (a clip: its frames side by side)
 
 
 def _flag_values() -> flags.FlagValues:
@@ -46,11 +51,15 @@ def _flag_values() -> flags.FlagValues:
     d = dict(flag_values=fv)
     o = SampleOptions()
     flags.DEFINE_string("workdir", None, "stiv-train run directory (config.json + checkpoints/).", **d)
-    flags.DEFINE_string("prompt", None, "Text prompt.", **d)
+    flags.DEFINE_string("prompt", None, "Text prompt (multiview: default empty).", **d)
     flags.DEFINE_string("prompts_file", None, "File with one prompt per line (a batch).", **d)
-    flags.DEFINE_string("out", None, "Output .mp4/.webm/.gif (or .png/.jpg for t2i); default WORKDIR/samples/.", **d)
+    flags.DEFINE_string(
+        "out", None, "Output .mp4/.webm/.gif (or .png/.jpg for t2i, multiview); default WORKDIR/samples/.", **d
+    )
     flags.DEFINE_enum("task", o.task, list(ALL_TASKS), "What to generate.", **d)
-    flags.DEFINE_string("image", None, "First frame (ti2v, interpolate; optional for long).", **d)
+    flags.DEFINE_string(
+        "image", None, "First frame (ti2v, interpolate; optional for long); multiview: the front view.", **d
+    )
     flags.DEFINE_string("last_image", None, "Last frame (interpolate).", **d)
     flags.DEFINE_string("video", None, "Given frames for predict (first k) / upsample (low-fps clip).", **d)
     flags.DEFINE_integer("video_stride", o.video_stride, "Take every n-th frame of --video.", **d)
@@ -108,8 +117,11 @@ def _flag_values() -> flags.FlagValues:
     return fv
 
 
-def read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
-    """``--prompt`` or the non-empty lines of ``--prompts_file`` (exactly one of them)."""
+def read_prompts(prompt: str | None, prompts_file: str | None, task: str = "t2v") -> list[str]:
+    """``--prompt`` or the non-empty lines of ``--prompts_file`` (exactly one of them; multiview
+    without either: the empty prompt)."""
+    if task == "multiview" and prompt is None and prompts_file is None:
+        return [""]
     if (prompt is None) == (prompts_file is None):
         raise ValueError("give exactly one of --prompt and --prompts_file")
     if prompt is not None:
@@ -134,7 +146,7 @@ def default_out(workdir: str, prompt: str, task: str, seed: int) -> str:
 def output_paths(out: str, count: int, task: str) -> list[str]:
     """``out`` for one output, else ``STEM_000.EXT``, ``STEM_001.EXT``, …"""
     stem, ext = os.path.splitext(out)
-    allowed = VIDEO_EXTENSIONS + (IMAGE_EXTENSIONS if task == "t2i" else ())
+    allowed = VIDEO_EXTENSIONS + (IMAGE_EXTENSIONS if task in IMAGE_TASKS else ())
     if ext.lower() not in allowed:
         raise ValueError(f"--out {out!r}: extension must be one of {', '.join(allowed)}")
     if count == 1:
@@ -143,7 +155,7 @@ def output_paths(out: str, count: int, task: str) -> list[str]:
 
 
 def write_output(path: str, frames, fps: float) -> str:
-    """Writes ``uint8 [T, H, W, 3]`` as a video, or a single frame as an image (local or gs://)."""
+    """Writes ``uint8 [T, H, W, 3]`` as a video, or as an image of its frames side by side (local or gs://)."""
     from PIL import Image
 
     from stiv_jax.data import video_io
@@ -151,7 +163,7 @@ def write_output(path: str, frames, fps: float) -> str:
 
     with paths.staged_file(path) as local:
         if os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS:
-            Image.fromarray(frames[0]).save(local)
+            Image.fromarray(np.concatenate(list(frames), axis=1)).save(local)
         else:
             video_io.write_video(local, frames, fps)
     return path
@@ -190,7 +202,7 @@ def run(argv: list[str] | None = None) -> list[str]:
         check_inputs(options.task, **given)
         if fv.upsample_with is not None:
             check_upsampler(fv.upsample_with, options.task)
-        prompts = read_prompts(fv.prompt, fv.prompts_file)
+        prompts = read_prompts(fv.prompt, fv.prompts_file, options.task)
         out = fv.out or default_out(fv.workdir, prompts[0], options.task, options.seed)
         paths = output_paths(out, len(prompts), options.task)
         inputs.check_fps(fv.fps, gif=out.lower().endswith(".gif"))

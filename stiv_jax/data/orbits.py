@@ -6,15 +6,22 @@ view ``k`` of ``num_views`` is at azimuth ``360° · k / num_views`` (view 0, th
 input of multi-view generation, the others are what the model draws). A fixed world-space light
 shades the faces (Lambert plus ambient), so a face's brightness follows it around the orbit.
 Pixels are 2× supersampled. Everything is deterministic for a seed.
+
+:func:`make_orbit_data` writes such objects as a dataset (``stiv-make-demo-data --kind=orbits``):
+one video per object whose frames are its views in azimuth order, with an empty caption (the
+multi-view model is trained without text, App. J.3).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 
 import chex
 import numpy as np
 
+from stiv_jax.data import video_io
 from stiv_jax.data.synthetic import COLORS
 
 KINDS = ("sphere", "cube", "pyramid")
@@ -127,3 +134,24 @@ def random_object(rng: np.random.Generator) -> list[Solid]:
         center = (spread * np.cos(angle), -0.6 + size, spread * np.sin(angle))
         solids.append(Solid(kind, center, size, list(COLORS)[int(rng.integers(len(COLORS)))]))
     return solids
+
+
+def orbit_objects(num_objects: int, seed: int) -> list[list[Solid]]:
+    """The objects of dataset ``seed``: object ``i`` depends only on ``(seed, i)``."""
+    return [random_object(np.random.default_rng([seed, i])) for i in range(num_objects)]
+
+
+def make_orbit_data(
+    out: str, num_objects: int = 400, seed: int = 0, size: int = 64, num_views: int = 7, fps: float = 8.0
+) -> list[dict]:
+    """Writes ``out/videos/NNNNN.mp4`` (one orbit per object, a view per frame) and
+    ``out/captions.jsonl`` (empty captions; ``"object"``: the solids, for reference)."""
+    os.makedirs(os.path.join(out, "videos"), exist_ok=True)
+    entries = []
+    for i, solids in enumerate(orbit_objects(num_objects, seed)):
+        rel = f"videos/{i:05d}.mp4"
+        video_io.write_video(os.path.join(out, rel), render_orbit(solids, num_views, size), fps)
+        entries.append({"video": rel, "caption": "", "object": [dataclasses.asdict(s) for s in solids]})
+    with open(os.path.join(out, "captions.jsonl"), "w") as f:
+        f.writelines(json.dumps(e) + "\n" for e in entries)
+    return entries
