@@ -132,7 +132,11 @@ def test_between_and_baselines_on_analytic_cases():
     assert not upsampling.between(a, np.array([12.0, 12.0]), b)  # 2 px off the path
     assert not upsampling.between(a, np.array([10.0, 12.0]), a)  # no motion: nothing is between
     clip = synthetic.render_clip("green", "circle", "down", 7, 32, np.random.default_rng(2))
-    scores = upsampling.baselines(clip[None])
+    clips = upsampling.baselines(clip[None])
+    np.testing.assert_array_equal(clips["repeat"][0, 1::2], clip[0:-1:2])
+    scores = {k: upsampling.grouped_scores(clip[None], v, ["a green circle moving down"]) for k, v in clips.items()}
+    assert set(scores["blend"]) == {"moving", "all"}  # no still caption: no "still" group
+    scores = {k: v["moving"] for k, v in scores.items()}
     step = np.linalg.norm(np.diff(report.centroids(clip), axis=0), axis=-1).mean()
     assert scores["repeat"]["centroid_error_px"] == pytest.approx(step, rel=0.1)  # one step behind
     assert scores["blend"]["centroid_error_px"] < 0.2 * step  # the cross-fade's centroid is right
