@@ -1,6 +1,6 @@
 """``make demo-apps``: the paper's applications (§5, App. J) trained and measured on the demo.
 
-  python -m stiv_jax.apps.demo_apps [--demo=outputs/demo] [--out=outputs/demo-apps] [--tup_steps=N] [--v2v_steps=N] [--long_steps=N]
+  python -m stiv_jax.apps.demo_apps [--demo=outputs/demo] [--out=outputs/demo-apps] [--tup_steps=N] [--v2v_steps=N] [--long_steps=N] [--multiview_steps=N]
 
 Runs after ``make demo`` and reuses its shards and its trained T2V run (``DEMO/workdir``):
 
