@@ -199,3 +199,30 @@ def test_encoder_specs_are_checked():
         from_spec("my_encoders:make_ae", what="autoencoder")
     with pytest.raises(ConfigError, match="--text_encoder='clip'"):
         from_spec("clip", what="text")
+
+
+def test_a_latent_cache_warns_about_strides_it_does_not_hold(tmp_path, caplog):
+    """A run asking a latent cache for strides it was not encoded at is told so, naming data.path
+    (latents are fixed at encode time: it would silently train on the cached stride only)."""
+    settings = dict(frame_strides=[1, 3], every_stride=False)
+    assert "--every_stride" in pipeline.latent_stride_mismatch((1, 3), settings)
+    assert pipeline.latent_stride_mismatch((1, 3), settings | dict(every_stride=True)) is None
+    assert pipeline.latent_stride_mismatch((1,), dict(frame_strides=[1])) is None
+    assert "(2,) differs from" in pipeline.latent_stride_mismatch((2,), dict(frame_strides=[1]))
+    assert pipeline.latent_stride_mismatch((2,), {}) is None  # caches written before the manifest said
+    assert pipeline.latent_stride_mismatch((3,), settings) is None  # one of the cached strides
+    assert "(every stride)" in pipeline.latent_stride_mismatch((1,), settings | dict(every_stride=True))
+
+    cfg = pixel_config(coded_shards(), buckets=((4, 16, 16),), frame_strides=(1, 3))
+    latent_cache.encode_shards(cfg, str(tmp_path), PixelAutoencoder(downsample=2), dtype="float32", log=lambda _: None)
+    lcfg = data_config.get_data_config()
+    lcfg.path, lcfg.mode, lcfg.tokenizer_path, lcfg.max_text_length = str(tmp_path), "latents", cfg.tokenizer_path, 10
+    for strides, warned in (((1, 3), True), ((1,), False), ((2,), True)):
+        lcfg.frame_strides = strides
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            pipeline.bucket_datasets(lcfg, training=False)
+        messages = [r.getMessage() for r in caplog.records if "latent cache" in r.getMessage()]
+        assert len(messages) == warned, messages
+        if warned:
+            assert messages[0].startswith(f"data.path={tmp_path}: data.frame_strides={strides}")

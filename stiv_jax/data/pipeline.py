@@ -188,6 +188,30 @@ def _tokenizer(cfg: ml_collections.ConfigDict):
     return make_tokenizer(kind, cfg.tokenizer_path, cfg.max_text_length)
 
 
+def latent_stride_mismatch(frame_strides: Sequence[int], settings: dict) -> str | None:
+    """What a latent cache encoded with ``settings`` (its manifest's) will not give a run asking for
+    ``frame_strides`` (latents are fixed at encode time), or None: several strides asked of a cache
+    holding one per clip, or other strides than it was encoded at."""
+    cached, every = settings.get("frame_strides"), bool(settings.get("every_stride", False))
+    if cached is None:
+        return None
+    asked = tuple(int(s) for s in frame_strides)
+    if len(asked) > 1 and not every:
+        return (
+            f"data.frame_strides={asked} asks for several strides, but the latent cache holds each clip "
+            f"once, at its first fitting stride of {tuple(cached)}: re-encode with "
+            "`stiv-encode-shards --every_stride` to train on each"
+        )
+    cached_set = {int(s) for s in cached}
+    if (set(asked) != cached_set) if every else not set(asked) <= cached_set:
+        return (
+            f"data.frame_strides={asked} differs from the strides the latent cache was encoded at, "
+            f"{tuple(cached)}{' (every stride)' if every else ''}: training reads the cached ones, and "
+            "sampling takes its default stride micro-condition from data.frame_strides[0]"
+        )
+    return None
+
+
 def _element_fns(cfg: ml_collections.ConfigDict, shard_dir: str, index: np.ndarray, fmt: str | None):
     """``(shapes, assignment, [per-bucket transform], random)`` for the shard folder's format."""
     if cfg.mode == "latents":
@@ -256,6 +280,11 @@ def bucket_datasets(
     counts = [int(s.get("records", 0)) for s in manifest["shards"]]
     starts = np.cumsum([0, *counts[:-1]]) if sum(counts) == len(index) else np.zeros(1, np.int64)
     shapes, assignment, fns, random = _element_fns(cfg, cfg.path, index, manifest.get("format"))
+    mismatch = (
+        latent_stride_mismatch(cfg.frame_strides, manifest.get("settings", {})) if cfg.mode == "latents" else None
+    )
+    if mismatch:
+        logging.warning("data.path=%s: %s", cfg.path, mismatch)
     unused = int(np.sum(assignment < 0))
     if unused:
         logging.warning("%s: %d of %d records fit no bucket in %s; not used", cfg.path, unused, len(index), shapes)

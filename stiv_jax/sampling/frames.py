@@ -29,6 +29,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from stiv_jax.flow.task_table import NULL_IMAGES
+
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +80,7 @@ class FrameCondition:
         if null_image == "zeros":
             return jnp.where(self._frame_mask(x), jnp.zeros_like(x), x), self.mask
         if null_image != "noise":
-            raise ValueError(f"unknown null_image {null_image!r}; expected 'noise' or 'zeros'")
+            raise ValueError(f"unknown null_image {null_image!r}; expected one of {NULL_IMAGES}")
         t = jnp.asarray(t, x.dtype)
         noised = t * self.latents + (1.0 - t) * self.noise
         return jnp.where(self._frame_mask(x), noised, x), jnp.zeros_like(self.mask)
