@@ -347,3 +347,32 @@ def test_missing_step_and_damaged_checkpoint_name_the_steps(workdir, tmp_path):
     verbose = stiv_sample(*args, "--verbose")
     assert verbose.returncode != 0 and "Traceback" in verbose.stderr and "CheckpointError" in verbose.stderr
     assert not os.path.exists(tmp_path / "x.mp4")
+
+
+def test_only_closed_loop_errors_are_dropped_after_a_failed_read(monkeypatch, capsys):
+    """The filters a checkpoint read installs drop exactly ``RuntimeError('Event loop is closed')``
+    (in-flight reads of a failed restore) from each hook that may print it; other errors print."""
+    import threading
+    import types
+
+    from stiv_jax.storage import checkpoints
+
+    for obj, name in ((sys, "unraisablehook"), (sys, "excepthook"), (threading, "excepthook")):
+        monkeypatch.setattr(obj, name, getattr(obj, name))  # restored after the test
+    printed = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda info: printed.append(("unraisable", str(info.exc_value))))
+    monkeypatch.setattr(sys, "excepthook", lambda t, v, tb: printed.append(("except", str(v))))
+    monkeypatch.setattr(threading, "excepthook", lambda args: printed.append(("thread", str(args.exc_value))))
+    checkpoints._quiet_closed_loop_callbacks()
+    checkpoints._quiet_closed_loop_callbacks()  # idempotent: one layer of filters
+    for exc in (
+        RuntimeError("Event loop is closed"),
+        RuntimeError("something else"),
+        ValueError("Event loop is closed"),
+    ):
+        sys.unraisablehook(types.SimpleNamespace(exc_value=exc))
+        sys.excepthook(type(exc), exc, None)
+        threading.excepthook(types.SimpleNamespace(exc_value=exc))
+    assert printed == [
+        (hook, msg) for msg in ("something else", "Event loop is closed") for hook in ("unraisable", "except", "thread")
+    ]

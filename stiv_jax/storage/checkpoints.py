@@ -10,8 +10,10 @@ written on one mesh restores onto any other mesh shape. A checkpoint that cannot
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import threading
 from typing import Any
 
 import jax
@@ -125,19 +127,40 @@ def _reason(e: BaseException) -> str:
     return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 1] + "…"
 
 
+def _closed_loop(exc: BaseException | None) -> bool:
+    return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+
+
 def _quiet_closed_loop_callbacks() -> None:
-    """After a failed restore, tensorstore reads still in flight complete into orbax's closed
-    asyncio loop and each prints an unraisable ``RuntimeError: Event loop is closed``; drop those."""
-    previous = sys.unraisablehook
-    if getattr(previous, "_stiv_quiet", False):
+    """Tensorstore reads still in flight when a restore fails complete into orbax's closed asyncio
+    loop, each raising ``RuntimeError: Event loop is closed`` from a callback thread (reported
+    through ``sys.unraisablehook``, ``sys.excepthook`` or ``threading.excepthook``, whichever
+    prints it); drop exactly those, everything else still reaches the previous hooks."""
+    if getattr(sys.unraisablehook, "_stiv_quiet", False):
         return
+    unraisable, excepthook, thread_hook = sys.unraisablehook, sys.excepthook, threading.excepthook
 
-    def hook(unraisable: Any) -> None:
-        if not (unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed"):
-            previous(unraisable)
+    def on_unraisable(info: Any) -> None:
+        if not _closed_loop(info.exc_value):
+            unraisable(info)
 
-    hook._stiv_quiet = True  # type: ignore[attr-defined]
-    sys.unraisablehook = hook
+    def on_exception(exc_type, value, tb) -> None:
+        if not _closed_loop(value):
+            excepthook(exc_type, value, tb)
+
+    def on_thread_exception(args: Any) -> None:
+        if not _closed_loop(args.exc_value):
+            thread_hook(args)
+
+    on_unraisable._stiv_quiet = True  # type: ignore[attr-defined]
+    sys.unraisablehook, sys.excepthook, threading.excepthook = on_unraisable, on_exception, on_thread_exception
+
+
+def _quiet_failed_reads() -> None:
+    """After a failed restore, the reads that failed alongside are garbage-collected unretrieved,
+    and asyncio logs each ("Task/Future exception was never retrieved") at exit: the error already
+    names the step, so asyncio's log is cut to critical messages from here on."""
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
 
 def restore_params(
@@ -169,6 +192,9 @@ def restore_params(
             raise CheckpointError(
                 f"no checkpoint at step {chosen} in {wd.checkpoints}; available steps: {_steps_text(steps)}"
             )
+        # Installed before reading: a failing read's siblings can complete while the error is
+        # still propagating (seen in CI: the traceback landed before the hook was installed).
+        _quiet_closed_loop_callbacks()
         try:
             tree = manager.item_metadata(chosen)["state"]
             tree = getattr(tree, "tree", tree)
@@ -181,7 +207,7 @@ def restore_params(
             args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
             params = manager.restore(chosen, args=ocp.args.Composite(state=args))["state"][key]
         except Exception as e:
-            _quiet_closed_loop_callbacks()
+            _quiet_failed_reads()
             others = [s for s in steps if s != chosen]
             hint = f"other steps: {_steps_text(others)} (--step=N)" if others else "there is no other step"
             raise CheckpointError(
