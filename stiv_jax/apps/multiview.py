@@ -9,34 +9,27 @@ views. Each generated view is compared with the true render at its azimuth: PSNR
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import chex
 import ml_collections
 import numpy as np
 
+from stiv_jax.apps.quality import read_like_training
 from stiv_jax.apps.report import psnr
-from stiv_jax.data import orbits, video_io
+from stiv_jax.data import orbits
 from stiv_jax.eval.ssim import ssim
 from stiv_jax.sampling.options import SampleOptions
 
 HELDOUT_SEED = 101  # object seed of the held-out orbits (make_orbit_data's default seed, 0, trains)
-SOURCE_SIZE = 64  # as make_orbit_data renders the training orbits
+SOURCE_SIZE, ORBIT_FPS = 64, 8.0  # as make_orbit_data renders and writes the training orbits
 VIEWS = slice(1, None)  # the generated views
 
 
 def real_orbits(config: ml_collections.ConfigDict, count: int, seed: int = HELDOUT_SEED) -> np.ndarray:
     """``uint8 [count, T, R, R, 3]``: orbits of ``count`` objects of dataset ``seed``, T =
-    ``data.num_frames`` views, written as an mp4 and decoded at ``data.resolution`` like training."""
+    ``data.num_frames`` views, written and read back like a training orbit (``quality.read_like_training``)."""
     d = config.data
-    clips = []
-    with tempfile.TemporaryDirectory(prefix="stiv_orbits_") as tmp:
-        path = os.path.join(tmp, "orbit.mp4")
-        for solids in orbits.orbit_objects(count, seed):
-            video_io.write_video(path, orbits.render_orbit(solids, d.num_frames, SOURCE_SIZE), 8.0)
-            clips.append(video_io.decode_video(path, list(range(d.num_frames)), size=(d.resolution, d.resolution)))
-    return np.stack(clips)
+    videos = (orbits.render_orbit(solids, d.num_frames, SOURCE_SIZE) for solids in orbits.orbit_objects(count, seed))
+    return read_like_training(videos, range(d.num_frames), d.resolution, ORBIT_FPS)
 
 
 def copy_front(clips: np.ndarray) -> np.ndarray:

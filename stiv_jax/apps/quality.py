@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import ml_collections
 import numpy as np
@@ -27,20 +27,27 @@ REFERENCE_SEED, FLOOR_SEED = 101, 202  # render seeds of the held-out real clips
 SOURCE_FRAMES, SOURCE_SIZE = 16, 64  # as make_demo_data renders the training videos
 
 
-def real_clips(prompts: Sequence[str], config: ml_collections.ConfigDict, seed: int) -> np.ndarray:
-    """``uint8 [N, T, R, R, 3]``: one clip per prompt rendered like the demo data (an H.264 mp4) and
-    decoded like a training clip: frames 0, s, 2s, … (``s = data.frame_strides[0]``) at
-    ``data.resolution``; a prompt's clip depends only on it and ``seed``."""
-    d = config.data
-    indices = [i * d.frame_strides[0] for i in range(d.num_frames)]
+def read_like_training(videos: Iterable[np.ndarray], indices: Sequence[int], resolution: int, fps: float) -> np.ndarray:
+    """``uint8 [N, len(indices), R, R, 3]``: each rendered ``uint8 [T, H, W, 3]`` video written as an
+    H.264 mp4 (as the demo datasets are) and decoded back like a training clip: frames ``indices``
+    at ``resolution``²."""
     clips = []
     with tempfile.TemporaryDirectory(prefix="stiv_demo_real_") as tmp:
-        for prompt in prompts:
-            frames = render_prompt(prompt, seed, SOURCE_SIZE, SOURCE_FRAMES)
-            path = os.path.join(tmp, "clip.mp4")
-            video_io.write_video(path, frames, synthetic.FPS)
-            clips.append(video_io.decode_video(path, indices, size=(d.resolution, d.resolution)))
+        path = os.path.join(tmp, "clip.mp4")
+        for frames in videos:
+            video_io.write_video(path, frames, fps)
+            clips.append(video_io.decode_video(path, list(indices), size=(resolution, resolution)))
     return np.stack(clips)
+
+
+def real_clips(prompts: Sequence[str], config: ml_collections.ConfigDict, seed: int) -> np.ndarray:
+    """``uint8 [N, T, R, R, 3]``: one clip per prompt rendered like the demo data and read like a
+    training clip (:func:`read_like_training`): frames 0, s, 2s, … (``s = data.frame_strides[0]``)
+    at ``data.resolution``; a prompt's clip depends only on it and ``seed``."""
+    d = config.data
+    indices = [i * d.frame_strides[0] for i in range(d.num_frames)]
+    videos = (render_prompt(prompt, seed, SOURCE_SIZE, SOURCE_FRAMES) for prompt in prompts)
+    return read_like_training(videos, indices, d.resolution, synthetic.FPS)
 
 
 def initial_model(config: ml_collections.ConfigDict) -> STIV:

@@ -202,8 +202,10 @@ def latent_stride_mismatch(frame_strides: Sequence[int], settings: dict) -> str 
             f"once, at its first fitting stride of {tuple(cached)}: re-encode with "
             "`stiv-encode-shards --every_stride` to train on each"
         )
+    # Every cached stride is trained on with --every_stride; without it, each clip has one of them.
     cached_set = {int(s) for s in cached}
-    if (set(asked) != cached_set) if every else not set(asked) <= cached_set:
+    served = set(asked) == cached_set if every else set(asked) <= cached_set
+    if not served:
         return (
             f"data.frame_strides={asked} differs from the strides the latent cache was encoded at, "
             f"{tuple(cached)}{' (every stride)' if every else ''}: training reads the cached ones, and "
