@@ -357,9 +357,7 @@ def test_only_closed_loop_errors_are_dropped_after_a_failed_read(monkeypatch, ca
 
     from stiv_jax.storage import checkpoints
 
-    for obj, name in ((sys, "unraisablehook"), (sys, "excepthook"), (threading, "excepthook")):
-        monkeypatch.setattr(obj, name, getattr(obj, name))  # restored after the test
-    printed = []
+    printed = []  # monkeypatch restores the real hooks (the filters wrap these stand-ins) afterwards
     monkeypatch.setattr(sys, "unraisablehook", lambda info: printed.append(("unraisable", str(info.exc_value))))
     monkeypatch.setattr(sys, "excepthook", lambda t, v, tb: printed.append(("except", str(v))))
     monkeypatch.setattr(threading, "excepthook", lambda args: printed.append(("thread", str(args.exc_value))))

@@ -20,7 +20,6 @@ from stiv_jax.eval.ssim import ssim
 from stiv_jax.sampling.options import SampleOptions
 
 HELDOUT_SEED = 101  # object seed of the held-out orbits (make_orbit_data's default seed, 0, trains)
-SOURCE_SIZE, ORBIT_FPS = 64, 8.0  # as make_orbit_data renders and writes the training orbits
 VIEWS = slice(1, None)  # the generated views
 
 
@@ -28,8 +27,8 @@ def real_orbits(config: ml_collections.ConfigDict, count: int, seed: int = HELDO
     """``uint8 [count, T, R, R, 3]``: orbits of ``count`` objects of dataset ``seed``, T =
     ``data.num_frames`` views, written and read back like a training orbit (``quality.read_like_training``)."""
     d = config.data
-    videos = (orbits.render_orbit(solids, d.num_frames, SOURCE_SIZE) for solids in orbits.orbit_objects(count, seed))
-    return read_like_training(videos, range(d.num_frames), d.resolution, ORBIT_FPS)
+    videos = (orbits.render_orbit(solids, d.num_frames, orbits.SIZE) for solids in orbits.orbit_objects(count, seed))
+    return read_like_training(videos, range(d.num_frames), d.resolution, orbits.FPS)
 
 
 def copy_front(clips: np.ndarray) -> np.ndarray:

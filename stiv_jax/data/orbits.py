@@ -32,6 +32,7 @@ LIGHT = np.array([0.5, 0.8, 0.6]) / np.linalg.norm([0.5, 0.8, 0.6])  # towards t
 AMBIENT = 0.35
 BACKGROUND = (20, 20, 28)
 _SUPERSAMPLE = 2
+SIZE, FPS = 64, 8.0  # the dataset's frame size and frame rate (make_orbit_data's defaults)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +143,7 @@ def orbit_objects(num_objects: int, seed: int) -> list[list[Solid]]:
 
 
 def make_orbit_data(
-    out: str, num_objects: int = 400, seed: int = 0, size: int = 64, num_views: int = 7, fps: float = 8.0
+    out: str, num_objects: int = 400, seed: int = 0, size: int = SIZE, num_views: int = 7, fps: float = FPS
 ) -> list[dict]:
     """Writes ``out/videos/NNNNN.mp4`` (one orbit per object, a view per frame) and
     ``out/captions.jsonl`` (empty captions; ``"object"``: the solids, for reference)."""
