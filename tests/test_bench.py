@@ -30,7 +30,7 @@ TINY = [
 ]
 
 
-LOAD_FIELDS = r" load_before=\S+ load_after=\S+ cores=\d+ others_cpu=\S+ quiet=(yes|no)"
+LOAD_FIELDS = r" load_before=\S+ load_after=\S+ cores=\d+ others_cpu=\S+ quiet=(?:yes|no) malloc=(?:keep|default)"
 
 
 def _last_value(out: str, key: str) -> float:
@@ -90,11 +90,12 @@ def test_load_watch_sees_other_processes_but_not_its_own_workers():
 
 def test_stiv_bench_refuses_a_loaded_machine_unless_allowed():
     """The console script: a busy neighbour makes ``stiv-bench mfu`` print quiet=no on its last
-    line and exit 2 with one error line; ``--allow_loaded`` keeps the figure (exit 0)."""
+    line and exit 2 with one error line; ``--allow_loaded`` keeps the figure (exit 0). The last
+    line names the host allocator settings the figure was taken with (``--malloc``)."""
     tiny = TINY + ["--matmul_size=64", "--matmul_calls=1"]
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "STIV_BENCH_SETTLE_S": "0"}
     exe = os.path.join(os.path.dirname(sys.executable), "stiv-bench")
-    for extra, code in (([], 2), (["--allow_loaded"], 0)):
+    for extra, code, malloc in (([], 2, "keep"), (["--allow_loaded", "--malloc=default"], 0, "default")):
         busy = _busy_process(120.0)
         try:
             proc = subprocess.run([exe, "mfu", *tiny, *extra], capture_output=True, text=True, timeout=300, env=env)
@@ -102,7 +103,8 @@ def test_stiv_bench_refuses_a_loaded_machine_unless_allowed():
             busy.kill()
         assert proc.returncode == code, proc.stderr[-2000:]
         last = proc.stdout.strip().splitlines()[-1]
-        assert re.fullmatch(rf"fraction_of_matmul_peak=\S+{LOAD_FIELDS}", last) and last.endswith("quiet=no"), last
+        assert re.fullmatch(rf"fraction_of_matmul_peak=\S+{LOAD_FIELDS}", last), last
+        assert last.endswith(f"quiet=no malloc={malloc}"), last
         errors = proc.stderr.strip().splitlines()
         if code:
             assert len(errors) == 1 and errors[0].startswith("stiv-bench: error: the machine was loaded"), errors
@@ -136,6 +138,16 @@ def test_latte_comparison_tiny(capsys):
     (lat,) = re.findall(r"side=latte .*params=(\d+) train_flops=(\S+)", out)
     assert int(lat[0]) > 0 and float(lat[1]) > 0
     assert len(re.findall(r"side=stiv_jax mask_ratio=", out)) == 2
+    assert len(re.findall(r"side=\w+ .*page_faults=\d+ ", out)) == 3  # each worker's count per step
+
+
+def test_minor_faults_counts_fresh_memory():
+    import numpy as np
+
+    before = timing.minor_faults()
+    fresh = np.ones((64 << 20) // 8)  # 64 MiB written: mapped and zeroed by the kernel
+    assert timing.minor_faults() - before >= 32, "64 MiB cannot be fewer than 32 huge pages"
+    del fresh
 
 
 def test_latte_flops_scale_with_batch():
@@ -217,6 +229,10 @@ def test_cli_rejects_unknown_command(capsys):
     with pytest.raises(SystemExit) as e:
         cli.run(["all", "--batch=1"])
     assert e.value.code == 2 and "takes no flags" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli.run(["mfu", "--malloc=tcmalloc"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == "stiv-bench: error: --malloc must be one of keep, default, got 'tcmalloc'"
 
 
 def test_remat_tiny(capsys):

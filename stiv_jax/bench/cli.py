@@ -14,6 +14,9 @@ prints ``key=value`` lines; ratios are measured within one run (interleaved, pai
 absolute times on a shared machine are noisy. Every last line also carries the machine's load
 (``load_before= load_after= cores= others_cpu= quiet=``, bench/timing.py); on a loaded machine
 the command fails (exit status 2) unless ``--allow_loaded``: such a figure is not a result.
+``--malloc=keep`` (the default) keeps freed host memory in the benchmark's processes, as a CPU
+run should (stiv_jax/console/host_memory.py); ``--malloc=default`` leaves glibc's defaults. The
+last line says which (``malloc=``).
 The GPU recipe is ``python -m stiv_jax.bench.gpu``.
 """
 
@@ -41,6 +44,7 @@ def _entry(command: str):
 
 
 def run(argv: Sequence[str] | None = None) -> None:
+    from stiv_jax.console import host_memory
     from stiv_jax.console.errors import fail, reported, verbose_from_env
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -53,11 +57,16 @@ def run(argv: Sequence[str] | None = None) -> None:
 
     name, rest = args[0], args[1:]
     strict = "--allow_loaded" not in rest
-    rest = [a for a in rest if a != "--allow_loaded"]
+    malloc = next((a.split("=", 1)[1] for a in reversed(rest) if a.startswith("--malloc=")), "keep")
+    rest = [a for a in rest if a != "--allow_loaded" and not a.startswith("--malloc=")]
     with reported("stiv-bench", verbose="--verbose" in rest or verbose_from_env()):
+        if malloc not in host_memory.MODES:
+            fail("stiv-bench", f"--malloc must be one of {', '.join(host_memory.MODES)}, got {malloc!r}")
+        if name == "all" and rest:
+            fail("stiv-bench", "stiv-bench all takes no flags; run a single benchmark to change its sizes")
+        if malloc == "keep":
+            host_memory.keep_freed_memory()  # before any benchmark runs JAX or starts its workers
         if name == "all":
-            if rest:
-                fail("stiv-bench", "stiv-bench all takes no flags; run a single benchmark to change its sizes")
             for command in COMMANDS:
                 print(f"== stiv-bench {command}", flush=True)
                 timing.guard(strict)

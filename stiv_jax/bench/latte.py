@@ -30,7 +30,10 @@ scripts do. Matching choices:
   allocators never share a process; measured 2026-12-02, sharing one slowed our step from 7.5 s
   to 10.4 s), the parent alternates single steps (Latte, ours at each mask ratio, Latte, …) and
   ``speedup_vs_latte`` is the median of the per-round ratios. ``--order=blocks`` runs each side's
-  steps back to back instead (each side alone on the machine), for comparison.
+  steps back to back instead (each side alone on the machine), for comparison. Each side's line
+  gives ``page_faults``, the median minor page faults of its steps: the temporaries the kernel
+  had to map and zero again (about 1.5 million per step of ours under glibc's defaults; near 0
+  under ``stiv-bench``'s default ``--malloc=keep``, stiv_jax/console/host_memory.py).
 
 Run: ``stiv-bench latte`` (last line ``speedup_vs_latte=<float> …``, mask_ratio 0).
 """
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import statistics
 import time
 
 from absl import flags
@@ -174,9 +178,9 @@ def _worker(side: str, shape: Shape, arch: Arch, mask_ratios: list[float], threa
         }
     )
     while (name := conn.recv()) is not None:
-        start = time.perf_counter()
+        faults, start = timing.minor_faults(), time.perf_counter()
         steps[name].step()
-        conn.send(time.perf_counter() - start)
+        conn.send((time.perf_counter() - start, timing.minor_faults() - faults))
 
 
 class _Workers:
@@ -185,6 +189,7 @@ class _Workers:
     def __init__(self, shape: Shape, arch: Arch, mask_ratios: list[float]):
         ctx = multiprocessing.get_context("spawn")
         self.info, self.conns, self.procs = {}, {}, []
+        self.faults: dict[str, list[int]] = {}  # minor page faults of each step, per candidate
         for side in ("latte", "stiv"):
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_worker, args=(side, shape, arch, mask_ratios, timing.cpu_threads(), child))
@@ -197,7 +202,8 @@ class _Workers:
 
     def step(self, name: str) -> None:
         self.conns[name].send(name)
-        self.conns[name].recv()
+        _, faults = self.conns[name].recv()
+        self.faults.setdefault(name, []).append(faults)
 
     def close(self) -> None:
         timing.watch().sample()  # the workers' CPU time, while they still run
@@ -224,6 +230,10 @@ def compare(shape: Shape, arch: Arch, mask_ratios: list[float], repeats: int, or
     finally:
         workers.close()
     lat, info = t.median("latte"), workers.info
+
+    def faults(name: str) -> int:  # median over the timed steps (the warm-up step came first)
+        return int(statistics.median(workers.faults[name][-repeats:]))
+
     print(
         timing.report(
             side="latte",
@@ -232,6 +242,7 @@ def compare(shape: Shape, arch: Arch, mask_ratios: list[float], repeats: int, or
             params=info["latte"]["params"],
             train_flops=info["latte"]["flops"],
             gflop_per_s=info["latte"]["flops"] / lat / 1e9,
+            page_faults=faults("latte"),
             threads=timing.cpu_threads(),
         )
     )
@@ -249,6 +260,7 @@ def compare(shape: Shape, arch: Arch, mask_ratios: list[float], repeats: int, or
                 params=info[name]["params"],
                 train_flops=info[name]["flops"],
                 gflop_per_s=info[name]["flops"] / m / 1e9,
+                page_faults=faults(name),
                 compile_s=info[name]["compile_s"],
                 speedup_vs_latte=speedup,
                 flop_rate_vs_latte=speedup * info[name]["flops"] / info["latte"]["flops"],

@@ -8,7 +8,8 @@ called round-robin (A B A B …) after a warm-up; a ratio is the median of the p
 A figure taken on a loaded machine is not a result. :class:`LoadWatch` records the 1-minute load
 average and the core count before and after, and the CPU time *other* processes used meanwhile
 (``/proc/stat`` busy time minus this process's and its workers'). Every benchmark's last line
-(:func:`headline`) carries these fields and ``quiet=yes|no``; run from ``stiv-bench``, a loaded
+(:func:`headline`) carries these fields, ``quiet=yes|no`` and ``malloc=keep|default`` (whether
+the process keeps freed host memory, stiv_jax/console/host_memory.py); run from ``stiv-bench``, a loaded
 machine (load before > cores, or others using > ``OTHERS_LIMIT`` cores on average) ends the
 command with an error unless ``--allow_loaded``.
 """
@@ -26,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stiv_jax.console import host_memory
 from stiv_jax.errors import UserError
 
 
@@ -35,6 +37,16 @@ def cpu_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def minor_faults() -> int:
+    """Minor page faults of this process so far (``getrusage``; 0 where there is none): memory
+    the kernel had to map and zero, e.g. temporaries handed back to it and allocated again."""
+    try:
+        import resource
+    except ImportError:  # not Unix
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def machine() -> str:
@@ -227,7 +239,7 @@ def headline(text: str) -> str:
     global _watch
     fields = watch().fields()
     _watch = None  # the next figure gets a watch of its own
-    line = f"{text} {report(**fields)}"
+    line = f"{text} {report(**fields, malloc=host_memory.current())}"
     print(line, flush=True)
     if fields["quiet"] != "yes" and _strict:
         raise MachineLoaded(
