@@ -229,6 +229,11 @@ def test_cli_rejects_unknown_command(capsys):
     with pytest.raises(SystemExit) as e:
         cli.run(["all", "--batch=1"])
     assert e.value.code == 2 and "takes no flags" in capsys.readouterr().err
+    assert cli._pop_malloc(["--batch=1", "--malloc", "default", "--repeats=2"]) == (
+        "default",
+        ["--batch=1", "--repeats=2"],
+    )
+    assert cli._pop_malloc(["--malloc=default", "--malloc=keep"]) == ("keep", [])
     with pytest.raises(SystemExit) as e:
         cli.run(["mfu", "--malloc=tcmalloc"])
     assert e.value.code == 2

@@ -43,6 +43,20 @@ def _entry(command: str):
     return getattr(importlib.import_module(module), fn)
 
 
+def _pop_malloc(args: list[str]) -> tuple[str, list[str]]:
+    """``--malloc=MODE`` or ``--malloc MODE`` (the last one given; default ``keep``) and the other
+    arguments."""
+    mode, rest, it = "keep", [], iter(args)
+    for a in it:
+        if a == "--malloc":
+            mode = next(it, "")
+        elif a.startswith("--malloc="):
+            mode = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+    return mode, rest
+
+
 def run(argv: Sequence[str] | None = None) -> None:
     from stiv_jax.console import host_memory
     from stiv_jax.console.errors import fail, reported, verbose_from_env
@@ -57,8 +71,7 @@ def run(argv: Sequence[str] | None = None) -> None:
 
     name, rest = args[0], args[1:]
     strict = "--allow_loaded" not in rest
-    malloc = next((a.split("=", 1)[1] for a in reversed(rest) if a.startswith("--malloc=")), "keep")
-    rest = [a for a in rest if a != "--allow_loaded" and not a.startswith("--malloc=")]
+    malloc, rest = _pop_malloc([a for a in rest if a != "--allow_loaded"])
     with reported("stiv-bench", verbose="--verbose" in rest or verbose_from_env()):
         if malloc not in host_memory.MODES:
             fail("stiv-bench", f"--malloc must be one of {', '.join(host_memory.MODES)}, got {malloc!r}")

@@ -6,8 +6,9 @@ so every step faults in and zeroes its temporaries again: on the ``stiv-bench la
 1.5 million page faults and ~30% of the step's CPU time (docs/results.md, "Where that time went:
 page faults"). :func:`keep_freed_memory` sets glibc to one arena, no ``mmap`` for large blocks, no
 trimming and a 1 GiB top pad; the process then keeps its peak host memory mapped. Accelerator
-memory is not affected; on a TPU/GPU host the settings would only serialise the input pipeline's
-allocations on one arena, so they are for CPU runs (``stiv-bench``'s ``--malloc`` flag).
+memory is not affected. One arena serialises the allocations of every thread, which costs more
+than it saves when a step's temporaries are small (the demo's training ran 1.3× slower with it),
+so this is ``stiv-bench``'s default (``--malloc``), not the trainer's.
 """
 
 from __future__ import annotations
