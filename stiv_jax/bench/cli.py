@@ -14,9 +14,9 @@ prints ``key=value`` lines; ratios are measured within one run (interleaved, pai
 absolute times on a shared machine are noisy. Every last line also carries the machine's load
 (``load_before= load_after= cores= others_cpu= quiet=``, bench/timing.py); on a loaded machine
 the command fails (exit status 2) unless ``--allow_loaded``: such a figure is not a result.
-``--malloc=keep`` (the default) keeps freed host memory in the benchmark's processes, as a CPU
-run should (stiv_jax/console/host_memory.py); ``--malloc=default`` leaves glibc's defaults. The
-last line says which (``malloc=``).
+``--malloc=keep`` (the default) keeps freed host memory in the benchmark's processes, which
+steps with GiB of temporaries need on CPU (stiv_jax/console/host_memory.py); ``--malloc=default``
+leaves glibc's defaults. The last line says which (``malloc=``).
 The GPU recipe is ``python -m stiv_jax.bench.gpu``.
 """
 

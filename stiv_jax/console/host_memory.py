@@ -50,7 +50,7 @@ def keep_freed_memory() -> None:
         raise UserError(
             f"--malloc=keep needs glibc (this is {platform.system()} {platform.libc_ver()[0] or 'no glibc'})"
         )
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc = ctypes.CDLL("libc.so.6")
     for name, _, param, value in SETTINGS:
         if libc.mallopt(ctypes.c_int(param), ctypes.c_int(value)) != 1:
             raise UserError(f"--malloc=keep: mallopt refused {name} ({param}, {value})")
