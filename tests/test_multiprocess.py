@@ -23,6 +23,7 @@ from tests.data_fixtures import demo_shards
 from tests.train_utils import demo_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
+SLOW_COMPILE = Path(__file__).resolve().parent / "slow_compile"
 BIN = Path(sys.executable).parent
 BASE = [
     "--config=" + str(REPO / "experiments/tiny_synthetic.py"),
@@ -40,9 +41,11 @@ def _port() -> int:
 
 class Launch:
     """``processes`` stiv-train processes with ``4 // processes`` CPU devices each; their output
-    goes to files beside the workdir (pipes could fill up and block a process)."""
+    goes to files beside the workdir (pipes could fill up and block a process). ``slow_compile``
+    (``NAME:SECONDS``): the last process compiles the XLA modules named ``*NAME*`` that much later
+    than the others (tests/slow_compile), longer than CPU collectives wait for a peer (30 s)."""
 
-    def __init__(self, cache: Path, workdir: Path, args: list[str], processes: int = 2):
+    def __init__(self, cache: Path, workdir: Path, args: list[str], processes: int = 2, slow_compile: str = ""):
         import os
 
         workdir.parent.mkdir(parents=True, exist_ok=True)
@@ -71,12 +74,14 @@ class Launch:
                     f"--config.distributed_process_id={i}",
                 ]
             )
+            path = os.pathsep.join(filter(None, [str(SLOW_COMPILE), os.environ.get("PYTHONPATH")]))
+            slow = {"STIV_TEST_SLOW_COMPILE": slow_compile, "PYTHONPATH": path}
             out, err = self.logs[i]
             with open(out, "w") as o, open(err, "w") as e:
                 self.procs.append(
                     subprocess.Popen(
                         [str(BIN / "stiv-train"), *BASE, f"--workdir={workdir}", *args, *dist],
-                        env=env,
+                        env={**env, **slow} if slow_compile and i == processes - 1 else env,
                         cwd=REPO,
                         stdout=o,
                         stderr=e,
@@ -98,8 +103,8 @@ class Launch:
         return [(p.returncode, out.read_text(), err.read_text()) for p, (out, err) in zip(self.procs, self.logs)]
 
 
-def run(cache, workdir, *args, processes=2, timeout=420) -> list[tuple[int, str, str]]:
-    results = Launch(cache, workdir, list(args), processes).wait(timeout)
+def run(cache, workdir, *args, processes=2, timeout=420, slow_compile="") -> list[tuple[int, str, str]]:
+    results = Launch(cache, workdir, list(args), processes, slow_compile).wait(timeout)
     for rc, out, err in results:
         assert rc == 0, f"exit {rc}\nstdout:\n{out[-2000:]}\nstderr:\n{err[-3000:]}"
     return results
@@ -140,14 +145,16 @@ def reference(cache, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def two_processes(cache, tmp_path_factory):
+    """Process 1 compiles the train step 35 s after process 0: process 0 waits for it."""
     wd = tmp_path_factory.mktemp("two") / "run"
-    return wd, run(cache, wd, "--config.num_train_steps=6")
+    return wd, run(cache, wd, "--config.num_train_steps=6", slow_compile="train_step:35")
 
 
 def test_two_processes_match_one_and_log_once(reference, two_processes):
     wd, results = two_processes
     np.testing.assert_allclose(losses(wd), losses(reference), rtol=1e-5)
-    (_, out0, _), (_, out1, _) = results
+    (_, out0, _), (_, out1, err1) = results
+    assert "slow_compile: jit_train_step takes 35 s longer" in err1
     assert out0.count("step 6/6") == 1 and "step " not in out1  # process 0 prints, process 1 does not
     assert {p.name for p in (wd / "checkpoints" / "6" / "state").iterdir()} >= {"ocdbt.process_0", "ocdbt.process_1"}
 

@@ -5,9 +5,17 @@ TPU and Slurm find their peers themselves; elsewhere (plain VMs, GPU clusters, t
 ``distributed_coordinator`` (``host:port`` of process 0), ``distributed_num_processes`` and
 ``distributed_process_id``. Decisions that change the control flow (stop now, save now) must be
 taken by every process together: :func:`any_process` is the cross-process OR.
+
+CPU collectives (gloo) connect the processes when a new program's collective first runs and give
+every process 30 s to arrive; compile times differ by more than that on a loaded machine. So a
+program with collectives is compiled, then every process meets at :func:`barrier` (the coordination
+service's: no device program, no 30 s limit), then it runs: the trainer's step, the sampler's
+programs, and :func:`to_host`'s gather.
 """
 
 from __future__ import annotations
+
+import collections
 
 import jax
 import ml_collections
@@ -57,13 +65,28 @@ def to_host(x: jax.Array | np.ndarray) -> np.ndarray:
     if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
         from jax.experimental import multihost_utils
 
+        barrier("to_host")
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(jax.device_get(x))
 
 
-def barrier(name: str) -> None:
-    """Every process waits here until all have arrived."""
-    if jax.process_count() > 1:
+BARRIER_TIMEOUT_S = 3600  # a peer may still be compiling a large model
+_barrier_calls: collections.Counter[str] = collections.Counter()
+
+
+def barrier(name: str, timeout_s: int = BARRIER_TIMEOUT_S) -> None:
+    """Every process waits here until all have arrived (all call it with the same names in the
+    same order). Uses ``jax.distributed``'s coordination service, so it runs no device program
+    and waits up to ``timeout_s`` for a slow peer; a peer that died fails it sooner (heartbeats)."""
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed as jax_distributed  # the client has no public accessor
+
+    client = jax_distributed.global_state.client
+    if client is None:  # processes set up by something other than jax.distributed.initialize
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
+        return
+    _barrier_calls[name] += 1  # a barrier id is used once
+    client.wait_at_barrier(f"stiv/{name}/{_barrier_calls[name]}", timeout_in_ms=timeout_s * 1000)

@@ -124,7 +124,7 @@ def _train(config, wd: Workdir, tr, callback) -> dict[str, Any]:
     if start >= total:
         distributed.log(f"Nothing to do: {wd.path} is at step {start} and config.num_train_steps={total}.")
     data_iter = train_data.make_iterator(config, rows=rows, start=start)  # the data position is the step
-    flops = None
+    flops = step_fn = None
     log = RunLog(wd, keep_until=start) if distributed.is_primary() else None
     skipped = _SkipCounter(config)
     last: dict[str, Any] = {}
@@ -134,7 +134,8 @@ def _train(config, wd: Workdir, tr, callback) -> dict[str, Any]:
         with StopSignal(config.stop_check_every_steps) as stop:
             for step in range(start, total):
                 batch = train_data.to_global(next(data_iter), tr.mesh, rows, config.batch_size)
-                if flops is None:
+                if step_fn is None:
+                    step_fn = _compile_step(tr, state, batch, frozen)
                     _, t, h, w, _ = tr.conditioner.latent_shape(batch)
                     flops = train_step_flops(
                         config.model,
@@ -145,7 +146,7 @@ def _train(config, wd: Workdir, tr, callback) -> dict[str, Any]:
                         text_len=batch["text_mask"].shape[1],
                         mask_ratio=config.mask_ratio,
                     )
-                state, metrics = tr.step(state, batch, frozen)
+                state, metrics = step_fn(state, batch, frozen)
                 skipped.add(metrics)
                 done = step + 1
                 if callback is not None:
@@ -185,6 +186,16 @@ def _train(config, wd: Workdir, tr, callback) -> dict[str, Any]:
         if log is not None:
             log.close()
     return last
+
+
+def _compile_step(tr, state: dict, batch: dict, frozen: Any) -> Callable:
+    """The train step compiled before it first runs; with several processes, all finish compiling
+    before any runs it (its collectives would time out waiting for a slower peer)."""
+    start = time.perf_counter()
+    compiled = tr.step.lower(state, batch, frozen).compile()
+    distributed.log(f"Compiled the train step in {time.perf_counter() - start:.1f}s")
+    distributed.barrier("compiled train step")
+    return compiled
 
 
 class _SkipCounter:
