@@ -52,6 +52,22 @@ def test_interleaved_alternates_and_takes_medians():
         timing.interleaved({"a": lambda: None}, repeats=0)
 
 
+def test_cores_is_cpu_time_over_wall_time():
+    """A sleeping candidate keeps no core busy, a spinning one about one; a batched matmul's
+    figure comes with its FLOPs (2·batch·n²·d)."""
+
+    def spin(seconds=0.05):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    t = timing.interleaved({"sleep": lambda: time.sleep(0.05), "spin": spin}, repeats=3, warmup=0)
+    assert t.cores("sleep") < 0.3
+    assert 0.7 < t.cores("spin") < 1.3
+    _, flops = timing.batched_matmul_fn(3, 8, 4)
+    assert flops == 2 * 3 * 8 * 8 * 4
+
+
 def test_paired_ratio_is_the_median_of_per_round_ratios():
     t = timing.Timings({"a": [2.0, 4.0, 9.0], "b": [1.0, 4.0, 3.0]})
     assert t.paired_ratio("a", "b") == 2.0  # ratios 2, 1, 3; the ratio of medians would be 4 / 3
@@ -163,8 +179,15 @@ def test_latte_flops_scale_with_batch():
 
 def test_mfu_tiny(capsys):
     fraction = mfu.main(TINY + ["--matmul_size=128", "--matmul_calls=2"])
-    assert _last_value(capsys.readouterr().out, "fraction_of_matmul_peak") == pytest.approx(fraction, rel=1e-3)
+    out = capsys.readouterr().out
+    assert _last_value(out, "fraction_of_matmul_peak") == pytest.approx(fraction, rel=1e-3)
     assert 0 < fraction < 10
+    figures = dict(re.findall(r"(\w+_(?:gflop_per_s|cores))=(\S+)", out))
+    assert set(figures) >= {"matmul_cores", "attention_matmul_gflop_per_s", "attention_matmul_cores", "step_cores"}
+    assert all(float(v) > 0 for v in figures.values()), figures
+    # The default workload's spatial attention: 2 clips × 8 frames × 6 heads, 16² tokens, width 64.
+    assert mfu.attention_problem(Shape(batch=2), Arch()) == (96, 256, 64)
+    assert mfu.attention_problem(Shape(batch=2), Arch(temporal_patch=2, patch=4)) == (48, 64, 64)
 
 
 def test_scaling_tiny(capsys):
@@ -286,6 +309,23 @@ def test_profile_classes_ops_and_counts_dot_flops():
     assert phases >= {"forward", "backward"}
 
 
+def test_profile_counts_the_bytes_an_op_moves():
+    """One elementwise fusion of a float32 [256, 128] and a bfloat16 [128] operand, float32 result:
+    it reads and writes 2·4·256·128 + 2·128 bytes."""
+    import jax.numpy as jnp
+
+    from stiv_jax.bench import profile
+
+    x, b = jnp.ones((256, 128)), jnp.ones((128,), jnp.bfloat16)
+    instrs = profile.parse_hlo(jax.jit(lambda x, b: jnp.tanh(x) * 3 + b).lower(x, b).compile().as_text())
+    by_comp = {}
+    for i in instrs.values():
+        by_comp.setdefault(i.computation, []).append(i)
+    (root,) = (n for n, i in instrs.items() if i.computation.startswith("main") and i.opcode == "fusion")
+    cls, _, flops, moved = profile.classify(root, instrs, by_comp)
+    assert (cls, flops, moved) == ("elementwise", 0.0, 2 * 4 * 256 * 128 + 2 * 128)
+
+
 def test_profile_tiny(capsys):
     from stiv_jax.bench import profile
 
@@ -293,7 +333,7 @@ def test_profile_tiny(capsys):
     out = capsys.readouterr().out
     for side in ("stiv", "latte"):
         assert sum(shares[side].values()) == pytest.approx(1.0) and shares[side]["matmul:dense"] > 0
-    assert len(re.findall(r"side=stiv_jax op_class=", out)) == len(profile.CLASSES)
+    assert len(re.findall(r"side=stiv_jax op_class=\S+ ms=\S+ share=\S+ .*gb_per_s=", out)) == len(profile.CLASSES)
     assert re.search(r"side=latte phase=backward ms=\S+", out) and re.search(r"side=stiv_jax phase=update", out)
     last = out.strip().splitlines()[-1]
     assert re.fullmatch(rf"stiv_matmul_share=\S+ latte_matmul_share=\S+{LOAD_FIELDS}", last), last

@@ -7,6 +7,10 @@ steps; the fraction is the median of per-round fractions, so both halves of a pa
 machine load. On an accelerator this fraction is the usual MFU with
 the measured matmul rate standing in for the datasheet peak.
 
+Next to it, a batched matmul of the spatial attention's QKᵀ shape (sequences × heads problems of
+tokens × head width) is timed in the same rounds, with the cores each reference kept busy: XLA's
+CPU backend runs a batched dot on one core, which is what caps attention there (docs/results.md).
+
 Run: ``stiv-bench mfu`` (last line ``fraction_of_matmul_peak=<float>``).
 """
 
@@ -34,15 +38,30 @@ def _flag_values() -> flags.FlagValues:
     return fv
 
 
-def measure(step: StivStep, *, matmul_size: int, matmul_calls: int, repeats: int) -> dict[str, float]:
-    """Interleaved medians of the train step and of ``matmul_calls`` reference matmuls."""
-    dot, dot_flops = timing.matmul_fn(matmul_size, jax.numpy.dtype(step.config.model.dtype))
+def attention_problem(shape: Shape, arch: Arch) -> tuple[int, int, int]:
+    """``(batch, tokens, head width)`` of the spatial attention's QKᵀ in one train step's forward."""
+    frames = shape.frames // arch.temporal_patch
+    return shape.batch * frames * arch.heads, (shape.size // arch.patch) ** 2, arch.width // arch.heads
 
-    def matmuls():
-        for _ in range(matmul_calls):
-            dot()
 
-    t = timing.interleaved({"step": step.step, "matmul": matmuls}, repeats=repeats, warmup=1)
+def measure(
+    step: StivStep, *, matmul_size: int, matmul_calls: int, repeats: int, attention: tuple[int, int, int]
+) -> dict[str, float]:
+    """Interleaved medians of the train step, of ``matmul_calls`` reference matmuls and of as many
+    batched matmuls of the ``attention`` problem (``(batch, tokens, head width)``)."""
+    dtype = jax.numpy.dtype(step.config.model.dtype)
+    dot, dot_flops = timing.matmul_fn(matmul_size, dtype)
+    bdot, bdot_flops = timing.batched_matmul_fn(*attention, dtype)
+
+    def calls(fn):
+        def run():
+            for _ in range(matmul_calls):
+                fn()
+
+        return run
+
+    fns = {"step": step.step, "matmul": calls(dot), "attention_matmul": calls(bdot)}
+    t = timing.interleaved(fns, repeats=repeats, warmup=1)
     step_s = t.median("step")
     matmul_rate = matmul_calls * dot_flops / t.median("matmul")
     achieved = step.flops / step_s
@@ -54,6 +73,10 @@ def measure(step: StivStep, *, matmul_size: int, matmul_calls: int, repeats: int
         model_flops=step.flops,
         achieved_gflop_per_s=achieved / 1e9,
         matmul_gflop_per_s=matmul_rate / 1e9,
+        matmul_cores=t.cores("matmul"),
+        attention_matmul_gflop_per_s=matmul_calls * bdot_flops / t.median("attention_matmul") / 1e9,
+        attention_matmul_cores=t.cores("attention_matmul"),
+        step_cores=t.cores("step"),
         fraction=fraction,
     )
 
@@ -71,7 +94,13 @@ def main(argv: list[str] | None = None) -> float:
         ),
     )
     step = StivStep(bench_config(shape, arch, mask_ratio=fv.mask_ratio, remat=fv.remat), shape)
-    r = measure(step, matmul_size=fv.matmul_size, matmul_calls=fv.matmul_calls, repeats=fv.repeats)
+    r = measure(
+        step,
+        matmul_size=fv.matmul_size,
+        matmul_calls=fv.matmul_calls,
+        repeats=fv.repeats,
+        attention=attention_problem(shape, arch),
+    )
     print(
         timing.report(
             params=step.num_params, compile_s=step.compile_seconds, **{k: v for k, v in r.items() if k != "fraction"}

@@ -6,7 +6,9 @@ HLO and classed by what it computes — ``matmul:attention`` (dots from the atte
 softmax sums, loss), ``elementwise`` — and by phase from its ``op_name``: ``forward`` (``jvp``),
 ``backward`` (``transpose(jvp …)``, remat recomputation included) and ``update`` (the rest: clip,
 AdaFactor, EMA). Matmul classes also get their FLOP rate (FLOPs of their dots from the HLO shapes,
-remat recomputation included; Latte's: its FlopCounterMode count over its matmul time).
+remat recomputation included; Latte's: its FlopCounterMode count over its matmul time), and every
+class the memory rate its ops moved (bytes of each op's operands and result over its time), which
+shows memory-bound classes that run below the machine's memory rate.
 Latte: one step under ``torch.profiler``; ``aten`` ops classed the same way by name, phases from
 ``record_function`` ranges of :class:`~stiv_jax.bench.latte.LatteStep`.
 
@@ -46,11 +48,20 @@ class Instr:
     calls: str | None
     op_name: str
     rest: str
+    nbytes: int = 0  # size of the result (0 for tuples)
+
+
+_ELEMENT_BYTES = dict(pred=1, s8=1, u8=1, bf16=2, f16=2, s16=2, f32=4, s32=4, u32=4, f64=8, s64=8)
 
 
 def _dims(type_text: str) -> tuple[int, ...]:
     m = re.search(r"\[([\d,]*)\]", type_text)
     return tuple(int(d) for d in m.group(1).split(",") if d) if m else ()
+
+
+def _nbytes(type_text: str) -> int:
+    m = re.match(r"(\w+)\[", type_text)
+    return _ELEMENT_BYTES.get(m.group(1), 0) * math.prod(_dims(type_text)) if m else 0
 
 
 def parse_hlo(text: str) -> dict[str, Instr]:
@@ -71,6 +82,7 @@ def parse_hlo(text: str) -> dict[str, Instr]:
                 calls.group(1) if calls else None,
                 op_name.group(1) if op_name else "",
                 rest,
+                _nbytes(type_text),
             )
     return out
 
@@ -90,8 +102,11 @@ def _is_attention_einsum(op_name: str) -> bool:
     return any("->" in seg and "q" in seg and "k" in seg for seg in op_name.split("/"))
 
 
-def classify(name: str, instrs: dict[str, Instr], by_comp: dict[str, list[Instr]]) -> tuple[str, str, float] | None:
-    """``(class, phase, dot FLOPs)`` of a traced op; None for containers and unknown names."""
+def classify(
+    name: str, instrs: dict[str, Instr], by_comp: dict[str, list[Instr]]
+) -> tuple[str, str, float, int] | None:
+    """``(class, phase, dot FLOPs, bytes of its operands and result)`` of a traced op; None for
+    containers and unknown names."""
     instr = instrs.get(name)
     if instr is None or instr.opcode in _CONTAINERS:
         return None
@@ -109,15 +124,20 @@ def classify(name: str, instrs: dict[str, Instr], by_comp: dict[str, list[Instr]
         cls = "elementwise"
     op = instr.op_name
     phase = "backward" if "transpose(" in op else "forward" if "jvp(" in op else "update"
-    return cls, phase, sum(dot_flops(d, instrs) for d in dots)
+    moved = instr.nbytes + sum(instrs[a].nbytes for a in instr.args if a in instrs)
+    return cls, phase, sum(dot_flops(d, instrs) for d in dots), moved
 
 
-def _table(side: str, by_class: dict, by_phase: dict, flops: dict, step_s: float) -> dict[str, float]:
+def _table(
+    side: str, by_class: dict, by_phase: dict, flops: dict, step_s: float, moved: dict | None = None
+) -> dict[str, float]:
     total = sum(by_class.values()) or 1.0
     for cls in CLASSES:
         extra = {}
         if flops.get(cls) and by_class.get(cls):
             extra["gflop_per_s"] = flops.get(cls, 0.0) / by_class[cls] / 1e9
+        if moved and by_class.get(cls):
+            extra.update(gib=moved.get(cls, 0) / 2**30, gb_per_s=moved.get(cls, 0) / by_class[cls] / 1e9)
         print(
             timing.report(
                 side=side, op_class=cls, ms=1e3 * by_class.get(cls, 0.0), share=by_class.get(cls, 0.0) / total, **extra
@@ -148,14 +168,15 @@ def profile_stiv(shape: Shape, arch: Arch, mask_ratio: float) -> dict:
         (path,) = glob.glob(f"{tmp}/**/*.trace.json.gz", recursive=True)
         with gzip.open(path) as f:
             events = [e for e in json.load(f)["traceEvents"] if e.get("ph") == "X"]
-    by_class, by_phase, flops = collections.Counter(), collections.Counter(), collections.Counter()
+    by_class, by_phase, flops, moved = (collections.Counter() for _ in range(4))
     for e in events:
         if (c := classify(e["name"], instrs, by_comp)) is not None:
-            cls, phase, f = c
+            cls, phase, f, nbytes = c
             by_class[cls] += e["dur"] / 1e6
             by_phase[phase] += e["dur"] / 1e6
             flops[cls] += f
-    return dict(by_class=by_class, by_phase=by_phase, flops=flops, step_s=step_s)
+            moved[cls] += nbytes
+    return dict(by_class=by_class, by_phase=by_phase, flops=flops, step_s=step_s, moved=moved)
 
 
 _ATEN = {  # aten op name → class (the rest: elementwise)
@@ -228,7 +249,8 @@ def main(argv: list[str] | None = None) -> dict:
         timing.watch().sample()  # its CPU time, before it exits
         proc.join(timeout=60)
         name = "stiv_jax" if side == "stiv" else "latte"
-        shares[side] = _table(name, result["by_class"], result["by_phase"], result["flops"], result["step_s"])
+        tables = {k: result[k] for k in ("by_class", "by_phase", "flops", "step_s")}
+        shares[side] = _table(name, **tables, moved=result.get("moved"))
     matmul = {s: v["matmul:dense"] + v["matmul:attention"] for s, v in shares.items()}
     timing.headline(f"stiv_matmul_share={matmul['stiv']:.3f} latte_matmul_share={matmul['latte']:.3f}")
     return shares

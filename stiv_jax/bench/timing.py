@@ -64,9 +64,11 @@ def machine() -> str:
 
 @dataclasses.dataclass
 class Timings:
-    """Seconds per call for each named candidate, in call order."""
+    """Seconds per call for each named candidate, in call order, and the process's CPU seconds
+    (all threads, user + system) during each call."""
 
     seconds: dict[str, list[float]]
+    cpu_seconds: dict[str, list[float]] = dataclasses.field(default_factory=dict)
 
     def median(self, name: str) -> float:
         return statistics.median(self.seconds[name])
@@ -81,6 +83,11 @@ class Timings:
         pairs = zip(self.seconds[numerator], self.seconds[denominator], strict=True)
         return statistics.median(a / b for a, b in pairs)
 
+    def cores(self, name: str) -> float:
+        """Median over calls of CPU seconds ÷ wall seconds: how many cores the candidate kept busy."""
+        pairs = zip(self.cpu_seconds[name], self.seconds[name], strict=True)
+        return statistics.median(c / w for c, w in pairs)
+
 
 def interleaved(fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1) -> Timings:
     """Calls each (blocking) function ``warmup`` times, then ``repeats`` rounds of A, B, … in turn."""
@@ -90,12 +97,14 @@ def interleaved(fns: Mapping[str, Callable[[], object]], repeats: int, warmup: i
         for _ in range(warmup):
             fn()
     out: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
             out[name].append(time.perf_counter() - start)
-    return Timings(out)
+            cpu[name].append(time.process_time() - start_cpu)
+    return Timings(out, cpu)
 
 
 def matmul_fn(n: int = 2048, dtype=jnp.float32) -> tuple[Callable[[], object], float]:
@@ -105,6 +114,17 @@ def matmul_fn(n: int = 2048, dtype=jnp.float32) -> tuple[Callable[[], object], f
     dot = jax.jit(jnp.dot)
     jax.block_until_ready(dot(a, b))
     return (lambda: jax.block_until_ready(dot(a, b))), 2.0 * n**3
+
+
+def batched_matmul_fn(batch: int, n: int, d: int, dtype=jnp.float32) -> tuple[Callable[[], object], float]:
+    """A blocking batched ``[batch, n, d] @ [batch, d, n]`` jitted matmul (the shape of attention's
+    QKᵀ: ``batch`` = sequences × heads, ``n`` tokens, ``d`` head width) and its FLOPs (2·batch·n²·d)."""
+    rng = np.random.default_rng(0)
+    a = jnp.asarray(rng.standard_normal((batch, n, d)), dtype)
+    b = jnp.asarray(rng.standard_normal((batch, d, n)), dtype)
+    dot = jax.jit(jnp.matmul)
+    jax.block_until_ready(dot(a, b))
+    return (lambda: jax.block_until_ready(dot(a, b))), 2.0 * batch * n * n * d
 
 
 def fmt(x: float) -> str:
