@@ -8,14 +8,15 @@ taken by every process together: :func:`any_process` is the cross-process OR.
 
 CPU collectives (gloo) connect the processes when a new program's collective first runs and give
 every process 30 s to arrive; compile times differ by more than that on a loaded machine. So a
-program with collectives is compiled, then every process meets at :func:`barrier` (the coordination
-service's: no device program, no 30 s limit), then it runs: the trainer's step, the sampler's
-programs, and :func:`to_host`'s gather.
+program with collectives is compiled by :func:`compile_together`, which returns once every process
+has met at :func:`barrier` (the coordination service's: no device program, no 30 s limit), then it
+runs: the trainer's step and the sampler's programs; :func:`to_host` meets there before its gather.
 """
 
 from __future__ import annotations
 
 import collections
+import time
 
 import jax
 import ml_collections
@@ -90,3 +91,14 @@ def barrier(name: str, timeout_s: int = BARRIER_TIMEOUT_S) -> None:
         return
     _barrier_calls[name] += 1  # a barrier id is used once
     client.wait_at_barrier(f"stiv/{name}/{_barrier_calls[name]}", timeout_in_ms=timeout_s * 1000)
+
+
+def compile_together(lowered: jax.stages.Lowered, name: str) -> tuple[jax.stages.Compiled, float]:
+    """``lowered`` compiled, and the seconds the compilation took. With several processes it returns
+    once every process has compiled it (:func:`barrier`): on CPU a program's first collective gives
+    the peers only 30 s to arrive, less than a slower peer may still need to compile."""
+    start = time.perf_counter()
+    compiled = lowered.compile()
+    seconds = time.perf_counter() - start
+    barrier(f"compiled {name}")
+    return compiled, seconds

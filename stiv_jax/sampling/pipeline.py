@@ -46,7 +46,7 @@ from stiv_jax.encoders.build import resolve_text_config
 from stiv_jax.encoders.conditioner import Conditioner, check_consistency
 from stiv_jax.model.config import resolve as resolve_model
 from stiv_jax.model.dit import STIV
-from stiv_jax.parallel.distributed import barrier, to_host
+from stiv_jax.parallel.distributed import compile_together, to_host
 from stiv_jax.sampling import inputs, long, schedules, tasks
 from stiv_jax.sampling.options import FLAGS, Pixels, SampleOptions, check_inputs
 from stiv_jax.storage import checkpoints as checkpoint
@@ -273,8 +273,7 @@ class Sampler:
         )
         if key not in self._compiled:
             start = time.perf_counter()
-            self._compiled[key] = jax.jit(functools.partial(fn, **static)).lower(*args).compile()
-            barrier(f"compiled {name}")  # several processes: all compiled before its collectives run
+            self._compiled[key], _ = compile_together(jax.jit(functools.partial(fn, **static)).lower(*args), name)
             self.timings["compile"] = self.timings.get("compile", 0.0) + time.perf_counter() - start
         return self._compiled[key]
 

@@ -189,12 +189,9 @@ def _train(config, wd: Workdir, tr, callback) -> dict[str, Any]:
 
 
 def _compile_step(tr, state: dict, batch: dict, frozen: Any) -> Callable:
-    """The train step compiled before it first runs; with several processes, all finish compiling
-    before any runs it (its collectives would time out waiting for a slower peer)."""
-    start = time.perf_counter()
-    compiled = tr.step.lower(state, batch, frozen).compile()
-    distributed.log(f"Compiled the train step in {time.perf_counter() - start:.1f}s")
-    distributed.barrier("compiled train step")
+    """The train step compiled before it first runs, by every process before any runs it."""
+    compiled, seconds = distributed.compile_together(tr.step.lower(state, batch, frozen), "train step")
+    distributed.log(f"Compiled the train step in {seconds:.1f}s")
     return compiled
 
 
