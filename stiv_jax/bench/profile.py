@@ -48,7 +48,7 @@ class Instr:
     calls: str | None
     op_name: str
     rest: str
-    nbytes: int = 0  # size of the result (0 for tuples)
+    nbytes: int = 0  # size of the result
 
 
 _ELEMENT_BYTES = dict(pred=1, s8=1, u8=1, bf16=2, f16=2, s16=2, f32=4, s32=4, u32=4, f64=8, s64=8)
