@@ -53,17 +53,19 @@ def test_interleaved_alternates_and_takes_medians():
 
 
 def test_cores_is_cpu_time_over_wall_time():
-    """A sleeping candidate keeps no core busy, a spinning one about one; a batched matmul's
-    figure comes with its FLOPs (2·batch·n²·d)."""
+    """interleaved records the process's CPU seconds per call: none for a sleep, at least what a
+    spin loop burned; cores() is the median of per-call ratios (not a ratio of medians). A batched
+    matmul's figure comes with its FLOPs (2·batch·n²·d)."""
 
-    def spin(seconds=0.05):
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
+    def spin(cpu_seconds=0.03):
+        end = time.process_time() + cpu_seconds
+        while time.process_time() < end:
             pass
 
     t = timing.interleaved({"sleep": lambda: time.sleep(0.05), "spin": spin}, repeats=3, warmup=0)
-    assert t.cores("sleep") < 0.3
-    assert 0.7 < t.cores("spin") < 1.3
+    assert max(t.cpu_seconds["sleep"]) < 0.02 and min(t.cpu_seconds["spin"]) >= 0.03, t.cpu_seconds
+    t = timing.Timings({"a": [1.0, 2.0, 4.0]}, {"a": [3.0, 1.0, 2.0]})
+    assert t.cores("a") == 0.5  # per-call ratios 3, 0.5, 0.5; the ratio of medians would be 1
     _, flops = timing.batched_matmul_fn(3, 8, 4)
     assert flops == 2 * 3 * 8 * 8 * 4
 
