@@ -295,9 +295,7 @@ def test_profile_classes_ops_and_counts_dot_flops():
     q, k, w = jnp.ones((2, 16, 4, 8)), jnp.ones((2, 32, 4, 8)), jnp.ones((8, 24))
     text = jax.jit(jax.grad(f)).lower(q, k, w).compile().as_text()
     instrs = profile.parse_hlo(text)
-    by_comp = collections.defaultdict(list)
-    for i in instrs.values():
-        by_comp[i.computation].append(i)
+    by_comp = profile.by_computation(instrs)
     found = collections.defaultdict(float)
     phases = set()
     for name, instr in instrs.items():
@@ -320,9 +318,7 @@ def test_profile_counts_the_bytes_an_op_moves():
 
     x, b = jnp.ones((256, 128)), jnp.ones((128,), jnp.bfloat16)
     instrs = profile.parse_hlo(jax.jit(lambda x, b: jnp.tanh(x) * 3 + b).lower(x, b).compile().as_text())
-    by_comp = {}
-    for i in instrs.values():
-        by_comp.setdefault(i.computation, []).append(i)
+    by_comp = profile.by_computation(instrs)
     (root,) = (n for n, i in instrs.items() if i.computation.startswith("main") and i.opcode == "fusion")
     cls, _, flops, moved = profile.classify(root, instrs, by_comp)
     assert (cls, flops, moved) == ("elementwise", 0.0, 2 * 4 * 256 * 128 + 2 * 128)

@@ -87,6 +87,14 @@ def parse_hlo(text: str) -> dict[str, Instr]:
     return out
 
 
+def by_computation(instrs: dict[str, Instr]) -> dict[str, list[Instr]]:
+    """The instructions of each computation (what :func:`classify` looks inside fusions with)."""
+    out = collections.defaultdict(list)
+    for i in instrs.values():
+        out[i.computation].append(i)
+    return out
+
+
 def dot_flops(instr: Instr, instrs: dict[str, Instr]) -> float:
     """2 · output elements · contracted size of one ``dot``."""
     lhs = instrs.get(instr.args[0]) if instr.args else None
@@ -159,9 +167,7 @@ def profile_stiv(shape: Shape, arch: Arch, mask_ratio: float) -> dict:
     step = StivStep(bench_config(shape, arch, mask_ratio=mask_ratio), shape)
     step.step()
     instrs = parse_hlo(step.compiled.as_text())
-    by_comp = collections.defaultdict(list)
-    for i in instrs.values():
-        by_comp[i.computation].append(i)
+    by_comp = by_computation(instrs)
     with tempfile.TemporaryDirectory() as tmp:
         with jax.profiler.trace(tmp):
             step_s = timing.interleaved({"step": step.step}, repeats=1, warmup=0).median("step")
