@@ -6,7 +6,7 @@ micro-condition; the tasks mix T2V and TI2V (the keyframe mode with image-condit
 interpolation (first and last frames given). `stiv-sample --task=long --frame_stride=1` draws 4
 keyframes at stride 3, then 3 interpolation clips at stride 1: 12 frames. After `make demo`,
 `make demo-apps` runs all of it; by hand:
-  stiv-encode-shards --input=outputs/demo/shards --out=outputs/demo-apps/latents_long --autoencoder=pixel:2 \
+  stiv-encode-shards --input=outputs/demo/shards --out=outputs/demo-apps/latents_long --autoencoder=pixel:2:scale=2.96:shift=-0.747 \
       --tokenizer_path=outputs/demo/data/spm.model --max_text_length=16 --num_frames=4 \
       --resolution=24 --frame_strides=1,3 --every_stride --dtype=float32
   stiv-train --config=experiments/demo_long.py --workdir=outputs/demo-apps/long

@@ -10,7 +10,7 @@ in the paper: empty text and the image-free guidance branch sees zero latents at
   stiv-make-shards --input=outputs/demo-apps/orbits --captions=outputs/demo-apps/orbits/captions.jsonl \
       --out=outputs/demo-apps/orbit_shards --nosplit_scenes
   stiv-encode-shards --input=outputs/demo-apps/orbit_shards --out=outputs/demo-apps/latents_multiview \
-      --autoencoder=pixel:2 --tokenizer_path=outputs/demo/data/spm.model --max_text_length=16 \
+      --autoencoder=pixel:2:scale=2.96:shift=-0.747 --tokenizer_path=outputs/demo/data/spm.model --max_text_length=16 \
       --num_frames=7 --resolution=24 --frame_strides=1 --dtype=float32
   stiv-train --config=experiments/demo_multiview.py --workdir=outputs/demo-apps/multiview
   stiv-sample --workdir=outputs/demo-apps/multiview --task=multiview --image=FRONT.png --out=views.png

@@ -4,7 +4,7 @@
 stride 4) and the text kept; the model learns the 3 frames in between. Cascaded after T2V it
 doubles the demo's frame rate (4 → 7 frames). After `make demo` (which trains
 outputs/demo/workdir), `make demo-apps` runs all of it; by hand:
-  stiv-encode-shards --input=outputs/demo/shards --out=outputs/demo-apps/latents_tup --autoencoder=pixel:2 \
+  stiv-encode-shards --input=outputs/demo/shards --out=outputs/demo-apps/latents_tup --autoencoder=pixel:2:scale=2.96:shift=-0.747 \
       --tokenizer_path=outputs/demo/data/spm.model --max_text_length=16 --num_frames=7 \
       --resolution=24 --frame_strides=2 --dtype=float32
   stiv-train --config=experiments/demo_tup.py --workdir=outputs/demo-apps/tup

@@ -226,3 +226,74 @@ def test_a_latent_cache_warns_about_strides_it_does_not_hold(tmp_path, caplog):
         assert len(messages) == warned, messages
         if warned:
             assert messages[0].startswith(f"data.path={tmp_path}: data.frame_strides={strides}")
+
+
+def test_standardised_pixel_cache_and_a_run_that_disagrees_with_it(tmp_path):
+    """``stiv-encode-shards --autoencoder=pixel:4:scale=S:shift=B`` (the console script) caches
+    ``(raw − B)·S``; the manifest's ``latent_stats`` are the mean and std of every cached value, and
+    standardising with them gives mean 0, std 1. ``stiv-train`` on that cache with a config whose
+    pixel autoencoder is unscaled exits 2 with one line naming data.path and the cache's spec,
+    before anything is written."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from stiv_jax.data import shards
+
+    bin_dir = os.path.dirname(sys.executable)
+    args = [f"--input={demo_shards()}", f"--tokenizer_path={demo_dir()}/spm.model", "--max_text_length=10"]
+    args += ["--buckets=4x16x16", "--frame_strides=1", "--dtype=float32"]
+    caches = {}
+    for name, spec in (("raw", "pixel:4"), ("scaled", None)):
+        if spec is None:  # standardise with the raw cache's own statistics
+            stats = json.loads((tmp_path / "raw" / "manifest.json").read_text())["latent_stats"]
+            spec = f"pixel:4:scale={1 / stats['std']!r}:shift={stats['mean']!r}"
+        proc = subprocess.run(
+            [f"{bin_dir}/stiv-encode-shards", *args, f"--autoencoder={spec}", f"--out={tmp_path / name}"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr
+        records = {
+            r["source_key"]: np.asarray(r["latents"], np.float64) for r in shards.read_records(str(tmp_path / name))
+        }
+        values = np.concatenate([v.ravel() for v in records.values()])
+        manifest = json.loads((tmp_path / name / "manifest.json").read_text())
+        assert manifest["settings"]["autoencoder"] == spec
+        np.testing.assert_allclose(
+            [manifest["latent_stats"]["mean"], manifest["latent_stats"]["std"]],
+            [values.mean(), values.std()],
+            rtol=1e-6,
+        )
+        caches[name] = records
+    assert stats["std"] > 0.1 and abs(stats["mean"]) > 0.1  # the demo clips: dark, not unit-scale
+    for key, raw in caches["raw"].items():
+        np.testing.assert_allclose(caches["scaled"][key], (raw - stats["mean"]) / stats["std"], atol=1e-5)
+    scaled = json.loads((tmp_path / "scaled" / "manifest.json").read_text())["latent_stats"]
+    np.testing.assert_allclose([scaled["mean"], scaled["std"]], [0.0, 1.0], atol=1e-5)
+
+    workdir = tmp_path / "run"
+    proc = subprocess.run(
+        [
+            f"{bin_dir}/stiv-train",
+            f"--config={os.path.dirname(__file__)}/../experiments/demo_shapes.py",
+            f"--workdir={workdir}",
+            f"--config.data.path={tmp_path / 'scaled'}",
+            f"--config.data.tokenizer_path={demo_dir()}/spm.model",
+            "--config.autoencoder.downsample=4",
+            "--config.autoencoder.scaling_factor=1.0",
+            "--config.autoencoder.shift_factor=0.0",
+        ],
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith(
+        f"stiv-train: error: data.path={tmp_path / 'scaled'}: the latent cache was written by --autoencoder={spec}"
+    ), lines[0]
+    assert not workdir.exists() or not any(workdir.iterdir())

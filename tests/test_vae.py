@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +13,9 @@ import pytest
 torch = pytest.importorskip("torch", reason="parity tests need the torch extra: pip install stiv_jax[torch]")
 diffusers = pytest.importorskip("diffusers", reason="parity tests need the torch extra")
 
-from stiv_jax.encoders.build import build_autoencoder  # noqa: E402
+from stiv_jax.encoders.build import build_autoencoder, from_spec  # noqa: E402
+from stiv_jax.errors import ConfigError  # noqa: E402
+from stiv_jax.export.diffusers_parts import STIVPixelAutoencoder  # noqa: E402
 from stiv_jax.vae import AutoencoderKLConfig, FrameAutoencoder, PixelAutoencoder  # noqa: E402
 from stiv_jax.vae.convert import convert_vae  # noqa: E402
 from stiv_jax.weights.torch_state import ConversionError  # noqa: E402
@@ -146,3 +149,25 @@ def test_build_autoencoder_pixel_and_unknown_kind():
     assert isinstance(ae, PixelAutoencoder) and ae.latent_channels == 12 and ae.downsample == 2
     with pytest.raises(ValueError, match="unknown autoencoder kind 'vq'"):
         build_autoencoder({"kind": "vq"})
+
+
+def test_pixel_autoencoder_standardises_like_a_vae():
+    """``(space_to_depth(x) − shift)·scale`` against a numpy space-to-depth; decode inverts it;
+    the spec it reports builds it again; bad specs and a KL VAE given a pixel scaling are named."""
+    frames = np.random.default_rng(0).uniform(-1, 1, (2, 3, 8, 6, 3)).astype(np.float32)
+    ae = PixelAutoencoder(downsample=2, scaling_factor=2.5, shift_factor=-0.7)
+    folded = frames.reshape(2, 3, 4, 2, 3, 2, 3).transpose(0, 1, 2, 4, 3, 5, 6).reshape(2, 3, 4, 3, 12)
+    np.testing.assert_allclose(np.asarray(ae.encode(frames)), (folded + 0.7) * 2.5, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(ae.decode(ae.encode(frames))), frames, atol=1e-6)
+    assert ae.spec == "pixel:2:scale=2.5:shift=-0.7" and PixelAutoencoder(2).spec == "pixel:2"
+    assert build_autoencoder(from_spec(ae.spec, what="autoencoder")) == ae
+    assert build_autoencoder({"kind": "pixel", "downsample": 2, "scaling_factor": 2.5, "shift_factor": -0.7}) == ae
+    for spec in ("pixel:2:scale=0", "pixel:2:scale=x", "pixel:2:size=3", "pixel:2:shift=1:shift=2", "pixel:two"):
+        with pytest.raises(ConfigError, match=re.escape(f"--autoencoder={spec!r}")):
+            from_spec(spec, what="autoencoder")
+    exported = STIVPixelAutoencoder(2, scaling_factor=2.5, shift_factor=-0.7)  # the PyTorch export's twin
+    latents = exported.encode(torch.from_numpy(frames))
+    np.testing.assert_allclose(latents.numpy(), np.asarray(ae.encode(frames)), atol=1e-6)
+    np.testing.assert_allclose(exported.decode(latents).numpy(), frames, atol=1e-6)
+    with pytest.raises(ConfigError, match="scaling_factor / shift_factor are for kind='pixel'"):
+        build_autoencoder({"kind": "kl", "model": "tiny", "scaling_factor": 2.0})

@@ -4,7 +4,9 @@ for an output folder, and the latent cache of the demo shards for a config."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import shutil
 
 T2V_PROMPTS = (
     "a red circle moving right",
@@ -36,17 +38,24 @@ def encode_latents(shards: str, latents: str, config, every_stride: bool = False
     from stiv_jax.data import latent_cache
     from stiv_jax.encoders.build import build_autoencoder
 
-    if os.path.exists(os.path.join(latents, "manifest.json")):
-        return
+    ae = build_autoencoder(config.autoencoder)
+    manifest_path = os.path.join(latents, "manifest.json")
+    if os.path.exists(manifest_path):
+        with open(manifest_path) as f:
+            cached = json.load(f).get("settings", {}).get("autoencoder")
+        if cached == ae.spec:
+            return
+        print(f"re-encoding {latents}: it holds {cached} latents, the config asks for {ae.spec}")
+        shutil.rmtree(latents)
     cfg, d = data_config.get_data_config(), config.data
     cfg.path, cfg.tokenizer_path, cfg.max_text_length = shards, d.tokenizer_path, d.max_text_length
     cfg.num_frames, cfg.resolution, cfg.frame_strides = d.num_frames, d.resolution, tuple(d.frame_strides)
     manifest = latent_cache.encode_shards(
         cfg,
         latents,
-        build_autoencoder(config.autoencoder),
+        ae,
         dtype="float32",
         every_stride=every_stride,
-        settings={"autoencoder": f"pixel:{config.autoencoder.downsample}", "text_encoder": "none"},
+        settings={"autoencoder": ae.spec, "text_encoder": "none"},
     )
     print(f"encoded={manifest['num_records']} skipped={manifest['num_skipped']} shapes={manifest['latent_shapes']}")

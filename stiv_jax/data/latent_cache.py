@@ -78,10 +78,13 @@ def encode_shards(
     writer = shards.ShardWriter(out_dir, "latents", records_per_shard)
     shape_counts: dict[str, int] = {}
     skipped: list[dict] = []
+    moments = np.zeros(3)  # count, sum, sum of squares of every latent value (float64)
 
     def write_batch(elements: list[dict]) -> None:
         batch = {k: np.stack([e[k] for e in elements]) for k in elements[0]}
         latents = np.asarray(encode(batch["video"]))
+        flat = latents.astype(np.float64).ravel()
+        moments[:] += (flat.size, flat.sum(), np.square(flat).sum())
         text = {"text_mask": batch["text_mask"]}
         if encode_text is None:
             text["text_ids"] = batch["text_ids"]
@@ -152,6 +155,7 @@ def encode_shards(
         "total_bytes": sum(s["bytes"] for s in shard_list),
         "source": cfg.path,
         "shards": shard_list,
+        "latent_stats": latent_stats(*moments),
         "settings": {
             "dtype": dtype,
             "num_frames": cfg.num_frames,
@@ -165,6 +169,14 @@ def encode_shards(
     }
     shards.write_manifest(out_dir, manifest)
     return manifest
+
+
+def latent_stats(count: float, total: float, squares: float) -> dict[str, float]:
+    """Mean and standard deviation of every latent value written: a pixel autoencoder standardised
+    with ``shift_factor = mean`` and ``scaling_factor = 1 / std`` (of raw latents) gives unit-scale
+    data (vae/pixel.py)."""
+    mean = total / count
+    return {"mean": float(mean), "std": float(np.sqrt(max(squares / count - mean**2, 0.0)))}
 
 
 def null_text_for(config: ml_collections.ConfigDict) -> dict | None:

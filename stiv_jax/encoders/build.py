@@ -93,8 +93,16 @@ def build_autoencoder(config: Any) -> PixelAutoencoder | FrameAutoencoder:
         raise ConfigError(
             f"config.autoencoder.kind={kind!r}: unknown autoencoder kind {kind!r}; use one of {'|'.join(AUTOENCODER_KINDS)}"
         )
+    scale, shift = float(config_get(config, "scaling_factor", 1.0)), float(config_get(config, "shift_factor", 0.0))
     if kind == "pixel":
-        return PixelAutoencoder(downsample=int(config_get(config, "downsample", 1)))
+        if not scale > 0:
+            raise ConfigError(f"config.autoencoder.scaling_factor={scale}: must be positive")
+        return PixelAutoencoder(int(config_get(config, "downsample", 1)), scaling_factor=scale, shift_factor=shift)
+    if (scale, shift) != (1.0, 0.0):
+        raise ConfigError(
+            "config.autoencoder.scaling_factor / shift_factor are for kind='pixel'; "
+            "a KL VAE's scaling is in its own config (stiv-import --kind=vae)"
+        )
     checkpoint, preset = config_get(config, "checkpoint"), config_get(config, "model")
     if checkpoint:
         model = load_pretrained(checkpoint, expect_kind="vae", **_dtype_override(config)).model
@@ -119,21 +127,44 @@ def load_autoencoder(config: Any) -> FrameAutoencoder:
 def from_spec(spec: str, *, what: str) -> dict[str, Any]:
     """A command-line encoder spec → a config section for the builders above.
 
-    Autoencoder: ``pixel`` | ``pixel:F`` | ``kl:DIR``. Text: ``none`` | ``clip:DIR`` | ``t5:DIR``
-    (``DIR`` written by ``stiv-import``, local or ``gs://``).
+    Autoencoder: ``pixel`` | ``pixel:F[:scale=S][:shift=B]`` | ``kl:DIR``. Text: ``none`` |
+    ``clip:DIR`` | ``t5:DIR`` (``DIR`` written by ``stiv-import``, local or ``gs://``).
     """
     kind, _, arg = spec.partition(":")
     if what == "autoencoder":
-        if kind == "pixel" and (not arg or arg.isdigit()):
-            return {"kind": "pixel", "downsample": int(arg or 1)}
+        if kind == "pixel":
+            return _pixel_spec(spec, arg)
         if kind == "kl" and arg:
             return {"kind": "kl", "checkpoint": arg}
-        raise ConfigError(f"--autoencoder={spec!r}: use pixel, pixel:F or kl:DIR (a stiv-import --kind=vae directory)")
+        raise ConfigError(f"--autoencoder={spec!r}: use {_PIXEL_SPEC} or kl:DIR (a stiv-import --kind=vae directory)")
     if kind in ("", "none") and not arg:
         return {"kind": "cached"}
     if kind in _PRETRAINED_TEXT and arg:
         return {"kind": kind, "checkpoint": arg}
     raise ConfigError(f"--text_encoder={spec!r}: use none, clip:DIR or t5:DIR (a stiv-import directory)")
+
+
+_PIXEL_SPEC = "pixel, pixel:F, pixel:F:scale=S:shift=B"
+_PIXEL_KEYS = {"scale": "scaling_factor", "shift": "shift_factor"}
+
+
+def _pixel_spec(spec: str, arg: str) -> dict[str, Any]:
+    """``pixel[:F][:scale=S][:shift=B]`` → a ``kind='pixel'`` section (vae/pixel.py)."""
+    out: dict[str, Any] = {"kind": "pixel", "downsample": 1}
+    parts = arg.split(":") if arg else []
+    if parts and parts[0].isdigit():
+        out["downsample"] = int(parts.pop(0))
+    for part in parts:
+        key, eq, value = part.partition("=")
+        try:
+            if not eq or key not in _PIXEL_KEYS or _PIXEL_KEYS[key] in out:
+                raise ValueError
+            out[_PIXEL_KEYS[key]] = float(value)
+        except ValueError:
+            raise ConfigError(f"--autoencoder={spec!r}: use {_PIXEL_SPEC} (numbers)") from None
+    if out["downsample"] < 1 or not out.get("scaling_factor", 1.0) > 0:
+        raise ConfigError(f"--autoencoder={spec!r}: the factor F and the scale S must be positive")
+    return out
 
 
 def _as_dict(config: Any) -> dict[str, Any]:

@@ -91,7 +91,7 @@ def autoencoder_for(config: ml_collections.ConfigDict) -> torch.nn.Module:
     """The run's frame autoencoder as a torch module (diffusers ``AutoencoderKL`` for ``kl``)."""
     ae = build_autoencoder(config.autoencoder)
     if config.autoencoder.kind == "pixel":
-        return STIVPixelAutoencoder(ae.downsample)
+        return STIVPixelAutoencoder(ae.downsample, scaling_factor=ae.scaling_factor, shift_factor=ae.shift_factor)
     import diffusers
 
     from stiv_jax.vae.convert import vae_to_diffusers

@@ -102,12 +102,14 @@ class STIVTokenEmbedding(ModelMixin, ConfigMixin):
 
 
 class STIVPixelAutoencoder(ModelMixin, ConfigMixin):
-    """Space-to-depth by ``downsample`` (``vae/pixel.py``): frames ``[..., H, W, 3]`` in [-1, 1] ↔
-    latents ``[..., H/f, W/f, 3·f²]``, exact inverses. It has no weights; the factor is kept as a
-    buffer so diffusers' loaders find a weights file."""
+    """Space-to-depth by ``downsample`` (``vae/pixel.py``), then ``(x − shift_factor)·scaling_factor``:
+    frames ``[..., H, W, 3]`` in [-1, 1] ↔ latents ``[..., H/f, W/f, 3·f²]``, exact inverses. It has
+    no weights; the factor is kept as a buffer so diffusers' loaders find a weights file."""
 
     @register_to_config
-    def __init__(self, downsample: int = 1, image_channels: int = 3):
+    def __init__(
+        self, downsample: int = 1, image_channels: int = 3, scaling_factor: float = 1.0, shift_factor: float = 0.0
+    ):
         super().__init__()
         self.register_buffer("factor", torch.tensor(int(downsample)))
 
@@ -121,10 +123,11 @@ class STIVPixelAutoencoder(ModelMixin, ConfigMixin):
         if h % f or w % f:
             raise ValueError(f"frame size {h}x{w} is not divisible by downsample={f}")
         x = frames.reshape(*lead, h // f, f, w // f, f, c).movedim(-4, -3)
-        return x.reshape(*lead, h // f, w // f, f * f * c)
+        return (x.reshape(*lead, h // f, w // f, f * f * c) - self.config.shift_factor) * self.config.scaling_factor
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         *lead, h, w, cf = latents.shape
         f = self.config.downsample
+        latents = latents / self.config.scaling_factor + self.config.shift_factor
         x = latents.reshape(*lead, h, w, f, f, cf // (f * f)).movedim(-3, -4)
         return x.reshape(*lead, h * f, w * f, cf // (f * f))

@@ -68,7 +68,11 @@ def base_config(size: str = "XL", **model_overrides) -> ml_collections.ConfigDic
     c.text = ml_collections.ConfigDict(
         dict(kind="clip", checkpoint="", model="", use_projection=False, vocab_size=32128, seed=0)
     )
-    c.autoencoder = ml_collections.ConfigDict(dict(kind="kl", checkpoint="", model="", downsample=8, chunk_size=16))
+    # scaling_factor / shift_factor: the pixel autoencoder's standardisation (vae/pixel.py); a KL
+    # VAE carries its own in its config.
+    c.autoencoder = ml_collections.ConfigDict(
+        dict(kind="kl", checkpoint="", model="", downsample=8, chunk_size=16, scaling_factor=1.0, shift_factor=0.0)
+    )
 
     # Input pipeline: keys documented in stiv_jax/data/config.py, plus the source kind.
     c.data = get_data_config()

@@ -25,6 +25,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from stiv_jax.data import pipeline, shards
+from stiv_jax.errors import ConfigError
 from stiv_jax.model.micro import micro_conditions
 from stiv_jax.parallel.mesh import batch_sharding
 
@@ -95,6 +96,34 @@ def check_source(config: ml_collections.ConfigDict) -> None:
 
         data_config.validate(config.data)  # e.g. an empty data.path, named
         shards.shard_paths(config.data.path, "data.path")
+        if config.data.mode == "latents":
+            check_cache_autoencoder(config, shards.load_manifest(config.data.path).get("settings", {}))
+
+
+def check_cache_autoencoder(config: ml_collections.ConfigDict, settings: dict) -> None:
+    """A latent cache holds what its autoencoder wrote: one written by a different pixel
+    autoencoder (factor, scaling or shift) than ``config.autoencoder``, or by another kind, is
+    refused, since the run would train on latents its sampler decodes differently."""
+    from stiv_jax.encoders.build import from_spec
+
+    spec = settings.get("autoencoder")
+    if not spec:  # written by hand or by an older version: nothing to compare
+        return
+    cached = from_spec(spec, what="autoencoder")
+    asked = config.autoencoder
+    if cached["kind"] != asked.kind:
+        same = False
+    elif asked.kind == "pixel":
+        fields = (("downsample", 1), ("scaling_factor", 1.0), ("shift_factor", 0.0))
+        same = all(float(cached.get(k, d)) == float(asked.get(k, d)) for k, d in fields)
+    else:
+        return  # a KL cache names its VAE by path, which may be spelled differently
+    if not same:
+        wanted = {k: asked.get(k) for k in ("kind", "downsample", "scaling_factor", "shift_factor") if k in asked}
+        raise ConfigError(
+            f"data.path={config.data.path}: the latent cache was written by --autoencoder={spec}, but "
+            f"config.autoencoder is {wanted}; re-encode (stiv-encode-shards) or match the config"
+        )
 
 
 def to_global(batch: dict[str, np.ndarray], mesh: Mesh, rows: Sequence[int], batch_size: int) -> dict[str, jax.Array]:
