@@ -5,11 +5,10 @@ each f×f pixel block into channels; decode is the exact inverse. It lets the wh
 (data → latents → DiT → sampler → video) run on a CPU without pretrained weights, and has the same
 interface as the learned VAE (``encode``/``decode``, ``latent_channels``, ``downsample``).
 
-Like a learned VAE's latents (Rombach et al. 2022, §4.3.2 and App. G: ``z = (z_raw − shift)·scale``
-for unit variance), the folded pixels can be standardised with ``shift_factor`` and
-``scaling_factor``: the DiT then sees data of unit scale against its N(0, 1) noise, and its errors
-reach the pixels scaled down by ``1 / scaling_factor`` (docs/demo_shapes.md). The defaults
-(1, 0) keep the raw pixels.
+Like a learned VAE's latents (rescaled to unit variance: Rombach et al. 2022, §4.3.2 and App. D.1;
+SD3's VAE also shifts them), the folded pixels can be standardised, ``(x − shift_factor)·scaling_factor``:
+the DiT then sees data of unit scale against its N(0, 1) noise, and its errors reach the pixels
+scaled down by ``1 / scaling_factor`` (docs/demo_shapes.md). The defaults (1, 0) keep the raw pixels.
 """
 
 from __future__ import annotations
