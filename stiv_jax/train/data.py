@@ -104,21 +104,17 @@ def check_cache_autoencoder(config: ml_collections.ConfigDict, settings: dict) -
     """A latent cache holds what its autoencoder wrote: one written by a different pixel
     autoencoder (factor, scaling or shift) than ``config.autoencoder``, or by another kind, is
     refused, since the run would train on latents its sampler decodes differently."""
-    from stiv_jax.encoders.build import from_spec
+    from stiv_jax.encoders.build import build_autoencoder, from_spec
 
     spec = settings.get("autoencoder")
     if not spec:  # written by hand or by an older version: nothing to compare
         return
     cached = from_spec(spec, what="autoencoder")
     asked = config.autoencoder
-    if cached["kind"] != asked.kind:
-        same = False
-    elif asked.kind == "pixel":
-        fields = (("downsample", 1), ("scaling_factor", 1.0), ("shift_factor", 0.0))
-        same = all(float(cached.get(k, d)) == float(asked.get(k, d)) for k, d in fields)
-    else:
+    if cached["kind"] == asked.kind == "kl":
         return  # a KL cache names its VAE by path, which may be spelled differently
-    if not same:
+    # Pixel autoencoders are frozen dataclasses: equal when factor, scaling and shift are.
+    if cached["kind"] != asked.kind or build_autoencoder(cached) != build_autoencoder(asked):
         wanted = {k: asked.get(k) for k in ("kind", "downsample", "scaling_factor", "shift_factor") if k in asked}
         raise ConfigError(
             f"data.path={config.data.path}: the latent cache was written by --autoencoder={spec}, but "
