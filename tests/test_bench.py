@@ -324,6 +324,37 @@ def test_profile_counts_the_bytes_an_op_moves():
     assert (cls, flops, moved) == ("elementwise", 0.0, 2 * 4 * 256 * 128 + 2 * 128)
 
 
+def test_profile_parses_instructions_with_a_tuple_result():
+    """A multi-output fusion's result is a tuple type with spaces (and a while loop's may nest one):
+    the op is still parsed and classed, with the bytes of every output."""
+    import jax.numpy as jnp
+
+    from stiv_jax.bench import profile
+
+    x = jnp.ones((256, 128))
+    text = jax.jit(lambda x: (jnp.sum(x * 2, axis=1), jnp.max(x * 2, axis=1))).lower(x).compile().as_text()
+    text += """
+%fused_computation.9 (param_0: f32[256,128]) -> (f32[256], f32[256,128]) {
+  %param_0 = f32[256,128]{1,0} parameter(0)
+  %sum = f32[256]{0} reduce(%param_0, %param_0), dimensions={1}
+  ROOT %tuple.9 = (f32[256]{0}, f32[256,128]{1,0}) tuple(%sum, %param_0)
+}
+ENTRY %main.9 (x: f32[256,128]) -> f32[] {
+  %x = f32[256,128]{1,0} parameter(0)
+  %multi = (f32[256]{0}, f32[256,128]{1,0}) fusion(%x), kind=kLoop, calls=%fused_computation.9, metadata={op_name="jit(f)/jvp(mul)"}
+  %loop = ((s32[], f32[2]{0}), bf16[4]{0}) while(%x), condition=%c, body=%b
+}
+"""
+    instrs = profile.parse_hlo(text)
+    (root,) = (i for i in instrs.values() if i.computation.startswith("main.3") and i.opcode == "tuple")
+    assert (root.shape, root.nbytes) == ((), 2 * 4 * 256)
+    multi = instrs["multi"]
+    assert (multi.opcode, multi.args, multi.calls) == ("fusion", ["x"], "fused_computation.9")
+    cls, phase, flops, moved = profile.classify("multi", instrs, profile.by_computation(instrs))
+    assert (cls, phase, flops, moved) == ("reduction", "forward", 0.0, 4 * 256 + 2 * 4 * 256 * 128)
+    assert (instrs["loop"].opcode, instrs["loop"].nbytes) == ("while", 4 + 8 + 8)
+
+
 def test_profile_tiny(capsys):
     from stiv_jax.bench import profile
 

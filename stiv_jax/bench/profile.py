@@ -35,7 +35,9 @@ from stiv_jax.bench.trainer import Arch, Shape, define_workload_flags, workload
 
 CLASSES = ("matmul:dense", "matmul:attention", "transpose/copy", "reduction", "elementwise")
 _HEADER = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) \(.*\) -> .*\{$")
-_INSTR = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (\S+) ([\w\-]+)\(([^)]*)\)(.*)$")
+# name = type opcode(args)rest, where a tuple type holds spaces and at most one level of nested tuples
+_INSTR = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (\((?:[^()]|\([^()]*\))*\)|\S+) ([\w\-]+)\(([^)]*)\)(.*)$")
+_ARRAY = re.compile(r"(\w+)\[([\d,]*)\]")
 _CONTAINERS = {"while", "call", "conditional"}  # their bodies' ops are traced on their own
 
 
@@ -55,13 +57,17 @@ _ELEMENT_BYTES = dict(pred=1, s8=1, u8=1, bf16=2, f16=2, s16=2, f32=4, s32=4, u3
 
 
 def _dims(type_text: str) -> tuple[int, ...]:
-    m = re.search(r"\[([\d,]*)\]", type_text)
-    return tuple(int(d) for d in m.group(1).split(",") if d) if m else ()
+    """The shape of an array type; ``()`` for a tuple (a multi-output fusion's result)."""
+    m = None if type_text.startswith("(") else _ARRAY.match(type_text)
+    return tuple(int(d) for d in m.group(2).split(",") if d) if m else ()
 
 
 def _nbytes(type_text: str) -> int:
-    m = re.match(r"(\w+)\[", type_text)
-    return _ELEMENT_BYTES.get(m.group(1), 0) * math.prod(_dims(type_text)) if m else 0
+    """Bytes of an array type, or of every array of a tuple type."""
+    return sum(
+        _ELEMENT_BYTES.get(dtype, 0) * math.prod(int(d) for d in dims.split(",") if d)
+        for dtype, dims in _ARRAY.findall(type_text)
+    )
 
 
 def parse_hlo(text: str) -> dict[str, Instr]:
