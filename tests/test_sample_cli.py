@@ -144,6 +144,24 @@ def test_batch_size_chunks_pad_and_are_seeded(sampler):
     assert np.abs(chunked[2].astype(int) - chunked[0].astype(int)).max() > 0
 
 
+def test_timings_keep_the_wait_for_other_processes_out_of_compile(sampler, monkeypatch):
+    """``compile`` is the lowering and compiling of each new program; the time spent meeting the
+    other processes afterwards (here a barrier that takes 1 s, as a slow peer would) is ``wait``."""
+    import time
+
+    from stiv_jax.parallel import distributed
+
+    met = []
+    monkeypatch.setattr(distributed, "barrier", lambda name, **_: (met.append(name), time.sleep(1.0)))
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    start = time.perf_counter()
+    sampler.generate(["a red circle"], task="t2i", steps=2, emulated_steps=7, seed=3)  # new programs
+    wall = time.perf_counter() - start
+    timings = sampler.timings
+    assert len(met) >= 2 and timings["wait"] == pytest.approx(len(met), abs=0.2), (met, timings)
+    assert timings["compile"] > 0 and sum(timings.values()) <= wall, (timings, wall)
+
+
 def test_predict_and_upsample_from_a_video(workdir, tmp_path):
     clip = synthetic.render_clip("blue", "square", "down", 8, 32, np.random.default_rng(1))
     given = str(tmp_path / "given.mp4")

@@ -17,7 +17,8 @@ One ``generate`` call = per chunk of prompts: encode text → one jitted program
 given frames, the whole ODE ``lax.scan`` with guidance) → one jitted decode to
 ``uint8``, both compiled ahead of time (``jit(...).lower(...).compile()``) and cached per
 shape/option set. ``Sampler.timings``: the seconds the last call spent in ``encode``,
-``compile``, ``sample`` and ``decode`` (device work waited for). The noise of chunk ``i`` comes
+``compile``, ``sample`` and ``decode`` (device work waited for), and with several processes in
+``wait``, for the others to finish compiling. The noise of chunk ``i`` comes
 from ``fold_in(key(seed), i)``: the same seed, prompts and options give bit-identical frames.
 
 Long videos (``task="long"``, paper §5): K keyframes (``long_keyframes``, default T) at stride
@@ -273,14 +274,21 @@ class Sampler:
         )
         if key not in self._compiled:
             start = time.perf_counter()
-            self._compiled[key], _ = compile_together(jax.jit(functools.partial(fn, **static)).lower(*args), name)
-            self.timings["compile"] = self.timings.get("compile", 0.0) + time.perf_counter() - start
+            lowered = jax.jit(functools.partial(fn, **static)).lower(*args)
+            lowering = time.perf_counter() - start
+            self._compiled[key], compiling = compile_together(lowered, name)
+            self._add_time("compile", lowering + compiling)
+            if jax.process_count() > 1:  # the wait for the other processes to compile it
+                self._add_time("wait", time.perf_counter() - start - lowering - compiling)
         return self._compiled[key]
+
+    def _add_time(self, stage: str, seconds: float) -> None:
+        self.timings[stage] = self.timings.get(stage, 0.0) + seconds
 
     def _timed(self, stage: str, fn: Callable, *args):
         start = time.perf_counter()
         out = jax.block_until_ready(fn(*args))
-        self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
+        self._add_time(stage, time.perf_counter() - start)
         return out
 
     def generate(
