@@ -68,6 +68,8 @@ def test_cores_is_cpu_time_over_wall_time():
     assert t.cores("a") == 0.5  # per-call ratios 3, 0.5, 0.5; the ratio of medians would be 1
     _, flops = timing.batched_matmul_fn(3, 8, 4)
     assert flops == 2 * 3 * 8 * 8 * 4
+    run, flops = timing.matmul_fn(16)
+    assert flops == 2 * 16**3 and run().shape == (16, 16)
 
 
 def test_paired_ratio_is_the_median_of_per_round_ratios():

@@ -107,24 +107,25 @@ def interleaved(fns: Mapping[str, Callable[[], object]], repeats: int, warmup: i
     return Timings(out, cpu)
 
 
+def _matmul(a_shape: tuple[int, ...], b_shape: tuple[int, ...], dtype) -> tuple[Callable[[], object], float]:
+    """A blocking jitted ``a @ b`` of random operands (compiled and run once) and its FLOPs:
+    2 · output elements · contracted size."""
+    rng = np.random.default_rng(0)
+    a, b = (jnp.asarray(rng.standard_normal(shape), dtype) for shape in (a_shape, b_shape))
+    dot = jax.jit(jnp.matmul)
+    out = jax.block_until_ready(dot(a, b))
+    return (lambda: jax.block_until_ready(dot(a, b))), 2.0 * out.size * a_shape[-1]
+
+
 def matmul_fn(n: int = 2048, dtype=jnp.float32) -> tuple[Callable[[], object], float]:
     """A blocking ``n×n @ n×n`` jitted matmul and its FLOPs (2n³), for the machine's dense rate."""
-    rng = np.random.default_rng(0)
-    a, b = (jnp.asarray(rng.standard_normal((n, n)), dtype) for _ in range(2))
-    dot = jax.jit(jnp.dot)
-    jax.block_until_ready(dot(a, b))
-    return (lambda: jax.block_until_ready(dot(a, b))), 2.0 * n**3
+    return _matmul((n, n), (n, n), dtype)
 
 
 def batched_matmul_fn(batch: int, n: int, d: int, dtype=jnp.float32) -> tuple[Callable[[], object], float]:
     """A blocking batched ``[batch, n, d] @ [batch, d, n]`` jitted matmul (the shape of attention's
     QKᵀ: ``batch`` = sequences × heads, ``n`` tokens, ``d`` head width) and its FLOPs (2·batch·n²·d)."""
-    rng = np.random.default_rng(0)
-    a = jnp.asarray(rng.standard_normal((batch, n, d)), dtype)
-    b = jnp.asarray(rng.standard_normal((batch, d, n)), dtype)
-    dot = jax.jit(jnp.matmul)
-    jax.block_until_ready(dot(a, b))
-    return (lambda: jax.block_until_ready(dot(a, b))), 2.0 * batch * n * n * d
+    return _matmul((batch, n, d), (batch, d, n), dtype)
 
 
 def fmt(x: float) -> str:
