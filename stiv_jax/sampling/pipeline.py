@@ -14,12 +14,12 @@ length, resolution, frame stride and number of prediction frames come from the t
 those of the sampler (steps, schedule, guidance) from its ``sampling`` section when set.
 
 One ``generate`` call = per chunk of prompts: encode text → one jitted program (noise, encode the
-given frames, the whole ODE ``lax.scan`` with guidance) → one jitted decode to
-``uint8``, both compiled ahead of time (``jit(...).lower(...).compile()``) and cached per
-shape/option set. ``Sampler.timings``: the seconds the last call spent in ``encode``,
-``compile``, ``sample`` and ``decode`` (device work waited for), and with several processes in
-``wait``, for the others to finish compiling. The noise of chunk ``i`` comes
-from ``fold_in(key(seed), i)``: the same seed, prompts and options give bit-identical frames.
+given frames, the whole ODE ``lax.scan`` with guidance) → one jitted decode to ``uint8``, both
+compiled ahead of time (``jit(...).lower(...).compile()``) and cached per shape/option set.
+``Sampler.timings``: the seconds the last call spent in ``encode``, ``compile``, ``sample`` and
+``decode`` (device work waited for), and with several processes in ``wait``, for the others to
+finish compiling. The noise of chunk ``i`` comes from ``fold_in(key(seed), i)``: the same seed,
+prompts and options give bit-identical frames.
 
 Long videos (``task="long"``, paper §5): K keyframes (``long_keyframes``, default T) at stride
 (T − 1)·s, then every consecutive pair is interpolated with a T-frame clip (first and last frames
@@ -28,6 +28,7 @@ given), so every model call sees the training clip length T. Output: (K − 1)·
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -160,7 +161,7 @@ class Sampler:
         ae = conditioner.autoencoder
         self._ae_arg, self._ae_static = (ae, None) if isinstance(ae, nnx.Module) else (None, ae)
         self._compiled: dict[Any, Any] = {}
-        self.timings: dict[str, float] = {}
+        self.timings: dict[str, float] = collections.defaultdict(float)
 
     @property
     def autoencoder(self):
@@ -277,18 +278,15 @@ class Sampler:
             lowered = jax.jit(functools.partial(fn, **static)).lower(*args)
             lowering = time.perf_counter() - start
             self._compiled[key], compiling = compile_together(lowered, name)
-            self._add_time("compile", lowering + compiling)
+            self.timings["compile"] += lowering + compiling
             if jax.process_count() > 1:  # the wait for the other processes to compile it
-                self._add_time("wait", time.perf_counter() - start - lowering - compiling)
+                self.timings["wait"] += time.perf_counter() - start - lowering - compiling
         return self._compiled[key]
-
-    def _add_time(self, stage: str, seconds: float) -> None:
-        self.timings[stage] = self.timings.get(stage, 0.0) + seconds
 
     def _timed(self, stage: str, fn: Callable, *args):
         start = time.perf_counter()
         out = jax.block_until_ready(fn(*args))
-        self._add_time(stage, time.perf_counter() - start)
+        self.timings[stage] += time.perf_counter() - start
         return out
 
     def generate(
@@ -329,12 +327,11 @@ class Sampler:
         times = jnp.asarray(schedules.get(options.schedule, options.steps, options.emulated_steps), jnp.float32)
         # The null image is the run's (what its image dropout showed), not a sampling choice.
         guidance = dataclasses.replace(options.guidance_settings(), null_image=self.config.get("null_image", "noise"))
-        self.timings = {}
+        self.timings = collections.defaultdict(float)
         self.log(
             f"sampling task={plan.task} prompts={len(prompts)} frames={plan.output_frames} "
-            f"size={plan.height}x{plan.width} steps={options.steps} ({options.schedule}, "
-            f"{options.solver}) guidance={options.guidance} scale={options.scale} "
-            f"seed={options.seed}"
+            f"size={plan.height}x{plan.width} steps={options.steps} ({options.schedule}, {options.solver}) "
+            f"guidance={options.guidance} scale={options.scale} seed={options.seed}"
         )
         chunk = options.batch_size or len(prompts)
         videos = []
