@@ -42,8 +42,9 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The 25 slowest tests are listed at the end: the default suite should stay under ~25 minutes on 2 cores.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q tests
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q --durations=25 tests
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow tests
