@@ -50,8 +50,6 @@ class Cloud:
             "JAX_PLATFORMS": "cpu",
             "TMPDIR": str(self.tmp),
             "PYTHONUNBUFFERED": "1",
-            "JAX_COMPILATION_CACHE_DIR": str(root / "xla_cache"),
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
         }
         for key in ("EPATH_USE_TF", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "STIV_GCSFUSE_ROOT"):
             self.env.pop(key, None)  # the project's own defaults must be enough

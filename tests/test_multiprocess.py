@@ -8,6 +8,7 @@ deadline for all of its processes: a hang kills them all and fails the test.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -46,8 +47,6 @@ class Launch:
     than the others (tests/slow_compile), longer than CPU collectives wait for a peer (30 s)."""
 
     def __init__(self, cache: Path, workdir: Path, args: list[str], processes: int = 2, slow_compile: str = ""):
-        import os
-
         workdir.parent.mkdir(parents=True, exist_ok=True)
         self.logs = [
             (workdir.parent / f"{workdir.name}.p{i}.out", workdir.parent / f"{workdir.name}.p{i}.err")
@@ -131,8 +130,9 @@ def resume_copy(src: Path, dst: Path, step: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("xla_cache")
+def cache():
+    """The suite's compilation cache (tests/conftest.py), shared with the other modules' runs."""
+    return Path(os.environ["JAX_COMPILATION_CACHE_DIR"])
 
 
 @pytest.fixture(scope="module")
@@ -296,8 +296,6 @@ if __name__ == "__main__":
 
 
 def test_shard_readers_in_two_processes_split_the_one_process_stream():
-    import os
-
     from tests.data_fixtures import demo_dir, demo_shards
 
     args = [str(demo_shards()), f"{demo_dir()}/spm.model"]

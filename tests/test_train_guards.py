@@ -21,14 +21,8 @@ BASE = ["--config=" + str(REPO / "experiments/tiny_synthetic.py"), "--config.mes
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    return {
-        **os.environ,
-        "JAX_PLATFORMS": "cpu",
-        "PYTHONUNBUFFERED": "1",
-        "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("xla_cache")),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
-    }
+def env():
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
 
 
 def train(env, workdir, *args, timeout=240) -> subprocess.CompletedProcess:
