@@ -46,7 +46,7 @@ class Launch:
     (``NAME:SECONDS``): the last process compiles the XLA modules named ``*NAME*`` that much later
     than the others (tests/slow_compile), longer than CPU collectives wait for a peer (30 s)."""
 
-    def __init__(self, cache: Path, workdir: Path, args: list[str], processes: int = 2, slow_compile: str = ""):
+    def __init__(self, workdir: Path, args: list[str], processes: int = 2, slow_compile: str = ""):
         workdir.parent.mkdir(parents=True, exist_ok=True)
         self.logs = [
             (workdir.parent / f"{workdir.name}.p{i}.out", workdir.parent / f"{workdir.name}.p{i}.err")
@@ -57,8 +57,6 @@ class Launch:
             "JAX_PLATFORMS": "cpu",
             "JAX_NUM_CPU_DEVICES": str(4 // processes),
             "PYTHONUNBUFFERED": "1",
-            "JAX_COMPILATION_CACHE_DIR": str(cache),
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
         }
         port = _port()
         self.procs = []
@@ -102,8 +100,8 @@ class Launch:
         return [(p.returncode, out.read_text(), err.read_text()) for p, (out, err) in zip(self.procs, self.logs)]
 
 
-def run(cache, workdir, *args, processes=2, timeout=420, slow_compile="") -> list[tuple[int, str, str]]:
-    results = Launch(cache, workdir, list(args), processes, slow_compile).wait(timeout)
+def run(workdir, *args, processes=2, timeout=420, slow_compile="") -> list[tuple[int, str, str]]:
+    results = Launch(workdir, list(args), processes, slow_compile).wait(timeout)
     for rc, out, err in results:
         assert rc == 0, f"exit {rc}\nstdout:\n{out[-2000:]}\nstderr:\n{err[-3000:]}"
     return results
@@ -130,24 +128,18 @@ def resume_copy(src: Path, dst: Path, step: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cache():
-    """The suite's compilation cache (tests/conftest.py), shared with the other modules' runs."""
-    return Path(os.environ["JAX_COMPILATION_CACHE_DIR"])
-
-
-@pytest.fixture(scope="module")
-def reference(cache, tmp_path_factory):
+def reference(tmp_path_factory):
     """6 steps on 1 process × 4 devices (checkpoints at 3 and 6)."""
     wd = tmp_path_factory.mktemp("one") / "run"
-    run(cache, wd, "--config.num_train_steps=6", processes=1)
+    run(wd, "--config.num_train_steps=6", processes=1)
     return wd
 
 
 @pytest.fixture(scope="module")
-def two_processes(cache, tmp_path_factory):
+def two_processes(tmp_path_factory):
     """Process 1 compiles the train step 35 s after process 0: process 0 waits for it."""
     wd = tmp_path_factory.mktemp("two") / "run"
-    return wd, run(cache, wd, "--config.num_train_steps=6", slow_compile="train_step:35")
+    return wd, run(wd, "--config.num_train_steps=6", slow_compile="train_step:35")
 
 
 def test_two_processes_match_one_and_log_once(reference, two_processes):
@@ -159,27 +151,27 @@ def test_two_processes_match_one_and_log_once(reference, two_processes):
     assert {p.name for p in (wd / "checkpoints" / "6" / "state").iterdir()} >= {"ocdbt.process_0", "ocdbt.process_1"}
 
 
-def test_resume_in_two_processes_is_bit_identical(cache, two_processes, tmp_path):
+def test_resume_in_two_processes_is_bit_identical(two_processes, tmp_path):
     wd, _ = two_processes
     resumed = resume_copy(wd, tmp_path / "run", 3)
-    (_, out0, _), (_, out1, _) = run(cache, resumed, "--config.num_train_steps=6")
+    (_, out0, _), (_, out1, _) = run(resumed, "--config.num_train_steps=6")
     assert "Resumed from" in out0 and "Resumed from" not in out1
     assert losses(resumed) == losses(wd)
 
 
-def test_resume_on_another_process_count_continues_the_same_stream(cache, two_processes, reference, tmp_path):
+def test_resume_on_another_process_count_continues_the_same_stream(two_processes, reference, tmp_path):
     wd, _ = two_processes
     resumed = resume_copy(wd, tmp_path / "run", 3)
-    run(cache, resumed, "--config.num_train_steps=6", processes=1)  # 2 × 2 → 1 × 4 devices
+    run(resumed, "--config.num_train_steps=6", processes=1)  # 2 × 2 → 1 × 4 devices
     np.testing.assert_allclose(losses(resumed), losses(reference), rtol=1e-5)
     np.testing.assert_allclose(losses(resumed)[3:], losses(wd)[3:], rtol=1e-5)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_to_one_process_stops_both_at_one_checkpoint(cache, tmp_path, sig):
+def test_a_signal_to_one_process_stops_both_at_one_checkpoint(tmp_path, sig):
     """SIGTERM goes through JAX's preemption service, SIGINT through the agreed flag."""
     wd = tmp_path / "run"
-    launch = Launch(cache, wd, ["--config.num_train_steps=400", "--config.checkpoint_every_steps=1000"])
+    launch = Launch(wd, ["--config.num_train_steps=400", "--config.checkpoint_every_steps=1000"])
     deadline = time.monotonic() + 360  # start-up and compile; generous on a loaded 2-core box
     while "\nstep 5/" not in "\n" + launch.stdout(0):  # process 0's log; the signal goes to process 1 only
         if launch.procs[0].poll() is not None or time.monotonic() > deadline:
@@ -202,12 +194,11 @@ def test_a_signal_to_one_process_stops_both_at_one_checkpoint(cache, tmp_path, s
     assert "saved checkpoint" not in results[1][1]
 
 
-def test_nan_stop_is_the_same_in_both_processes(cache, tmp_path):
+def test_nan_stop_is_the_same_in_both_processes(tmp_path):
     """lr 0 for step 1 (warmup), then a huge lr: the loss becomes NaN/inf. Both processes stop at
     the same step with the same message, and the checkpoint they agree on is finite."""
     wd = tmp_path / "run"
     results = Launch(
-        cache,
         wd,
         [
             "--config.num_train_steps=30",
@@ -225,16 +216,16 @@ def test_nan_stop_is_the_same_in_both_processes(cache, tmp_path):
     assert steps[-1] == good and (wd / "checkpoints" / str(good) / "state" / "commit_success.txt").exists()
 
 
-def test_tensor_parallel_mesh_over_two_processes_trains_on_the_global_batch(cache, reference, tmp_path):
+def test_tensor_parallel_mesh_over_two_processes_trains_on_the_global_batch(reference, tmp_path):
     """fsdp=1 × tensor=4 replicates the batch: both processes read all 8 clips (it used to train
     on 4, with a 'replicated' loss that differed between processes), so the losses are those of
     the 1-process fsdp=4 reference (2e-7 apart on 2026-12-04; the losses of two batches differ by ~2%)."""
     wd = tmp_path / "run"
-    run(cache, wd, "--config.num_train_steps=6", "--config.mesh.fsdp=1", "--config.mesh.tensor=4")
+    run(wd, "--config.num_train_steps=6", "--config.mesh.fsdp=1", "--config.mesh.tensor=4")
     np.testing.assert_allclose(losses(wd), losses(reference), rtol=1e-5)
 
 
-def test_evaluation_during_training_over_two_processes_matches_one(cache, tmp_path):
+def test_evaluation_during_training_over_two_processes_matches_one(tmp_path):
     """eval_every_steps in a run whose EMA weights are sharded over both processes (fsdp over all 4
     devices): the same samples, hence the same FVD to the last digit, as 1 process × 4 devices;
     process 0 alone reports it."""
@@ -251,8 +242,8 @@ def test_evaluation_during_training_over_two_processes_matches_one(cache, tmp_pa
         "--config.sampling.steps=2",
     ]
     one, two = tmp_path / "one", tmp_path / "two"
-    run(cache, one, *evaluation, processes=1)
-    (_, out0, _), (_, out1, _) = run(cache, two, *evaluation)
+    run(one, *evaluation, processes=1)
+    (_, out0, _), (_, out1, _) = run(two, *evaluation)
 
     def fvds(wd: Path) -> dict[int, float]:
         rows = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
@@ -262,8 +253,8 @@ def test_evaluation_during_training_over_two_processes_matches_one(cache, tmp_pa
     assert out0.count("eval at step") == 2 and "eval at step" not in out1
 
 
-def test_a_batch_that_does_not_split_over_the_mesh_fails_before_compiling(cache, tmp_path):
-    results = Launch(cache, tmp_path / "run", ["--config.batch_size=6"], processes=1).wait(120)
+def test_a_batch_that_does_not_split_over_the_mesh_fails_before_compiling(tmp_path):
+    results = Launch(tmp_path / "run", ["--config.batch_size=6"], processes=1).wait(120)
     rc, _, err = results[0]
     assert rc == 2
     assert err.strip().splitlines()[-1] == (

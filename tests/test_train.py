@@ -22,17 +22,25 @@ def _params(workdir):
     return state, step
 
 
+def sigterm_at(stop: int):
+    """A ``train`` callback that sends this process SIGTERM after step ``stop`` (a preemption)."""
+
+    def callback(step: int) -> None:
+        if step == stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return callback
+
+
 @pytest.fixture(scope="module")
 def learning_runs(tmp_path_factory):
     """A 300-step run on 1 device, and the same run on 8 devices (fsdp=4, tensor=2) stopped by
     SIGTERM after its first 100 steps (same config, so the same learning-rate schedule)."""
-
-    def stop_at_100(step):
-        if step == 100:
-            os.kill(os.getpid(), signal.SIGTERM)
-
     runs = {}
-    for name, mesh, callback in [("one", dict(fsdp=1, tensor=1), None), ("eight", dict(fsdp=4, tensor=2), stop_at_100)]:
+    for name, mesh, callback in [
+        ("one", dict(fsdp=1, tensor=1), None),
+        ("eight", dict(fsdp=4, tensor=2), sigterm_at(100)),
+    ]:
         wd = str(tmp_path_factory.mktemp(name))
         cfg = tiny_train_config(num_train_steps=300, **{f"mesh.{k}": v for k, v in mesh.items()})
         run(cfg, wd, callback=callback)
@@ -62,12 +70,7 @@ def test_resume_after_sigterm_is_exact(tmp_path):
     run(cfg, straight)
 
     resumed = str(tmp_path / "resumed")
-
-    def sigterm_at_12(step):
-        if step == 12:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    out = run(cfg, resumed, callback=sigterm_at_12)
+    out = run(cfg, resumed, callback=sigterm_at(12))
     assert out["stopped_at"] == 12
     assert Checkpointer(resumed).latest_step() == 12
     run(cfg, resumed)
