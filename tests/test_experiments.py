@@ -218,8 +218,9 @@ def test_the_runs_sampling_section_is_stiv_samples_default(tmp_path):
         built_in.renorm,
         built_in.solver,
     )
-    o = _cli_options(tmp_path, demo, "--scale=3", "--steps=7", "--guidance=sit")  # a flag overrides
-    assert (o.guidance, o.scale, o.steps) == ("sit", 3.0, 7)
+    assert (o.high_scale, o.split_sigma) == (0.5, 1.0)
+    o = _cli_options(tmp_path, demo, "--scale=3", "--steps=7", "--guidance=sit", "--high_scale=3")  # flags override
+    assert (o.guidance, o.scale, o.steps, o.high_scale) == ("sit", 3.0, 7, 3.0)
     del demo["sampling"]  # a run from before the section: the built-in defaults
     assert _cli_options(tmp_path, demo) == built_in
     assert _cli_options(tmp_path / "missing", None, "--seed=4") == dataclasses.replace(built_in, seed=4)
@@ -229,8 +230,10 @@ def test_demo_samples_with_its_configs_settings():
     from stiv_jax.apps import demo_setup as demo
 
     config = demo.load_config(str(REPO / "experiments/demo_shapes.py"), "outputs/demo", None)
-    # the values the demo sampled with before the section existed (JIT-CFG s = 2, 50 steps)
-    assert SampleOptions.for_run(config) == SampleOptions(guidance="jit", scale=2.0, steps=50)
+    # JIT-CFG s = 2, 50 steps (the values the demo sampled with before the section existed), and
+    # since 2026-12-04 frequency-decoupled: 0.5 on what a 1-pixel blur removes
+    expected = SampleOptions(guidance="jit", scale=2.0, steps=50, high_scale=0.5, split_sigma=1.0)
+    assert SampleOptions.for_run(config) == expected
 
 
 @pytest.mark.parametrize(

@@ -110,6 +110,11 @@ CASES = {
     "demo-t2v-jit": ("demo", "t2v", dict(guidance="jit", scale=3.0)),
     "demo-ti2v-sit-heun": ("demo", "ti2v", dict(guidance="sit", scale=3.0, image_scale=1.5, solver="heun")),
     "demo-interpolate-cfg-renorm": ("demo", "interpolate", dict(guidance="cfg", scale=4.0, renorm="rescale")),
+    "demo-ti2v-sit-frequency-decoupled": (
+        "demo",
+        "ti2v",
+        dict(guidance="sit", scale=3.0, image_scale=1.5, high_scale=0.5, split_sigma=1.0),
+    ),
     "kl-clip-t2v-jit": ("kl-clip", "t2v", dict(guidance="jit", scale=3.0)),
     "kl-t5-ti2v-jit": ("kl-t5", "ti2v", dict(guidance="jit", scale=3.0, schedule="linear")),
     "multiview-zeros-null-image": ("multiview", "multiview", dict(guidance="jit", scale=3.5)),
@@ -137,6 +142,8 @@ def jax_and_torch(runs, folders, case, **torch_overrides):
         guidance_scale=opts.get("scale"),
         image_guidance_scale=opts.get("image_scale"),
         renorm=opts.get("renorm"),
+        high_guidance_scale=opts.get("high_scale"),
+        split_sigma=opts.get("split_sigma"),
         solver=opts.get("solver"),
         latents=torch.from_numpy(noise).permute(0, 4, 1, 2, 3),
     )

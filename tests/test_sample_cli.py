@@ -303,6 +303,8 @@ def assert_one_error_line(proc: subprocess.CompletedProcess, *parts: str) -> str
         ("--scale=nan", "x.mp4"),
         ("--scale=-inf", "x.mp4"),
         ("--image_scale=nan", "x.mp4"),
+        ("--high_scale=nan", "x.mp4"),
+        ("--split_sigma=0", "x.mp4"),
         ("--fps=0", "x.mp4"),
         ("--fps=nan", "x.mp4"),
         ("--fps=-5", "x.gif"),

@@ -1,16 +1,22 @@
-"""Guidance identities, the frame-condition rule per branch, renorm, and one batched call."""
+"""Guidance identities, the frame-condition rule per branch, renorm, frequency-decoupled guidance,
+and one batched call."""
 
 import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
+import scipy.ndimage
 
 from stiv_jax.bench import standin
+from stiv_jax.errors import ConfigError
 from stiv_jax.sampling.frames import FrameCondition
-from stiv_jax.sampling.guidance import Guidance, guided_velocity, renormalize
+from stiv_jax.sampling.guidance import Guidance, guided_velocity, low_pass, renormalize
+from stiv_jax.sampling.options import SampleOptions
 from stiv_jax.sampling.tasks import default_micro
+from stiv_jax.vae.pixel import PixelAutoencoder, space_to_depth
 
 B, T, H, W, C = 2, 3, 4, 4, 4
 
@@ -166,3 +172,91 @@ def test_null_cond_batch_and_errors(setup):
         Guidance(kind="apg")
     with pytest.raises(ValueError, match="unknown renorm"):
         Guidance(renorm="l1")
+
+
+def scipy_low_pass(x, sigma, f):
+    """FDG's low-pass from scipy, independent of guidance.low_pass: the f×f pixel blocks of each
+    latent unfolded by hand, ``gaussian_filter`` over each frame with the edge pixels repeated."""
+    b, t, h, w, cf = x.shape
+    c = cf // (f * f)
+    pixels = np.asarray(x, np.float64).reshape(b, t, h, w, f, f, c).transpose(0, 1, 2, 4, 3, 5, 6)
+    pixels = pixels.reshape(b, t, h * f, w * f, c)
+    smooth = scipy.ndimage.gaussian_filter(pixels, sigma=(0, 0, sigma, sigma, 0), mode="nearest", truncate=3.0)
+    return smooth.reshape(b, t, h, f, w, f, c).transpose(0, 1, 2, 4, 3, 5, 6).reshape(x.shape)
+
+
+@pytest.mark.parametrize("sigma,f", [(1.0, 1), (2.0, 1), (1.0, 2), (2.0, 2), (1.5, 3)])
+def test_low_pass_is_a_gaussian_blur_of_the_pixels(sigma, f):
+    x = np.random.default_rng(3).standard_normal((2, 3, 4, 5, 3 * f * f)).astype(np.float32)
+    np.testing.assert_allclose(low_pass(jnp.asarray(x), sigma, f), scipy_low_pass(x, sigma, f), atol=1e-5)
+    # The pixel view matters: blurring the latent grid per channel is another filter.
+    if f > 1:
+        assert np.abs(scipy_low_pass(x, sigma, 1) - scipy_low_pass(x, sigma, f)).max() > 0.1
+
+
+def test_low_pass_keeps_flat_frames_and_removes_the_finest_pattern():
+    flat = jnp.full((1, 2, 6, 6, 12), 0.7, jnp.float32)
+    np.testing.assert_allclose(low_pass(flat, 2.0, 2), flat, rtol=1e-6)
+    # A one-pixel checkerboard (the pixel autoencoder's sub-pixels, alternating) is gone inside the frame.
+    checker = np.indices((12, 12)).sum(0) % 2 * 2.0 - 1.0
+    latents = space_to_depth(jnp.asarray(np.broadcast_to(checker[..., None], (1, 1, 12, 12, 3))), 2)
+    assert np.abs(latents).min() == 1.0
+    assert np.abs(low_pass(latents, 2.0, 2)[:, :, 2:-2, 2:-2]).max() < 1e-3
+
+
+def test_frequency_decoupled_guidance(setup):
+    """The low frequencies get the scale s, the high ones h (Sadat et al. 2025), per branch formula."""
+    c, i, u = branch(setup, True, True), branch(setup, False, True), branch(setup, False, False)
+    fdg = dict(high_scale=0.5, split_sigma=1.0, subpixels=2)
+    for kind, ref in (("jit", u), ("cfg", i)):
+        delta = c - ref
+        expected = ref + 0.5 * delta + (3.0 - 0.5) * scipy_low_pass(delta, 1.0, 2)
+        got = velocity(setup, kind=kind, scale=3.0, **fdg)
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        assert jnp.max(jnp.abs(got - velocity(setup, kind=kind, scale=3.0))) > 1e-2  # not plain guidance
+    # SIT: its formula on the low frequencies, JIT-CFG with h on the high ones.
+    plain_sit = u + 1.5 * (i - u) + 3.0 * (c - i)
+    high = u + 0.5 * (c - u)
+    expected = high + scipy_low_pass(plain_sit - high, 1.0, 2)
+    got = velocity(setup, kind="sit", scale=3.0, image_scale=1.5, **fdg)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_array_equal(got[:, 0], 0.0)  # given frames stay given
+
+
+def test_frequency_decoupled_guidance_identities(setup):
+    for kind in ("cfg", "jit"):  # h = s is plain guidance, bit for bit
+        np.testing.assert_array_equal(
+            velocity(setup, kind=kind, scale=4.0, high_scale=4.0, subpixels=2), velocity(setup, kind=kind, scale=4.0)
+        )
+    # SIT with s_img = s_txt = s and h is JIT-CFG with s and h.
+    fdg = dict(scale=5.0, high_scale=2.0, split_sigma=1.5)
+    np.testing.assert_allclose(
+        velocity(setup, kind="sit", image_scale=5.0, **fdg), velocity(setup, kind="jit", **fdg), atol=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    "settings,flag",
+    [
+        (dict(high_scale=float("nan")), "--high_scale"),
+        (dict(high_scale=-2e3), "--high_scale"),
+        (dict(split_sigma=0.0), "--split_sigma"),
+        (dict(split_sigma=float("inf")), "--split_sigma"),
+    ],
+)
+def test_bad_frequency_decoupled_settings_are_named(settings, flag):
+    with pytest.raises(ConfigError, match=flag):
+        Guidance(**settings).check_scales()
+
+
+def test_the_run_decides_the_null_image_and_the_pixel_blocks():
+    config = ml_collections.ConfigDict(dict(null_image="zeros", sampling=dict(high_scale=1.0, split_sigma=1.5)))
+    options = SampleOptions.for_run(config)
+    guidance = options.run_guidance(config, PixelAutoencoder(downsample=2))
+    assert (guidance.null_image, guidance.subpixels, guidance.high_scale, guidance.split_sigma) == (
+        "zeros",
+        2,
+        1.0,
+        1.5,
+    )
+    assert options.run_guidance(config, object()).subpixels == 1  # a learned VAE's latents: no pixel blocks

@@ -45,6 +45,8 @@ def pytorch_parity(
             guidance_scale=opts.scale,
             image_guidance_scale=opts.image_scale,
             renorm=opts.renorm,
+            high_guidance_scale=opts.high_scale,
+            split_sigma=opts.split_sigma,
             solver=opts.solver,
             latents=torch.from_numpy(noise).permute(0, 4, 1, 2, 3),
             **given,

@@ -85,6 +85,16 @@ def _flag_values() -> flags.FlagValues:
         "image_scale", None, "sit: image guidance scale s_img (as --scale)." + per_run("image_scale"), **d
     )
     flags.DEFINE_enum("renorm", None, ["none", "rescale", "clip"], "CFG-renorm." + per_run("renorm"), **d)
+    flags.DEFINE_float(
+        "high_scale",
+        None,
+        "Frequency-decoupled guidance: the scale of the high frequencies (the low ones get --scale); "
+        "equal to --scale: plain guidance. Default: the run's sampling.high_scale, else off.",
+        **d,
+    )
+    flags.DEFINE_float(
+        "split_sigma", None, "Frequency-decoupled guidance: the low-pass std in pixels." + per_run("split_sigma"), **d
+    )
     flags.DEFINE_integer("num_frames", None, "Clip length T (default: the training config's).", **d)
     flags.DEFINE_integer("height", None, "Height in pixels (default: data.resolution).", **d)
     flags.DEFINE_integer("width", None, "Width in pixels (default: data.resolution).", **d)

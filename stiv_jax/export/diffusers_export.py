@@ -117,6 +117,8 @@ def sampling_defaults(config: ml_collections.ConfigDict) -> dict[str, Any]:
         scale=options.scale,
         image_scale=options.image_scale,
         renorm=options.renorm,
+        high_scale=options.high_scale,
+        split_sigma=options.split_sigma,
         solver=options.solver,
         null_image=str(config.get("null_image", "noise")),
     )

@@ -4,7 +4,8 @@
 - :class:`STIVFlowMatchScheduler`: the flow-matching ODE on STIV's time grids (paper §2.1) — the
   same ``sampling.schedules`` grids, cast to float32 and stepped as the JAX sampler does;
 - :class:`STIVTokenEmbedding`: the frozen random token table of toy runs (``text/embedding.py``);
-- :class:`STIVPixelAutoencoder`: the space-to-depth "autoencoder" of toy runs (``vae/pixel.py``).
+- :class:`STIVPixelAutoencoder`: the space-to-depth "autoencoder" of toy runs (``vae/pixel.py``);
+- :func:`low_pass`: the frequency split of frequency-decoupled guidance (``sampling/guidance.py``).
 
 Pretrained CLIP / T5 text encoders and the KL autoencoder are the stock ``transformers`` /
 ``diffusers`` classes. Tensors are channels-last ``[B, T, H, W, C]`` inside the pipeline, as in
@@ -23,7 +24,7 @@ from torch import nn
 
 from stiv_jax.export.torch_stiv import STIV
 from stiv_jax.sampling import schedules
-from stiv_jax.sampling.kinds import SOLVERS
+from stiv_jax.sampling.kinds import SOLVERS, gaussian_taps
 
 
 class STIVTransformer3DModel(ModelMixin, ConfigMixin):
@@ -118,16 +119,35 @@ class STIVPixelAutoencoder(ModelMixin, ConfigMixin):
         return self.config.image_channels * self.config.downsample**2
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        *lead, h, w, c = frames.shape
-        f = self.config.downsample
-        if h % f or w % f:
-            raise ValueError(f"frame size {h}x{w} is not divisible by downsample={f}")
-        x = frames.reshape(*lead, h // f, f, w // f, f, c).movedim(-4, -3)
-        return (x.reshape(*lead, h // f, w // f, f * f * c) - self.config.shift_factor) * self.config.scaling_factor
+        z = space_to_depth(frames, self.config.downsample)
+        return (z - self.config.shift_factor) * self.config.scaling_factor
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        *lead, h, w, cf = latents.shape
-        f = self.config.downsample
-        latents = latents / self.config.scaling_factor + self.config.shift_factor
-        x = latents.reshape(*lead, h, w, f, f, cf // (f * f)).movedim(-3, -4)
-        return x.reshape(*lead, h * f, w * f, cf // (f * f))
+        return depth_to_space(latents / self.config.scaling_factor + self.config.shift_factor, self.config.downsample)
+
+
+def space_to_depth(frames: torch.Tensor, f: int) -> torch.Tensor:
+    """``[..., H, W, c]`` → ``[..., H/f, W/f, f·f·c]`` (``vae/pixel.py: space_to_depth``)."""
+    *lead, h, w, c = frames.shape
+    if h % f or w % f:
+        raise ValueError(f"frame size {h}x{w} is not divisible by downsample={f}")
+    x = frames.reshape(*lead, h // f, f, w // f, f, c).movedim(-4, -3)
+    return x.reshape(*lead, h // f, w // f, f * f * c)
+
+
+def depth_to_space(latents: torch.Tensor, f: int) -> torch.Tensor:
+    """The inverse of :func:`space_to_depth`: ``[..., h, w, f·f·c]`` → ``[..., h·f, w·f, c]``."""
+    *lead, h, w, cf = latents.shape
+    x = latents.reshape(*lead, h, w, f, f, cf // (f * f)).movedim(-3, -4)
+    return x.reshape(*lead, h * f, w * f, cf // (f * f))
+
+
+def low_pass(x: torch.Tensor, sigma: float, subpixels: int = 1) -> torch.Tensor:
+    """Gaussian low-pass of each frame of latents ``[B, T, h, w, C]`` (``sampling/guidance.py: low_pass``)."""
+    p = depth_to_space(x, subpixels) if subpixels > 1 else x
+    taps = gaussian_taps(sigma)
+    radius = len(taps) // 2
+    for dim in (2, 3):
+        offsets = torch.arange(p.shape[dim], device=p.device) - radius
+        p = sum(w * p.index_select(dim, (offsets + k).clamp(0, p.shape[dim] - 1)) for k, w in enumerate(taps))
+    return space_to_depth(p, subpixels) if subpixels > 1 else p

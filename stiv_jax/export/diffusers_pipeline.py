@@ -11,8 +11,8 @@ no JAX), loaded from a folder written by ``stiv-export-torch --format=diffusers`
 It is the JAX sampler (stiv_jax/sampling) step for step: the run's tokenizer and frozen text
 encoder, the empty prompt for guidance, frame replacement at every step (§2.3.1; image-free
 guidance branches see the run's null image, ``sampling/frames.py``), JIT-CFG /
-SIT-CFG / text CFG with CFG-renorm (``sampling/guidance.py``, all branches in one batched model
-call), the same float32 time grid and Euler/Heun updates (``sampling/ode.py``). Given the same
+SIT-CFG / text CFG with CFG-renorm and frequency-decoupled guidance (``sampling/guidance.py``, all
+branches in one batched model call), the same float32 time grid and Euler/Heun updates (``sampling/ode.py``). Given the same
 initial noise (``latents=``, diffusers layout ``[B, C, T, h, w]``; ``Sampler.generate(noise=)``
 takes ``[B, T, h, w, C]``) it draws the JAX sampler's video (tests/test_export_diffusers.py).
 """
@@ -28,7 +28,7 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
-from stiv_jax.export.diffusers_parts import STIVPixelAutoencoder, STIVTokenEmbedding
+from stiv_jax.export.diffusers_parts import STIVPixelAutoencoder, STIVTokenEmbedding, low_pass
 from stiv_jax.export.diffusers_tokenizer import STIVTokenizer
 from stiv_jax.flow.task_table import DEFAULT_PREDICT_FRAMES, NULL_IMAGES, TASKS, given_frame_indices
 from stiv_jax.model.micro import micro_conditions
@@ -157,7 +157,7 @@ class STIVPipeline(DiffusionPipeline):
         return x.permute(0, 2, 3, 1).reshape(b, t, *x.shape[2:3], x.shape[3], 3).clamp(-1.0, 1.0)
 
     # ------------------------------------------------------------------------------ sampling
-    def _velocity(self, x, t, cond, null, given: _Given, kind: str, scale: float, image_scale: float, renorm: str):
+    def _velocity(self, x, t, cond, null, given: _Given, kind, scale, image_scale, renorm, high_scale, split_sigma):
         """Guided velocity (sampling/guidance.py: guided_velocity), one batched model call."""
         branches, b = GUIDANCE_BRANCHES[kind], x.shape[0]
         xs, conds = [], []
@@ -178,6 +178,10 @@ class STIVPipeline(DiffusionPipeline):
             guided = v[1] + scale * (v[0] - v[1])
         else:
             guided = v[2] + image_scale * (v[1] - v[2]) + scale * (v[0] - v[1])
+        if high_scale is not None:
+            high = v[-1] + high_scale * (v[0] - v[-1])
+            subpixels = self.downsample if isinstance(self.vae, STIVPixelAutoencoder) else 1
+            guided = high + low_pass(guided - high, split_sigma, subpixels)
         if renorm == "none":
             return guided
         dims = tuple(range(1, guided.ndim))
@@ -230,6 +234,8 @@ class STIVPipeline(DiffusionPipeline):
         guidance_scale: float | None = None,
         image_guidance_scale: float | None = None,
         renorm: str | None = None,
+        high_guidance_scale: float | None = None,
+        split_sigma: float | None = None,
         solver: str | None = None,
         num_frames: int | None = None,
         height: int | None = None,
@@ -245,7 +251,9 @@ class STIVPipeline(DiffusionPipeline):
         (``image``), interpolate (``image``, ``last_image``), predict (``video``: the first
         ``num_given_frames``), upsample (``video``: ceil(T/2) frames), multiview (``image``: the
         front view; empty prompt). ``guidance``: none | cfg |
-        jit (STIV JIT-CFG) | sit (SIT-CFG, ``image_guidance_scale`` = s_img); unset arguments
+        jit (STIV JIT-CFG) | sit (SIT-CFG, ``image_guidance_scale`` = s_img);
+        ``high_guidance_scale``: frequency-decoupled guidance's scale of the high frequencies, the
+        low-pass of std ``split_sigma`` pixels (the run's ``high_scale``, ``split_sigma``); unset arguments
         take the run's defaults (``self.defaults``). ``latents``: the initial noise
         ``[B, C, T, h, w]`` (default: ``torch.randn`` with ``generator``)."""
         d = self.defaults
@@ -255,6 +263,8 @@ class STIVPipeline(DiffusionPipeline):
         scale = float(d.get("scale", 7.5) if guidance_scale is None else guidance_scale)
         image_scale = float(d.get("image_scale", 1.5) if image_guidance_scale is None else image_guidance_scale)
         renorm, solver = renorm or d.get("renorm", "none"), solver or d.get("solver", "euler")
+        high_scale = d.get("high_scale") if high_guidance_scale is None else float(high_guidance_scale)
+        split_sigma = float(d.get("split_sigma", 1.0) if split_sigma is None else split_sigma)
         steps = int(num_inference_steps or d.get("steps", 50))
         for name, value, allowed in (
             ("task", task, TASKS),
@@ -306,7 +316,7 @@ class STIVPipeline(DiffusionPipeline):
 
         self.scheduler.set_timesteps(steps, device=self.device, schedule=schedule)
         times = self.scheduler.times
-        args = (cond, null, given, kind, scale, image_scale, renorm)
+        args = (cond, null, given, kind, scale, image_scale, renorm, high_scale, split_sigma)
         x = given.replace(noise)
         for i in self.progress_bar(range(steps)):
             v0 = self._velocity(x, times[i], *args)

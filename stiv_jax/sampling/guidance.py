@@ -16,6 +16,14 @@ with s = s_txt.
 All branches go through ONE model call on the batch-concatenated inputs (2B for cfg/jit, 3B for
 sit): every leaf of the condition pytree is concatenated along the batch axis.
 
+Frequency-decoupled guidance (FDG; Sadat et al. 2025, "Guidance in the Frequency Domain Enables
+High-Fidelity Sampling at Low CFG Scales"), on when ``high_scale`` h is set: the low spatial
+frequencies are guided as above, the high ones with every scale h, i.e. with g the guided velocity
+and g_h = F(∅, ∅ or cI) + h·(F(cT, cI) − F(∅, ∅ or cI)) (the last branch, h for every scale):
+g_fdg = g_h + L(g − g_h), L a Gaussian low-pass of std ``split_sigma`` pixels over each frame (the
+latents unfolded to pixels first when they are the pixel autoencoder's f×f blocks, ``subpixels``
+= f). For cfg / jit: F(∅) + s·L(Δ) + h·(Δ − L(Δ)), Δ = F(cT, cI) − F(∅); h = s is plain guidance.
+
 CFG-renorm (App. A/D): ``rescale`` sets the guided velocity's norm to the conditional velocity's
 norm, per sample (norm over all non-batch dims), keeping its direction (STIV's formula); ``clip``
 only scales down when the guided norm is larger (Lumina-Image-2.0 / ComfyUI RenormCFG).
@@ -38,13 +46,15 @@ import jax.numpy as jnp
 from stiv_jax.errors import ConfigError
 from stiv_jax.flow.task_table import NULL_IMAGES
 from stiv_jax.sampling.frames import FrameCondition
-from stiv_jax.sampling.kinds import GUIDANCE_BRANCHES, GUIDANCE_KINDS, RENORM_MODES
+from stiv_jax.sampling.kinds import GUIDANCE_BRANCHES, GUIDANCE_KINDS, RENORM_MODES, gaussian_taps
+from stiv_jax.vae.pixel import depth_to_space, space_to_depth
 
 Cond = Mapping[str, Any]
 ModelFn = Callable[[jax.Array, jax.Array, Cond], jax.Array]
 
 TEXT_KEYS = ("text", "text_mask", "pooled_text")
 MAX_SCALE = 1e3  # |guidance scale|: far beyond any useful value, and well inside float32
+MAX_SPLIT_SIGMA = 64.0  # pixels: the low-pass of FDG is then the frame's mean
 
 
 @jax.tree_util.register_dataclass
@@ -56,7 +66,8 @@ class Guidance:
     Defaults follow the paper: JIT-CFG s = 7.5 (App. B); SIT-CFG s_img = 1.5, s_txt = 7.5. They are
     the sampler's defaults (``options.SampleOptions`` and ``stiv-sample`` read them here).
     ``null_image``: what the branches without the image see, as the run was trained
-    (``config.null_image``, ``frames.FrameCondition.unconditioned``).
+    (``config.null_image``, ``frames.FrameCondition.unconditioned``). ``high_scale`` (None: off),
+    ``split_sigma`` and ``subpixels`` (the run's, not a choice): FDG (module docstring).
     """
 
     kind: str = dataclasses.field(default="jit", metadata=dict(static=True))
@@ -64,6 +75,9 @@ class Guidance:
     image_scale: float = 1.5
     renorm: str = dataclasses.field(default="none", metadata=dict(static=True))
     null_image: str = dataclasses.field(default="noise", metadata=dict(static=True))
+    high_scale: float | None = None
+    split_sigma: float = dataclasses.field(default=1.0, metadata=dict(static=True))
+    subpixels: int = dataclasses.field(default=1, metadata=dict(static=True))
 
     def __post_init__(self):
         if self.kind not in GUIDANCE_KINDS:
@@ -76,13 +90,31 @@ class Guidance:
     def check_scales(self) -> Guidance:
         """Raises :class:`ConfigError` naming the flag unless each scale is finite with
         ``|s| <= MAX_SCALE`` (before tracing: a NaN scale draws black frames). Returns ``self``."""
-        for name in ("scale", "image_scale"):
+        for name in ("scale", "image_scale", "high_scale"):
             value = getattr(self, name)
-            if not (math.isfinite(value) and abs(value) <= MAX_SCALE):
+            if value is not None and not (math.isfinite(value) and abs(value) <= MAX_SCALE):
                 raise ConfigError(
                     f"{name} (--{name}) must be a finite number in [-{MAX_SCALE:g}, {MAX_SCALE:g}], got {value}"
                 )
+        if not (math.isfinite(self.split_sigma) and 0 < self.split_sigma <= MAX_SPLIT_SIGMA):
+            raise ConfigError(
+                f"split_sigma (--split_sigma) must be in (0, {MAX_SPLIT_SIGMA:g}] pixels, got {self.split_sigma}"
+            )
         return self
+
+
+def low_pass(x: jax.Array, sigma: float, subpixels: int = 1) -> jax.Array:
+    """Gaussian low-pass (std ``sigma`` pixels, edge pixels repeated) of each frame of latents
+    ``[B, T, h, w, C]``; with ``subpixels`` = f > 1 the channels are f×f pixel blocks
+    (``vae/pixel.py``), blurred as the pixels they hold."""
+    chex.assert_rank(x, 5)
+    p = depth_to_space(x, subpixels) if subpixels > 1 else x
+    taps = gaussian_taps(sigma)
+    radius = len(taps) // 2
+    for axis in (2, 3):
+        n = p.shape[axis]
+        p = sum(w * jnp.take(p, jnp.clip(jnp.arange(n) + k - radius, 0, n - 1), axis=axis) for k, w in enumerate(taps))
+    return space_to_depth(p, subpixels) if subpixels > 1 else p
 
 
 def renormalize(guided: jax.Array, conditional: jax.Array, mode: str) -> jax.Array:
@@ -162,4 +194,7 @@ def guided_velocity(
     else:
         cond_v, image_v, uncond_v = v
         guided = uncond_v + guidance.image_scale * (image_v - uncond_v) + s * (cond_v - image_v)
+    if guidance.high_scale is not None:
+        high = v[-1] + guidance.high_scale * (cond_v - v[-1])
+        guided = high + low_pass(guided - high, guidance.split_sigma, guidance.subpixels)
     return renormalize(guided, cond_v, guidance.renorm)

@@ -18,6 +18,7 @@ from stiv_jax.errors import ConfigError
 from stiv_jax.flow.task_table import TASKS
 from stiv_jax.sampling import ode, schedules
 from stiv_jax.sampling.guidance import Guidance
+from stiv_jax.vae.pixel import PixelAutoencoder
 
 ALL_TASKS = (*TASKS, "long")
 # Conditioning pixels each task needs (required) and accepts (optional), by argument name.
@@ -53,6 +54,8 @@ class SampleOptions:
     scale: float = _GUIDANCE.scale  # s (cfg/jit), s_txt (sit)
     image_scale: float = _GUIDANCE.image_scale  # s_img (sit)
     renorm: str = _GUIDANCE.renorm
+    high_scale: float | None = _GUIDANCE.high_scale  # FDG's scale of the high frequencies (None: off)
+    split_sigma: float = _GUIDANCE.split_sigma  # FDG's low-pass std, pixels
     solver: str = "euler"
     seed: int = 0
     frame_stride: int | None = None  # micro-condition; data.frame_strides[0]
@@ -78,7 +81,21 @@ class SampleOptions:
         schedules.get(self.schedule, self.steps, self.emulated_steps)  # raises on bad step counts
 
     def guidance_settings(self) -> Guidance:
-        return Guidance(self.guidance, self.scale, self.image_scale, self.renorm)
+        return Guidance(
+            self.guidance,
+            self.scale,
+            self.image_scale,
+            self.renorm,
+            high_scale=self.high_scale,
+            split_sigma=self.split_sigma,
+        )
+
+    def run_guidance(self, config: ml_collections.ConfigDict, autoencoder: Any) -> Guidance:
+        """:meth:`guidance_settings` with what is the run's, not a sampling choice: the null image
+        its image dropout showed, and whether its latents are pixel blocks (FDG's low-pass)."""
+        subpixels = autoencoder.downsample if isinstance(autoencoder, PixelAutoencoder) else 1
+        null_image = config.get("null_image", "noise")
+        return dataclasses.replace(self.guidance_settings(), null_image=null_image, subpixels=subpixels)
 
     @classmethod
     def for_run(cls, config: ml_collections.ConfigDict | None, **overrides: Any) -> SampleOptions:

@@ -325,13 +325,12 @@ class Sampler:
         if noise is not None:
             noise = self.check_noise(noise, plan, len(prompts))
         times = jnp.asarray(schedules.get(options.schedule, options.steps, options.emulated_steps), jnp.float32)
-        # The null image is the run's (what its image dropout showed), not a sampling choice.
-        guidance = dataclasses.replace(options.guidance_settings(), null_image=self.config.get("null_image", "noise"))
+        guidance = options.run_guidance(self.config, self.autoencoder)
         self.timings = collections.defaultdict(float)
         self.log(
             f"sampling task={plan.task} prompts={len(prompts)} frames={plan.output_frames} "
             f"size={plan.height}x{plan.width} steps={options.steps} ({options.schedule}, {options.solver}) "
-            f"guidance={options.guidance} scale={options.scale} seed={options.seed}"
+            f"guidance={options.guidance} scale={options.scale} high_scale={options.high_scale} seed={options.seed}"
         )
         chunk = options.batch_size or len(prompts)
         videos = []

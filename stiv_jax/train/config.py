@@ -108,6 +108,8 @@ def base_config(size: str = "XL", **model_overrides) -> ml_collections.ConfigDic
         ("scale", float),
         ("image_scale", float),
         ("renorm", str),
+        ("high_scale", float),
+        ("split_sigma", float),
     ):
         c.sampling[key] = config_dict.placeholder(kind)
     return c

@@ -49,21 +49,26 @@ class PixelAutoencoder:
         return self.image_channels * self.downsample**2
 
     def encode(self, frames: jax.Array) -> jax.Array:
-        *lead, h, w, c = frames.shape
-        f = self.downsample
-        if h % f or w % f:
-            raise ValueError(f"frame size {h}x{w} is not divisible by downsample={f}")
-        x = frames.reshape(*lead, h // f, f, w // f, f, c)
-        x = jnp.moveaxis(x, -4, -3)  # [..., h/f, w/f, f, f, c]
-        z = x.reshape(*lead, h // f, w // f, f * f * c)
+        z = space_to_depth(frames, self.downsample)
         return z if self.is_raw else (z - self.shift_factor) * self.scaling_factor
 
     def decode(self, latents: jax.Array) -> jax.Array:
-        *lead, h, w, cf = latents.shape
-        f = self.downsample
-        c = cf // (f * f)
         if not self.is_raw:
             latents = latents / self.scaling_factor + self.shift_factor
-        x = latents.reshape(*lead, h, w, f, f, c)
-        x = jnp.moveaxis(x, -3, -4)  # [..., h, f, w, f, c]
-        return x.reshape(*lead, h * f, w * f, c)
+        return depth_to_space(latents, self.downsample)
+
+
+def space_to_depth(frames: jax.Array, f: int) -> jax.Array:
+    """``[..., H, W, c]`` → ``[..., H/f, W/f, f·f·c]``: each f×f pixel block folded into channels."""
+    *lead, h, w, c = frames.shape
+    if h % f or w % f:
+        raise ValueError(f"frame size {h}x{w} is not divisible by downsample={f}")
+    x = jnp.moveaxis(frames.reshape(*lead, h // f, f, w // f, f, c), -4, -3)  # [..., h/f, w/f, f, f, c]
+    return x.reshape(*lead, h // f, w // f, f * f * c)
+
+
+def depth_to_space(latents: jax.Array, f: int) -> jax.Array:
+    """The inverse of :func:`space_to_depth`: ``[..., h, w, f·f·c]`` → ``[..., h·f, w·f, c]``."""
+    *lead, h, w, cf = latents.shape
+    x = jnp.moveaxis(latents.reshape(*lead, h, w, f, f, cf // (f * f)), -3, -4)  # [..., h, f, w, f, c]
+    return x.reshape(*lead, h * f, w * f, cf // (f * f))
