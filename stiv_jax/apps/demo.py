@@ -5,9 +5,9 @@
 1. render the demo dataset (real H.264 mp4s + captions + a SentencePiece tokenizer);
 2. write ArrayRecord shards and the latent cache (pixel autoencoder);
 3. train ``experiments/demo_shapes.py`` (T2V + TI2V by frame replacement) in ``OUT/workdir``;
-4. sample with the config's ``sampling`` settings (JIT-CFG s = 2, linear-quadratic schedule): T2V
-   videos from prompts and a TI2V video from a rendered first frame, as mp4 + gif, a contact
-   sheet and the loss curve;
+4. sample with the config's ``sampling`` settings (JIT-CFG s = 2, frequency-decoupled: 0.5 on the
+   high frequencies; linear-quadratic schedule): T2V videos from prompts and a TI2V video from a
+   rendered first frame, as mp4 + gif, a contact sheet and the loss curve;
 5. measure what each video shows (stiv_jax/apps/report.py) against its prompt.
 
 Each stage is skipped when its output exists, so a second run only samples again.
@@ -61,8 +61,10 @@ def sample_and_report(out: str, workdir: str, config, seed: int) -> dict:
     from stiv_jax.sampling.pipeline import load_sampler
 
     o = SampleOptions.for_run(config)  # the config's sampling section (experiments/demo_shapes.py)
+    high = "" if o.high_scale is None else f" (high frequencies {o.high_scale}, σ = {o.split_sigma:g} px)"
     t0 = _stage(
-        f"4/4 sampling ({o.guidance.upper()}-CFG {o.scale}, {o.schedule.replace('_', '-')} schedule, {o.steps} steps)"
+        f"4/4 sampling ({o.guidance.upper()}-CFG {o.scale}{high}, {o.schedule.replace('_', '-')} schedule, "
+        f"{o.steps} steps)"
     )
     sampler = load_sampler(workdir)
     stride = config.data.frame_strides[0]
