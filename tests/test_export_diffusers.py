@@ -234,6 +234,8 @@ def test_bad_arguments_are_named(folders):
         (dict(task="ti2v"), "needs image="),
         (dict(latents=torch.zeros(1, 12, 4, 4, 4)), "latents have shape"),
         (dict(guidance="strong"), "unknown guidance"),
+        (dict(split_sigma=0.0), "split_sigma must be a positive"),
+        (dict(high_guidance_scale=float("nan")), "high_guidance_scale must be finite"),
         (dict(task="t2v", image=np.zeros((16, 16, 3), np.uint8)), "takes no image"),
     ):
         with pytest.raises(ValueError, match=words):

@@ -12,9 +12,10 @@ It is the JAX sampler (stiv_jax/sampling) step for step: the run's tokenizer and
 encoder, the empty prompt for guidance, frame replacement at every step (§2.3.1; image-free
 guidance branches see the run's null image, ``sampling/frames.py``), JIT-CFG /
 SIT-CFG / text CFG with CFG-renorm and frequency-decoupled guidance (``sampling/guidance.py``, all
-branches in one batched model call), the same float32 time grid and Euler/Heun updates (``sampling/ode.py``). Given the same
-initial noise (``latents=``, diffusers layout ``[B, C, T, h, w]``; ``Sampler.generate(noise=)``
-takes ``[B, T, h, w, C]``) it draws the JAX sampler's video (tests/test_export_diffusers.py).
+branches in one batched model call), the same float32 time grid and Euler/Heun updates
+(``sampling/ode.py``). Given the same initial noise (``latents=``, diffusers layout
+``[B, C, T, h, w]``; ``Sampler.generate(noise=)`` takes ``[B, T, h, w, C]``) it draws the JAX
+sampler's video (tests/test_export_diffusers.py).
 """
 
 from __future__ import annotations
@@ -252,9 +253,9 @@ class STIVPipeline(DiffusionPipeline):
         ``num_given_frames``), upsample (``video``: ceil(T/2) frames), multiview (``image``: the
         front view; empty prompt). ``guidance``: none | cfg |
         jit (STIV JIT-CFG) | sit (SIT-CFG, ``image_guidance_scale`` = s_img);
-        ``high_guidance_scale``: frequency-decoupled guidance's scale of the high frequencies, the
-        low-pass of std ``split_sigma`` pixels (the run's ``high_scale``, ``split_sigma``); unset arguments
-        take the run's defaults (``self.defaults``). ``latents``: the initial noise
+        ``high_guidance_scale``: frequency-decoupled guidance's scale of the high frequencies, split
+        off by a Gaussian of std ``split_sigma`` pixels (the run's ``high_scale``, ``split_sigma``);
+        unset arguments take the run's defaults (``self.defaults``). ``latents``: the initial noise
         ``[B, C, T, h, w]`` (default: ``torch.randn`` with ``generator``)."""
         d = self.defaults
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -266,6 +267,10 @@ class STIVPipeline(DiffusionPipeline):
         high_scale = d.get("high_scale") if high_guidance_scale is None else float(high_guidance_scale)
         split_sigma = float(d.get("split_sigma", 1.0) if split_sigma is None else split_sigma)
         steps = int(num_inference_steps or d.get("steps", 50))
+        if not (np.isfinite(split_sigma) and split_sigma > 0):
+            raise ValueError(f"split_sigma must be a positive number of pixels, got {split_sigma}")
+        if high_scale is not None and not np.isfinite(high_scale):
+            raise ValueError(f"high_guidance_scale must be finite, got {high_scale}")
         for name, value, allowed in (
             ("task", task, TASKS),
             ("guidance", kind, GUIDANCE_KINDS),
