@@ -73,9 +73,11 @@ def get_config():
 
 
 def get_fine_tune_config():
-    """What the applications (experiments/demo_tup.py, demo_v2v.py, demo_long.py) change first:
-    every weight of the demo run (EMA), a lower learning rate, 1500 steps; no task yet."""
+    """What the applications (experiments/demo_tup.py, demo_v2v.py, demo_long.py, demo_multiview.py)
+    change first: every weight of the demo run (EMA), a lower learning rate, 1500 steps; no task
+    yet; plain guidance (their figures in docs/applications.md were measured with it)."""
     c = get_config()
+    c.sampling.high_scale = None
     c.init_from.spatial = "outputs/demo/workdir"
     c.init_from.temporal = "outputs/demo/workdir"
     c.num_train_steps = 1500

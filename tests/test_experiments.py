@@ -237,6 +237,16 @@ def test_demo_samples_with_its_configs_settings():
 
 
 @pytest.mark.parametrize(
+    "name,scale", [("demo_tup", 1.0), ("demo_v2v", 1.0), ("demo_long", 2.0), ("demo_multiview", 2.0)]
+)
+def test_the_applications_sample_with_the_guidance_they_were_measured_with(name, scale):
+    """docs/applications.md's figures were taken with plain guidance: the demo's frequency split
+    (experiments/demo_shapes.py) is not inherited."""
+    options = SampleOptions.for_run(load(str(REPO / f"experiments/{name}.py")))
+    assert (options.guidance, options.scale, options.high_scale) == ("jit", scale, None)
+
+
+@pytest.mark.parametrize(
     "path",
     [
         "stiv_jax/sampling/pipeline.py",
