@@ -63,11 +63,17 @@ def test_frechet_near_singular_stays_finite_and_close_to_scipy():
 
 
 def test_frechet_of_identical_sets_is_zero():
+    """Also for the demo's shape of problem, 60 clips of 400 logits (Σ of rank 59), where the
+    square roots of rounding-sized null-space eigenvalues once summed to −0.0002 (``stiv-eval``
+    printed fvd=-0.0002 for a folder against itself)."""
     rng = np.random.default_rng(2)
-    for n, d in ((100, 8), (5, 20), (3, 128)):
-        x = rng.normal(size=(n, d)) * 3.0
+    for n, d in ((100, 8), (5, 20), (3, 128), (60, 400), (24, 400)):
+        x = rng.normal(size=(n, d)) * 3.0 + 1.0
         scale = np.trace(np.cov(x, rowvar=False))
-        assert abs(frechet_distance_of(x, x)) <= 1e-6 * scale
+        assert abs(frechet_distance_of(x, x)) <= 1e-12 * scale
+        assert abs(frechet_distance_of(x, x[::-1].copy())) <= 1e-12 * scale  # same set, other order
+        # a shifted copy: only the mean term, |Δμ|² = d · 0.01²
+        np.testing.assert_allclose(frechet_distance_of(x, x + 0.01), d * 1e-4, rtol=1e-6)
 
 
 def test_frechet_rejects_bad_shapes():
