@@ -46,7 +46,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     inner = root1 @ sigma2 @ root1
     trace_sqrt = np.sqrt(_psd_eigenvalues(inner)).sum()
     diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt)
+    # d² ≥ 0; what is left below 0 is rounding (~1e-12 of the traces), so print 0, not -0.0000
+    return max(float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt), 0.0)
 
 
 def frechet_distance_of(features1: np.ndarray, features2: np.ndarray) -> float:
