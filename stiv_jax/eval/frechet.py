@@ -20,19 +20,17 @@ def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(axis=0), np.cov(x, rowvar=False)
 
 
-def _psd_eigenvalues(matrix: np.ndarray, vectors: bool = False):
-    """Eigenvalues (and vectors) of a symmetric PSD matrix, those below the numerical-rank
+def _psd_eigh(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues and vectors of a symmetric PSD matrix, eigenvalues below the numerical-rank
     tolerance ``max |λ| · D · eps`` set to 0: rounding leaves ±1e-13-sized values in the null space
     of a rank-deficient covariance, and their square roots would add up to ~1e-4."""
-    sym = (matrix + matrix.T) / 2
-    w, v = np.linalg.eigh(sym) if vectors else (np.linalg.eigvalsh(sym), None)
+    w, v = np.linalg.eigh((matrix + matrix.T) / 2)
     tol = np.abs(w).max(initial=0.0) * len(w) * np.finfo(np.float64).eps
-    w = np.where(w > tol, w, 0.0)
-    return (w, v) if vectors else w
+    return np.where(w > tol, w, 0.0), v
 
 
 def _psd_sqrt(sigma: np.ndarray) -> np.ndarray:
-    w, v = _psd_eigenvalues(sigma, vectors=True)
+    w, v = _psd_eigh(sigma)
     return (v * np.sqrt(w)) @ v.T
 
 
@@ -44,7 +42,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
         raise ValueError(f"mismatched statistics: {mu1.shape}, {sigma1.shape} vs {mu2.shape}, {sigma2.shape}")
     root1 = _psd_sqrt(sigma1)
     inner = root1 @ sigma2 @ root1
-    trace_sqrt = np.sqrt(_psd_eigenvalues(inner)).sum()
+    trace_sqrt = np.sqrt(_psd_eigh(inner)[0]).sum()
     diff = mu1 - mu2
     # d² ≥ 0; what is left below 0 is rounding (~1e-12 of the traces), so print 0, not -0.0000
     return max(float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt), 0.0)
