@@ -240,13 +240,14 @@ def test_demo_samples_with_its_configs_settings():
     "name,scale", [("demo_tup", 1.0), ("demo_v2v", 1.0), ("demo_long", 2.0), ("demo_multiview", 2.0)]
 )
 def test_the_applications_train_and_sample_as_they_were_measured(name, scale):
-    """docs/applications.md's figures were taken with plain guidance and fine-tuning runs whose
-    learning rate decays to 0: neither the demo's frequency split nor its constant learning rate
-    (experiments/demo_shapes.py) is inherited."""
+    """docs/applications.md's figures were taken with plain guidance and fine-tuning runs of 8
+    clips per step whose learning rate decays to 0: neither the demo's frequency split nor its
+    batch and constant learning rate (experiments/demo_shapes.py) is inherited."""
     config = load(str(REPO / f"experiments/{name}.py"))
     options = SampleOptions.for_run(config)
     assert (options.guidance, options.scale, options.high_scale) == ("jit", scale, None)
     assert (config.lr_decay, config.lr_final_fraction, config.learning_rate) == ("cosine", 0.0, 1e-3)
+    assert config.batch_size == 8
 
 
 @pytest.mark.parametrize(
