@@ -29,7 +29,7 @@ def get_config():
         pos_embed="sincos",
         prediction="x",
     )
-    # 3200 steps of 4 clips: FVD 357 where 1600 of 8 (the same clips, the same time) gave 413.
+    # 3200 steps of 4 clips: FVD 357 where 1600 of 8 (the same clips, about the same time) gave 413.
     c.num_train_steps = 3200
     c.batch_size = 4
     c.learning_rate = 2e-3
