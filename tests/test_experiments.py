@@ -241,13 +241,13 @@ def test_demo_samples_with_its_configs_settings():
 )
 def test_the_applications_train_and_sample_as_they_were_measured(name, scale):
     """docs/applications.md's figures were taken with plain guidance and fine-tuning runs of 8
-    clips per step whose learning rate decays to 0: neither the demo's frequency split nor its
-    batch and constant learning rate (experiments/demo_shapes.py) is inherited."""
+    clips per step whose learning rate decays to 0, EMA 0.99: neither the demo's frequency split
+    nor its batch, EMA and constant learning rate (experiments/demo_shapes.py) is inherited."""
     config = load(str(REPO / f"experiments/{name}.py"))
     options = SampleOptions.for_run(config)
     assert (options.guidance, options.scale, options.high_scale) == ("jit", scale, None)
     assert (config.lr_decay, config.lr_final_fraction, config.learning_rate) == ("cosine", 0.0, 1e-3)
-    assert config.batch_size == 8
+    assert (config.batch_size, config.optimizer.ema_decay) == (8, 0.99)
 
 
 @pytest.mark.parametrize(
