@@ -14,7 +14,7 @@ import time
 import jax
 import pytest
 
-from stiv_jax.bench import cli, gpu, latte, mfu, remat, scaling, timing
+from stiv_jax.bench import cli, gpu, i3d, latte, mfu, remat, scaling, timing
 from stiv_jax.bench.trainer import Arch, Shape, StivStep, bench_config
 
 TINY = [
@@ -260,7 +260,7 @@ def test_cli_rejects_unknown_command(capsys):
         cli.run(["nope"])
     assert e.value.code == 2
     assert capsys.readouterr().err.strip() == (
-        "stiv-bench: error: the first argument must be one of latte, mfu, sampler, scaling, remat, data, profile, all (--help for more)"
+        "stiv-bench: error: the first argument must be one of latte, mfu, sampler, scaling, remat, data, profile, i3d, all (--help for more)"
     )
     with pytest.raises(SystemExit) as e:
         cli.run(["all", "--batch=1"])
@@ -288,6 +288,17 @@ def test_remat_tiny(capsys):
         remat.main(TINY + ["--policies=dots"])
     with pytest.raises(ValueError, match="--policies=dots,nope"):
         remat.main(TINY + ["--policies=dots,nope"])
+
+
+def test_i3d_times_both_convolutions_and_they_agree(capsys):
+    ratio = i3d.main(["--batch=1", "--frames=9", "--repeats=1"])
+    out = capsys.readouterr().out
+    assert _last_value(out, "frames_on_channels_vs_xla") == pytest.approx(ratio, rel=1e-3) and ratio > 0
+    assert set(re.findall(r"conv=(\w+) forward_ms=", out)) == {"frames_on_channels", "xla"}
+    diff, peak = (float(re.search(rf"{k}=(\S+)", out)[1]) for k in ("max_logit_difference", "max_logit"))
+    assert 0 < peak and diff <= 1e-5 * peak  # the same network: float32 rounding only
+    with pytest.raises(ValueError, match="--frames >= 9"):
+        i3d.main(["--frames=8"])
 
 
 def test_profile_classes_ops_and_counts_dot_flops():

@@ -66,8 +66,8 @@ def fvd_report(
 ) -> dict:
     """FVD of ``trained`` (the samples of ``prompts``) and of the floor and the ceiling (module
     docstring); the ceiling samples ``prompts`` with ``options`` from the initial weights, ``batch``
-    prompts per call as ``trained`` was sampled (the same noise)."""
-    evaluator = evaluator or Evaluator(("fvd",))
+    prompts per call as ``trained`` was sampled (the same noise) and through the I3D."""
+    evaluator = evaluator or Evaluator(("fvd",), batch_size=batch)
     config = sampler.config
     reference = evaluator.features(real_clips(prompts, config, REFERENCE_SEED))
     floor = evaluator.features(real_clips(prompts, config, FLOOR_SEED))

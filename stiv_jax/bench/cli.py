@@ -7,6 +7,7 @@
   stiv-bench remat    [flags]  train-step time/memory per remat policy (last line dots_vs_none=…)
   stiv-bench data     [flags]  Grain decoding throughput (bench/data_throughput.py)
   stiv-bench profile  [flags]  where the train step's time goes, per op class, vs Latte
+  stiv-bench i3d      [flags]  the FVD network, frames-on-channels vs 3-D convolutions
   stiv-bench all               every benchmark above with its defaults
 
 Flags after the command go to that benchmark (``stiv-bench latte --help`` lists them). Each
@@ -35,6 +36,7 @@ COMMANDS = {
     "remat": ("stiv_jax.bench.remat", "main"),
     "data": ("stiv_jax.bench.data_throughput", "run"),
     "profile": ("stiv_jax.bench.profile", "main"),
+    "i3d": ("stiv_jax.bench.i3d", "main"),
 }
 
 
