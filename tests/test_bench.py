@@ -63,7 +63,8 @@ def test_cores_is_cpu_time_over_wall_time():
             pass
 
     t = timing.interleaved({"sleep": lambda: time.sleep(0.05), "spin": spin}, repeats=3, warmup=0)
-    assert max(t.cpu_seconds["sleep"]) < 0.02 and min(t.cpu_seconds["spin"]) >= 0.03, t.cpu_seconds
+    # min: XLA's CPU threads may still be busy for ~0.1 s after an earlier test's large program
+    assert min(t.cpu_seconds["sleep"]) < 0.01 and min(t.cpu_seconds["spin"]) >= 0.03, t.cpu_seconds
     t = timing.Timings({"a": [1.0, 2.0, 4.0]}, {"a": [3.0, 1.0, 2.0]})
     assert t.cores("a") == 0.5  # per-call ratios 3, 0.5, 0.5; the ratio of medians would be 1
     _, flops = timing.batched_matmul_fn(3, 8, 4)
