@@ -286,3 +286,29 @@ def test_an_unreadable_file_is_left_out_and_named(folders, tmp_path):
     read = list(iter_videos(str(bad), warn=warnings.append))
     assert [v.name for v in read] == ["00.mp4", "01.mp4"] and np.array_equal(read[0].frames, videos[0])
     assert len(warnings) == 1 and str(bad / "02.mp4") in warnings[0]
+
+
+def test_images_are_one_frame_videos_in_folders_shards_and_stiv_eval(folders, tmp_path):
+    """An image under --real/--fake (a folder, or a shard folder of stiv-make-shards) is a clip of
+    one frame, repeated to 16 by the protocol; stiv-eval reads a folder of PNGs as users give it."""
+    from PIL import Image
+
+    from stiv_jax.data.ingest import make_shards
+    from stiv_jax.eval.videos import iter_videos
+
+    (a, videos), _ = folders
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, video in enumerate(videos):
+        Image.fromarray(video[i]).save(images / f"{i:02d}.png")
+        (images / f"{i:02d}.txt").write_text("a frame")  # stiv-make-shards keeps captioned files only
+    read = list(iter_videos(str(images)))
+    assert [v.frames.shape for v in read] == [(1, 32, 32, 3)] * 3
+    assert np.array_equal(read[1].frames[0], videos[1][1])
+    make_shards(str(images), str(tmp_path / "shards"), log=lambda *_: None)
+    assert [v.frames.shape for v in iter_videos(str(tmp_path / "shards"))] == [(1, 32, 32, 3)] * 3
+    out = tmp_path / "eval.json"
+    proc = _run(f"--real={a}", f"--fake={images}", f"--out={out}")
+    assert proc.returncode == 0, proc.stderr
+    assert re.fullmatch(r"fvd=\d+\.\d{4}", proc.stdout.strip().splitlines()[-1])
+    assert json.loads(out.read_text())["num_fake"] == 3

@@ -37,7 +37,7 @@ def _shard_videos(path: str) -> Iterator[Video]:
     for i in range(len(source)):
         rec = shards.decode_record(source[i])
         data = rec["data"]
-        frames = video_io.decode_image(data)[None] if rec.get("kind") == "image" else video_io.decode_video(data)
+        frames = video_io.decode_image(data) if rec.get("kind") == "image" else video_io.decode_video(data)
         yield Video(str(rec.get("key", i)), frames, str(rec.get("caption", "")))
 
 
@@ -46,7 +46,7 @@ def _folder_videos(path: str, warn: Callable[[str], None]) -> Iterator[Video]:
         full = os.path.join(path, rel)
         try:
             if rel.lower().endswith(video_io.IMAGE_EXTENSIONS):
-                frames = video_io.decode_image(full)[None]
+                frames = video_io.decode_image(full)  # a one-frame clip [1, H, W, 3]
             else:
                 frames = video_io.decode_video(full)
         except Exception as e:
