@@ -129,8 +129,8 @@ class Unit3D(nnx.Module):
             padding="SAME",
             use_bias=use_bias,
             rngs=rngs,
-        )  # holds the weights; applied by conv3d_same
-        self.stride, self.conv_impl = stride, conv
+        )  # holds the weights and strides; applied by conv3d_same
+        self.conv_impl = conv
         self.bn = (
             nnx.BatchNorm(
                 out_features, use_running_average=True, use_scale=False, epsilon=1e-3, momentum=0.999, rngs=rngs
@@ -141,7 +141,7 @@ class Unit3D(nnx.Module):
         self.activation = activation
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = conv3d_same(x, self.conv.kernel[...], self.stride, self.conv_impl)
+        x = conv3d_same(x, self.conv.kernel[...], self.conv.strides, self.conv_impl)
         if self.conv.bias is not None:
             x = x + self.conv.bias[...]
         if self.bn is not None:
